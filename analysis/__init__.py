@@ -1,0 +1,1 @@
+"""Analysis of predictions files: metrics, binned resolutions, plots (never imports `reco`)."""

@@ -1,0 +1,1 @@
+"""Contracts between the stages: config, event files, features, loader, tracking, provenance."""

@@ -1,0 +1,1 @@
+"""Simulators (numpy only): they write event files through `pipeline.events`."""
