@@ -37,8 +37,8 @@ class ConfigError(ValueError):
 class DataConfig:
     """Where the event files of an experiment live."""
 
-    dir: str = "data/airshower"  # folder of the split files train.h5 / val.h5 / test.h5
-    regenerate: bool = False  # simulate again even if files made with the same config exist
+    dir: str | None = None  # folder of train/val/test.h5; None: data/<problem>-<simulation hash>
+    regenerate: bool = False  # simulate again even if files of another config are in `dir`
 
 
 # --------------------------------------------------------------------------------------------

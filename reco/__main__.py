@@ -1,0 +1,5 @@
+"""`python -m reco` = the `reco` command."""
+
+from reco.cli import app
+
+app()

@@ -1,0 +1,316 @@
+"""The composition root: the experiment config tree and the chain simulate -> train -> evaluate -> analyze.
+
+Each stage owns its config section next to its code; this module composes them into
+:class:`ExperimentConfig` and wires the stages together through their files (event files,
+checkpoints, the predictions file). With ``reco/cli.py`` it is the only module that imports all
+three stages (see docs/architecture.md). Every function takes a config object, so the chain runs
+from a test or a notebook as well as from the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+from analysis.report import AnalysisConfig
+from pipeline import config as C
+from pipeline import provenance
+from pipeline.config import DataConfig
+from pipeline.events import open_events
+from pipeline.features import FeatureConfig
+from pipeline.loader import LoaderConfig
+from pipeline.tracking import DatasetRef, NoopTracker, Tracker, TrackingConfig, make_tracker
+from reco.models.registry import ModelConfig
+from reco.tasks import TaskConfig
+from reco.train import TrainConfig
+from simulation.airshower.config import AirshowerConfig
+
+SPLITS = ("train", "val", "test")
+RUN_INFO = "run.json"  # in every run folder: MLflow run id, tracking URI, config hash, data
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """The whole experiment: one YAML file under configs/experiments/."""
+
+    name: str = "airshower_cnn_energy"  # run-name prefix
+    problem: Literal["airshower"] = "airshower"  # physics problem = MLflow experiment name
+    seed: int = 0  # master seed: simulation, initialisation, shuffling
+    runs_dir: str = "runs"  # where run folders (checkpoints, predictions, plots) are created
+    simulation: AirshowerConfig = AirshowerConfig()  # the simulator
+    data: DataConfig = DataConfig()  # event-file location
+    features: FeatureConfig = FeatureConfig()  # model inputs from event files
+    loader: LoaderConfig = LoaderConfig()  # batching and shuffling
+    model: ModelConfig = dataclasses.field(default_factory=lambda: _default_model())  # registered by name
+    task: TaskConfig = TaskConfig()  # targets and loss
+    train: TrainConfig = TrainConfig()  # optimiser, schedule, epochs
+    analysis: AnalysisConfig = AnalysisConfig()  # resolution analysis
+    tracking: TrackingConfig = TrackingConfig()  # MLflow
+
+
+def _default_model() -> ModelConfig:
+    from reco.models.cnn import CNNConfig
+
+    return CNNConfig()
+
+
+def load_config(
+    path: Path | str, overrides: Sequence[str] = (), smoke: bool = False
+) -> ExperimentConfig:
+    """Load an experiment YAML (+ ``configs/smoke.yaml`` when ``smoke``) with dotted overrides."""
+    import reco.models  # noqa: F401  (registers the model variants)
+
+    overlays = [smoke_overlay()] if smoke else []
+    return C.load(ExperimentConfig, path, overrides=overrides, overlays=overlays)
+
+
+def smoke_overlay() -> Path:
+    """configs/smoke.yaml of the source tree (or of the working dir for an installed package)."""
+    here = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
+    return here if here.is_file() else Path("configs/smoke.yaml")
+
+
+def simulation_hash(cfg: ExperimentConfig) -> str:
+    return C.config_hash({"simulation": C.to_dict(cfg.simulation), "seed": cfg.seed})
+
+
+def data_dir(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.data.dir) if cfg.data.dir else Path("data") / f"{cfg.problem}-{simulation_hash(cfg)}"
+
+
+# ----------------------------------------------------------------------------------------------
+# simulate
+
+
+def simulate(
+    cfg: ExperimentConfig, progress: Callable[[int, int], None] | None = None
+) -> dict[str, Path]:
+    """Event files for the experiment: reused when files of the same simulation config exist."""
+    from simulation.airshower.dataset import write_dataset
+
+    out = data_dir(cfg)
+    sim_hash = simulation_hash(cfg)
+    paths = {s: out / f"{s}.h5" for s in SPLITS}
+    if not cfg.data.regenerate and all(p.is_file() for p in paths.values()):
+        found = {}
+        for split, path in paths.items():
+            with open_events(path, kind=cfg.problem) as ev:
+                found[split] = ev.attrs.get("config_hash")
+        if all(h == sim_hash for h in found.values()):
+            return paths
+        if cfg.data.dir:  # an explicit folder holding other data: never overwrite it silently
+            raise FileExistsError(
+                f"{out}: holds event files of another simulation config (hash {found}); "
+                f"expected {sim_hash}. Set data.regenerate=true to overwrite, or another data.dir."
+            )
+    return write_dataset(cfg.simulation, out, seed=cfg.seed, config_hash=sim_hash, progress=progress)
+
+
+# ----------------------------------------------------------------------------------------------
+# train
+
+
+def new_run_dir(cfg: ExperimentConfig) -> Path:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    base = Path(cfg.runs_dir) / f"{cfg.name}-{stamp}-{C.config_hash(cfg)[:8]}"
+    path, i = base, 1
+    while path.exists():
+        path, i = base.with_name(f"{base.name}-{i}"), i + 1
+    return path
+
+
+def latest_run_dir(cfg: ExperimentConfig) -> Path | None:
+    """The newest run folder of this exact config that has a checkpoint (for --resume)."""
+    root = Path(cfg.runs_dir)
+    h = C.config_hash(cfg)
+    candidates = []
+    for info in root.glob(f"*/{RUN_INFO}"):
+        try:
+            meta = json.loads(info.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if meta.get("config_hash") == h and (info.parent / "checkpoints").exists():
+            candidates.append(info.parent)
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+def read_run_info(run_dir: Path) -> dict:
+    path = Path(run_dir) / RUN_INFO
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run folder (no {RUN_INFO})")
+    return json.loads(path.read_text())
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def open_tracker(cfg: ExperimentConfig, run_dir: Path, run_id: str | None = None) -> Tracker:
+    """The run's tracker: continues the MLflow run recorded in the run folder when there is one."""
+    info_path = run_dir / RUN_INFO
+    if run_id is None and info_path.is_file():
+        run_id = json.loads(info_path.read_text()).get("mlflow_run_id")
+    return make_tracker(
+        cfg.tracking,
+        experiment=cfg.problem,
+        run_name=run_dir.name,
+        run_id=run_id,
+        tags=None,
+    )
+
+
+def run_tags(cfg: ExperimentConfig) -> dict[str, str]:
+    import jax
+
+    devices = jax.devices()
+    return {
+        "git_sha": provenance.git_sha(),
+        "config_hash": C.config_hash(cfg),
+        "reco_version": provenance.reco_version(),
+        "model": cfg.model.name,
+        "problem": cfg.problem,
+        "device_kind": devices[0].device_kind,
+        "device_count": str(len(devices)),
+    }
+
+
+def train(
+    cfg: ExperimentConfig,
+    paths: dict[str, Path],
+    run_dir: Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+):
+    """Fit the model on the train split with early stopping on val; returns (run_dir, FitResult)."""
+    from pipeline.features import fit_stats
+    from pipeline.loader import Loader
+    from reco.train import fit
+
+    if resume and run_dir is None:
+        run_dir = latest_run_dir(cfg)
+        if run_dir is None:
+            raise FileNotFoundError(
+                f"--resume: no run folder of this config (hash {C.config_hash(cfg)}) with a "
+                f"checkpoint under {cfg.runs_dir}/"
+            )
+    run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(C.dump_yaml(cfg))
+
+    train_file = open_events(paths["train"], kind=cfg.problem)
+    val_file = open_events(paths["val"], kind=cfg.problem)
+    stats = fit_stats(cfg.features, train_file, cfg.task.targets)
+    lc = cfg.loader
+    common = dict(features=cfg.features, stats=stats, targets=cfg.task.targets, batch_size=lc.batch_size, prefetch=lc.prefetch)
+    train_loader = Loader(train_file, shuffle=True, seed=cfg.seed, drop_last=lc.drop_last, **common)
+    val_loader = Loader(val_file, shuffle=False, seed=cfg.seed, **common)
+
+    tracker = open_tracker(cfg, run_dir)
+    status = "FAILED"
+    try:
+        info = {
+            "config_hash": C.config_hash(cfg),
+            "mlflow_run_id": getattr(tracker, "run_id", None),
+            "tracking_uri": getattr(tracker, "uri", None),
+            "experiment": cfg.problem,
+            "data": {s: str(Path(p).resolve()) for s, p in paths.items()},
+        }
+        _write_json_atomic(run_dir / RUN_INFO, info)
+        tracker.set_tags(run_tags(cfg))
+        tracker.log_params(C.flatten(cfg))
+        for split, path in paths.items():
+            with open_events(path) as ev:
+                n = ev.n_events
+            tracker.log_input(
+                DatasetRef(
+                    name=f"{cfg.problem}/{split}",
+                    path=str(path),
+                    digest=provenance.file_digest(Path(path)),
+                    context=split,
+                    n_events=n,
+                )
+            )
+        result = fit(
+            cfg.model,
+            cfg.task,
+            cfg.train,
+            train_loader,
+            val_loader,
+            stats.to_dict(),
+            run_dir=run_dir,
+            tracker=tracker,
+            seed=cfg.seed,
+            config_dict=C.to_dict(cfg),
+            resume=resume,
+            progress=progress,
+        )
+        tracker.log_artifact(run_dir / "config.yaml")
+        status = "FINISHED"
+        return run_dir, result
+    finally:
+        train_file.close()
+        val_file.close()
+        # the run stays open in MLflow for evaluate/analyze only when they follow in this process
+        tracker.finish(status)
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluate and analyze
+
+
+def evaluate(run_dir: Path, events: Path | None = None, which: str = "best", out: Path | None = None) -> Path:
+    """Predictions of the run's checkpoint on the test split (or ``events``)."""
+    from reco.evaluate import evaluate as run_evaluate
+
+    run_dir = Path(run_dir)
+    info = read_run_info(run_dir)
+    events = Path(events) if events else Path(info["data"]["test"])
+    out = Path(out) if out else run_dir / "predictions.h5"
+    return run_evaluate(run_dir, events, out, which=which)
+
+
+def analyze(
+    cfg: ExperimentConfig, predictions: Path, out_dir: Path, tracker: Tracker | None = None
+):
+    """Resolution analysis of a predictions file; metrics and plots go to the tracker."""
+    from analysis.report import analyze as run_analyze
+
+    result = run_analyze(Path(predictions), cfg.analysis, Path(out_dir))
+    tracker = tracker or NoopTracker()
+    tracker.log_metrics(result.metrics, step=0)
+    for fig in result.figures:
+        tracker.log_artifact(fig, "plots")
+    for name in ("metrics.json", "resolution_table.md"):
+        if (Path(out_dir) / name).is_file():
+            tracker.log_artifact(Path(out_dir) / name, "analysis")
+    return result
+
+
+def config_of_run(run_dir: Path) -> ExperimentConfig:
+    """The resolved config a run was trained with."""
+    import reco.models  # noqa: F401
+
+    return C.load(ExperimentConfig, Path(run_dir) / "config.yaml")
+
+
+def evaluate_and_analyze(run_dir: Path, events: Path | None = None) -> tuple[Path, object]:
+    """evaluate + analyze, logged into the run's MLflow run (continued, not duplicated)."""
+    run_dir = Path(run_dir)
+    cfg = config_of_run(run_dir)
+    predictions = evaluate(run_dir, events)
+    tracker = open_tracker(cfg, run_dir)
+    status = "FAILED"
+    try:
+        result = analyze(cfg, predictions, run_dir / "analysis", tracker)
+        tracker.log_artifact(predictions, "predictions")
+        status = "FINISHED"
+    finally:
+        tracker.finish(status)
+    return predictions, result

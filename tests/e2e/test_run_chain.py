@@ -1,0 +1,108 @@
+"""The whole chain through the `reco` command, with MLflow in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "configs" / "experiments" / "airshower_cnn_energy.yaml"
+
+pytestmark = pytest.mark.e2e
+
+
+def reco(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reco", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"reco {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("chain")
+    proc = reco("run", str(CONFIG), "--smoke", cwd=cwd)
+    runs = sorted((cwd / "runs").iterdir())
+    assert len(runs) == 1, runs
+    return cwd, runs[0], proc
+
+
+def test_run_writes_all_stage_files(smoke_run):
+    cwd, run_dir, _ = smoke_run
+    info = json.loads((run_dir / "run.json").read_text())
+    for split in ("train", "val", "test"):
+        assert Path(info["data"][split]).is_file()
+    assert (run_dir / "config.yaml").is_file()
+    assert any((run_dir / "checkpoints").iterdir())
+    with h5py.File(run_dir / "predictions.h5") as f:
+        pred = f["prediction/energy_eev"][:]
+        truth = f["truth/energy_eev"][:]
+        assert pred.shape == truth.shape and pred.size > 0
+        assert np.all(np.isfinite(pred))
+    metrics = json.loads((run_dir / "analysis" / "metrics.json").read_text())
+    assert metrics["test/n_events"] == truth.size
+    assert np.isfinite(metrics["test/energy_resolution_68"])
+    assert list((run_dir / "analysis").glob("*.png"))
+
+
+def test_mlflow_run_has_params_metrics_plots(smoke_run):
+    from mlflow.tracking import MlflowClient
+
+    cwd, run_dir, _ = smoke_run
+    info = json.loads((run_dir / "run.json").read_text())
+    client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("airshower")
+    runs = client.search_runs([exp.experiment_id])
+    assert [r.info.run_id for r in runs] == [info["mlflow_run_id"]]  # one run, continued by evaluate
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.name"] == "cnn"
+    assert "train.lr" in run.data.params
+    assert run.data.tags["config_hash"] == info["config_hash"]
+    assert run.data.tags["git_sha"]
+    assert "val/loss" in run.data.metrics
+    assert "test/energy_resolution_68" in run.data.metrics
+    # metrics are logged in batches, with a history per step
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) >= 1
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert any(p.endswith(".png") for p in artifacts)
+    inputs = {d.dataset.name for d in run.inputs.dataset_inputs}
+    assert inputs == {"airshower/train", "airshower/val", "airshower/test"}
+
+
+def test_second_run_reuses_event_files(smoke_run):
+    cwd, run_dir, _ = smoke_run
+    data_dir = Path(json.loads((run_dir / "run.json").read_text())["data"]["train"]).parent
+    before = {p.name: p.stat().st_mtime_ns for p in data_dir.iterdir()}
+    reco("simulate", str(CONFIG), "--smoke", cwd=cwd)
+    assert {p.name: p.stat().st_mtime_ns for p in data_dir.iterdir()} == before
+
+
+def test_unknown_config_key_fails_fast_naming_key_and_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(CONFIG.read_text() + "\ntrain:\n  learning_rat: 0.1\n")
+    proc = reco("train", str(bad), cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "learning_rat" in proc.stderr and "bad.yaml" in proc.stderr
+    assert not (tmp_path / "data").exists()  # failed before any work
+
+
+def test_override_with_wrong_type(tmp_path):
+    proc = reco("simulate", str(CONFIG), "--set", "train.epochs=many", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "train.epochs" in proc.stderr
+
+
+def test_evaluate_missing_run_folder(tmp_path):
+    proc = reco("evaluate", str(tmp_path / "nope"), cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "nope" in proc.stderr
