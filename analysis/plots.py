@@ -1,0 +1,179 @@
+"""Figures of the energy analysis (matplotlib + mplhep style), each saved as a PNG.
+
+Figures are built with the object-oriented API (``matplotlib.figure.Figure``, rendered by Agg),
+never through ``pyplot``: no global figure registry, no GUI backend, nothing left open after a
+function returns, and the caller's own pyplot state and rcParams are untouched (the mplhep style is
+applied in a ``matplotlib.style.context``). Every function writes atomically (temporary name, then
+``os.replace``) and returns the path of the PNG.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import matplotlib.style
+import mplhep
+import numpy as np
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+
+from analysis.binned import BinnedSummary, Summary
+
+_STYLE = mplhep.style.ATLAS  # a dict of rcParams; ATLAS-like fonts and ticks
+_DPI = 100
+
+
+@contextmanager
+def _figure(
+    path: Path, nrows: int = 1, height_ratios: tuple[float, ...] | None = None
+) -> Iterator[tuple[Figure, list]]:
+    """Yield (figure, axes list) in the mplhep style; save it to ``path`` (PNG) on exit."""
+    with matplotlib.style.context(_STYLE):
+        fig = Figure(figsize=(8, 6 if nrows == 1 else 8), layout="constrained")
+        gs = {"height_ratios": height_ratios} if height_ratios else None
+        axes = fig.subplots(nrows, 1, sharex=nrows > 1, gridspec_kw=gs, squeeze=False)[:, 0]
+        yield fig, list(axes)
+        _label(axes[0])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fig.savefig(tmp, format="png", dpi=_DPI)
+        os.replace(tmp, path)
+
+
+def _label(ax) -> None:
+    """Experiment-style label ("reco Simulation", air showers) in the top-left corner.
+
+    Written by hand: mplhep's ``exp_label`` calls ``pyplot.gca()`` and so opens a pyplot figure.
+    """
+    ax.text(0.0, 1.01, "reco", transform=ax.transAxes, ha="left", va="bottom", weight="bold")
+    ax.text(
+        0.11, 1.01, "Simulation", transform=ax.transAxes, ha="left", va="bottom", style="italic"
+    )
+    ax.text(1.0, 1.01, "air showers", transform=ax.transAxes, ha="right", va="bottom")
+
+
+def _headroom(ax, factor: float = 1.4) -> None:
+    """Start the y axis at 0 and leave room above the data for the legend."""
+    top = ax.get_ylim()[1]
+    ax.set_ylim(0.0, top * factor if top > 0 else 1.0)
+
+
+def _errorbar(ax, binned: BinnedSummary, name: str, scale: float, **kwargs) -> None:
+    y, err = binned.column(name) * scale, binned.column(f"{name}_err") * scale
+    ok = np.isfinite(y)
+    ax.errorbar(
+        binned.centers[ok],
+        y[ok],
+        xerr=binned.half_widths[ok],
+        yerr=np.nan_to_num(err[ok]),
+        fmt="o",
+        **kwargs,
+    )
+
+
+def plot_resolution_vs_energy(binned: BinnedSummary, path: Path) -> Path:
+    """Resolution (68% half-width, Gaussian-core sigma) and median bias vs true log10(E/eV).
+
+    Two panels sharing the x axis, values in percent with 1-sigma error bars; bins without
+    enough events are left out.
+    """
+    with _figure(path, nrows=2, height_ratios=(2.0, 1.0)) as (_, (ax_res, ax_bias)):
+        _errorbar(ax_res, binned, "resolution_68", 100.0, label="68% half-width")
+        _errorbar(ax_res, binned, "gauss_sigma", 100.0, label="Gaussian core σ", mfc="none")
+        ax_res.set_ylabel(r"$\sigma(E_\mathrm{rec}/E_\mathrm{true})$ [%]")
+        _headroom(ax_res)
+        ax_res.legend(loc="upper right")
+        _errorbar(ax_bias, binned, "bias_median", 100.0, color="k")
+        ax_bias.axhline(0.0, color="grey", lw=1, ls="--")
+        ax_bias.set_ylabel("median bias [%]")
+        ax_bias.set_xlabel(r"true $\log_{10}(E/\mathrm{eV})$")
+    return path
+
+
+def plot_resolution_vs_zenith(binned: BinnedSummary, path: Path) -> Path:
+    """Resolution (68% half-width, Gaussian-core sigma) vs true zenith in degrees, in percent."""
+    with _figure(path) as (_, (ax,)):
+        _errorbar(ax, binned, "resolution_68", 100.0, label="68% half-width")
+        _errorbar(ax, binned, "gauss_sigma", 100.0, label="Gaussian core σ", mfc="none")
+        ax.set_ylabel(r"$\sigma(E_\mathrm{rec}/E_\mathrm{true})$ [%]")
+        ax.set_xlabel(r"true zenith $\theta$ [deg]")
+        _headroom(ax)
+        ax.legend(loc="upper right")
+    return path
+
+
+def plot_reco_vs_true(lg_true: np.ndarray, lg_rec: np.ndarray, path: Path, bins: int = 60) -> Path:
+    """2-D histogram of reconstructed vs true log10(E/eV) (both shape (n,)) with the diagonal.
+
+    Non-finite reconstructed values (log10 of a non-positive predicted energy) are left out.
+    """
+    ok = np.isfinite(lg_rec) & np.isfinite(lg_true)
+    x, y = np.asarray(lg_true)[ok], np.asarray(lg_rec)[ok]
+    lo = float(min(x.min(), y.min())) if x.size else 18.0
+    hi = float(max(x.max(), y.max())) if x.size else 20.0
+    hi = hi if hi > lo else lo + 1.0
+    with _figure(path) as (fig, (ax,)):
+        counts, _, _ = np.histogram2d(x, y, bins=bins, range=[[lo, hi], [lo, hi]])
+        counts = np.ma.masked_equal(counts, 0.0)  # empty cells white, LogNorm never sees a zero
+        norm = LogNorm(vmin=1.0, vmax=max(float(counts.max()) if counts.count() else 1.0, 2.0))
+        mesh = ax.pcolormesh(
+            np.linspace(lo, hi, bins + 1),
+            np.linspace(lo, hi, bins + 1),
+            counts.T,
+            norm=norm,
+            cmap="viridis",
+        )
+        fig.colorbar(mesh, ax=ax, label="events")
+        ax.plot(
+            [lo, hi],
+            [lo, hi],
+            color="r",
+            lw=1.5,
+            ls="--",
+            label=r"$E_\mathrm{rec} = E_\mathrm{true}$",
+        )
+        ax.set_xlabel(r"true $\log_{10}(E/\mathrm{eV})$")
+        ax.set_ylabel(r"reconstructed $\log_{10}(E/\mathrm{eV})$")
+        ax.legend(loc="upper left", bbox_to_anchor=(0.0, 0.92))
+    return path
+
+
+def plot_residual_histogram(rel: np.ndarray, summary: Summary, path: Path, bins: int = 80) -> Path:
+    """Histogram of (E_rec - E_true)/E_true (shape (n,)) in percent, with the Gaussian-core fit.
+
+    The overlay is the Gaussian of ``summary.gauss_mu`` / ``gauss_sigma`` scaled to the number of
+    events in the core (the +-2 sigma window), drawn over the histogram's range.
+    """
+    r = np.asarray(rel, np.float64) * 100.0
+    half = 5.0 * (
+        summary.resolution_68 * 100.0
+        if np.isfinite(summary.resolution_68) and summary.resolution_68 > 0
+        else 10.0
+    )
+    center = summary.bias_median * 100.0 if np.isfinite(summary.bias_median) else 0.0
+    lo, hi = center - half, center + half
+    with _figure(path) as (_, (ax,)):
+        counts, edges = np.histogram(r, bins=bins, range=(lo, hi))
+        mplhep.histplot(counts, edges, ax=ax, label=f"events (n = {summary.n})", color="k")
+        if np.isfinite(summary.gauss_sigma):
+            mu, sigma = summary.gauss_mu * 100.0, summary.gauss_sigma * 100.0
+            n_core = np.sum(np.abs(r - mu) < 2.0 * sigma)
+            width = edges[1] - edges[0]
+            xs = np.linspace(lo, hi, 400)
+            # n_core events lie within +-2 sigma, i.e. a fraction 0.9545 of the Gaussian's area.
+            ys = (
+                n_core
+                / 0.9545
+                * width
+                / (np.sqrt(2 * np.pi) * sigma)
+                * np.exp(-0.5 * ((xs - mu) / sigma) ** 2)
+            )
+            ax.plot(xs, ys, color="r", label=f"Gaussian core: μ = {mu:.2f}%, σ = {sigma:.2f}%")
+        ax.set_xlabel(r"$(E_\mathrm{rec} - E_\mathrm{true}) / E_\mathrm{true}$ [%]")
+        ax.set_ylabel(f"events / {(hi - lo) / bins:.2g}%")
+        _headroom(ax)
+        ax.legend(loc="upper right")
+    return path
