@@ -1,0 +1,428 @@
+"""Declarative feature specs: event-file datasets -> model input arrays.
+
+A :class:`FeatureConfig` lists input groups; each group stacks its variables along a last
+"features" axis:
+
+- ``layout: image``: sources of shape (n, R, C) -> input (n, R, C, n_vars) float32 (the CNN image),
+- ``layout: set``: sources of shape (n, S) -> input (n, S, n_vars) float32 plus ``<group>_mask``
+  (n, S) bool marking the real entries (the set/transformer models).
+
+Each variable is built as: read ``source`` -> registered ``transform`` -> standardise with the
+mean/std fitted on the *training* file (:func:`fit_stats`) -> ``clip`` -> entries where ``mask`` is
+False set to ``fill``. Transforms are Python functions registered by name, never evaluated strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from pipeline.events import EventFile
+
+# ------------------------------------------------------------------------------------------
+# transforms
+
+Transform = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
+"""(values (n, ...) float32, mask (n, ...) bool or None) -> transformed values, same shape."""
+
+TRANSFORMS: dict[str, Transform] = {}
+
+
+def register_transform(name: str) -> Callable[[Transform], Transform]:
+    """Register a feature transform under ``name`` (the value of ``VariableConfig.transform``)."""
+
+    def deco(fn: Transform) -> Transform:
+        if name in TRANSFORMS:
+            raise ValueError(f"transform {name!r} is already registered")
+        TRANSFORMS[name] = fn
+        return fn
+
+    return deco
+
+
+@register_transform("identity")
+def _identity(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    return x
+
+
+@register_transform("log10_1p")
+def _log10_1p(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """log10(1 + x): station signals in VEM span 4 decades; 0 stays 0.
+
+    ``log(1 + x)`` rather than ``log1p``: 7x faster in float32 (SIMD log), and the precision
+    ``log1p`` keeps for x < 1e-7 does not matter for signals in VEM.
+    """
+    return np.log(x + np.float32(1.0)) * np.float32(1.0 / np.log(10.0))
+
+
+@register_transform("log")
+def _log(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    return np.log(x)
+
+
+@register_transform("log10")
+def _log10(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    return np.log10(x)
+
+
+@register_transform("relative_time")
+def _relative_time(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Time minus the event's earliest unmasked (triggered) time, ns; 0 where masked.
+
+    Removes the arbitrary time origin of each event, so the model sees the shower front's shape.
+    """
+    reduce_axes = tuple(range(1, x.ndim))
+    valid = np.ones(x.shape, bool) if mask is None else mask
+    t0 = np.min(np.where(valid, x, np.inf), axis=reduce_axes, keepdims=True)
+    t0 = np.where(np.isfinite(t0), t0, 0.0)  # events with nothing triggered
+    return np.where(valid, x - t0, 0.0).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------
+# config
+
+
+@dataclass(frozen=True)
+class VariableConfig:
+    """One input variable (a channel of an image, a feature of a set entry)."""
+
+    name: str = "signal"  # variable name, unique within its group (stats key: "<group>/<name>")
+    source: str = "station/signal"  # event-file dataset path, shape (n, R, C) or (n, S)
+    transform: str = "identity"  # registered transform name (see TRANSFORMS)
+    mask: str | None = None  # dataset path of a bool mask of the source's shape; None = all valid
+    standardize: bool = False  # centre/scale with train-file mean/std over unmasked entries
+    clip: tuple[float, float] | None = None  # (low, high) after standardisation; None = no clip
+    fill: float = 0.0  # value of masked entries, set last (after standardisation and clip)
+
+
+_AIRSHOWER_IMAGE = (
+    VariableConfig(
+        name="log_signal",
+        source="station/signal",
+        transform="log10_1p",
+        mask="station/trigger",
+        standardize=True,
+    ),
+    VariableConfig(
+        name="time",
+        source="station/time",
+        transform="relative_time",
+        mask="station/trigger",
+        standardize=True,
+    ),
+    # A 0/1 channel so the model can tell a triggered station from an absent one (both read 0
+    # in the other channels after the fill).
+    VariableConfig(name="trigger", source="station/trigger"),
+)
+
+
+@dataclass(frozen=True)
+class InputGroupConfig:
+    """One model input: variables stacked along a last axis."""
+
+    name: str = "image"  # batch key of this input (must not be target/valid/index)
+    layout: Literal["image", "set"] = "image"  # image: (n, R, C, V); set: (n, S, V) + mask
+    variables: tuple[VariableConfig, ...] = _AIRSHOWER_IMAGE  # the channels, in order
+    mask: str | None = None  # set layout: dataset of the (n, S) bool entry mask; None = all real
+    length: int | None = None  # set layout: pad/truncate to S entries; None = the source's S
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """The model inputs built from an event file (default: the air-shower CNN image)."""
+
+    groups: tuple[InputGroupConfig, ...] = (InputGroupConfig(),)  # input groups, in order
+
+
+RESERVED_KEYS = frozenset({"target", "valid", "index"})
+
+
+def sources(cfg: FeatureConfig) -> tuple[str, ...]:
+    """All dataset paths the features read (sources and masks), without repeats."""
+    out: dict[str, None] = {}
+    for g in cfg.groups:
+        if g.mask is not None:
+            out[g.mask] = None
+        for v in g.variables:
+            out[v.source] = None
+            if v.mask is not None:
+                out[v.mask] = None
+    return tuple(out)
+
+
+def validate(cfg: FeatureConfig, file: EventFile | None = None) -> None:
+    """Check names and transforms (and, given a file, sources and shapes); ValueError naming it."""
+    group_names = [g.name for g in cfg.groups]
+    if len(set(group_names)) != len(group_names):
+        raise ValueError(f"feature groups have duplicate names: {group_names}")
+    for g in cfg.groups:
+        if g.name in RESERVED_KEYS or g.name.startswith("observer/") or g.name.endswith("_mask"):
+            raise ValueError(f"feature group name {g.name!r} collides with a batch key")
+        if not g.variables:
+            raise ValueError(f"feature group {g.name!r} has no variables")
+        var_names = [v.name for v in g.variables]
+        if len(set(var_names)) != len(var_names):
+            raise ValueError(f"feature group {g.name!r} has duplicate variables: {var_names}")
+        for v in g.variables:
+            if v.transform not in TRANSFORMS:
+                raise ValueError(
+                    f"variable {g.name}/{v.name}: unknown transform {v.transform!r}; "
+                    f"registered: {', '.join(sorted(TRANSFORMS))}"
+                )
+            if v.clip is not None and not v.clip[0] < v.clip[1]:
+                raise ValueError(f"variable {g.name}/{v.name}: clip {v.clip} needs low < high")
+        if file is not None:
+            _validate_shapes(g, file)
+
+
+def _validate_shapes(g: InputGroupConfig, file: EventFile) -> None:
+    ndim = {"image": 3, "set": 2}[g.layout]
+    ref: tuple[int, ...] | None = None
+    for path, what in [(g.mask, "group mask")] + [
+        (p, f"variable {g.name}/{v.name}") for v in g.variables for p in (v.source, v.mask)
+    ]:
+        if path is None:
+            continue
+        if path not in file.names:
+            raise ValueError(f"{what}: unknown source {path!r}: no such dataset in {file.path}")
+        shape = file.shape(path)
+        if len(shape) != ndim:
+            raise ValueError(
+                f"{what}: source {path!r} has shape {shape}; a {g.layout} group needs "
+                f"{ndim} axes (events first)"
+            )
+        if ref is None:
+            ref = shape
+        elif shape != ref:
+            raise ValueError(f"{what}: source {path!r} has shape {shape}, others have {ref}")
+
+
+def input_spec(cfg: FeatureConfig, file: EventFile) -> dict[str, tuple[int, ...]]:
+    """Per-event shape of each input group, e.g. ``{"image": (11, 11, 3)}``."""
+    validate(cfg, file)
+    spec: dict[str, tuple[int, ...]] = {}
+    for g in cfg.groups:
+        per_event = file.shape(g.variables[0].source)[1:]
+        if g.layout == "set" and g.length is not None:
+            per_event = (g.length,)
+        spec[g.name] = (*per_event, len(g.variables))
+    return spec
+
+
+# ------------------------------------------------------------------------------------------
+# statistics
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Mean and standard deviation of one quantity over ``count`` entries."""
+
+    mean: float
+    std: float
+    count: int
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """Statistics fitted on the training file; saved with every checkpoint.
+
+    ``variables`` is keyed ``"<group>/<variable>"`` (transformed values, unmasked entries only);
+    ``targets`` by target name (raw ``truth/<target>`` values).
+    """
+
+    variables: dict[str, Moments] = field(default_factory=dict)
+    targets: dict[str, Moments] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict."""
+        return {
+            "variables": {k: dataclasses.asdict(m) for k, m in self.variables.items()},
+            "targets": {k: dataclasses.asdict(m) for k, m in self.targets.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureStats:
+        def moments(d: Mapping[str, Any]) -> dict[str, Moments]:
+            return {
+                k: Moments(float(m["mean"]), float(m["std"]), int(m["count"])) for k, m in d.items()
+            }
+
+        return cls(moments(data["variables"]), moments(data["targets"]))
+
+    def target_mean_std(self, targets: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) arrays of shape (n_targets,) float32, in the order of ``targets``."""
+        missing = [t for t in targets if t not in self.targets]
+        if missing:
+            raise KeyError(f"feature stats have no target(s) {missing}")
+        mean = np.array([self.targets[t].mean for t in targets], np.float32)
+        std = np.array([self.targets[t].std for t in targets], np.float32)
+        return mean, std
+
+
+class _Running:
+    """Streaming count/mean/M2 in float64 (Chan et al. parallel update): exact for any chunking."""
+
+    def __init__(self) -> None:
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def add(self, x: np.ndarray) -> None:
+        x = np.asarray(x, np.float64).ravel()
+        if x.size == 0:
+            return
+        n_b, mean_b = x.size, float(x.mean())
+        m2_b = float(((x - mean_b) ** 2).sum())
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean += delta * n_b / n
+        self.m2 += m2_b + delta**2 * self.n * n_b / n
+        self.n = n
+
+    def moments(self) -> Moments:
+        std = float(np.sqrt(self.m2 / self.n)) if self.n else 0.0
+        # A constant (or empty) quantity has std 0; dividing by it would make inf/NaN. Scale 1
+        # leaves it merely centred, which is what a model can use of a constant.
+        return Moments(self.mean, std if std > 0.0 else 1.0, self.n)
+
+
+# Events per read while fitting: bounded memory (~16k events x 121 stations x 4 B ~ 8 MB per
+# dataset for the air-shower image) and whole-chunk reads.
+_FIT_EVENTS = 16384
+
+
+def fit_stats(cfg: FeatureConfig, train: EventFile, targets: tuple[str, ...]) -> FeatureStats:
+    """Fit per-variable and per-target mean/std on the training file, streaming over chunks.
+
+    Variables: transformed values over unmasked entries. Targets: raw ``truth/<target>`` values.
+    Never call this on a validation or test file: their statistics would leak into training.
+    """
+    validate(cfg, train)
+    for t in targets:
+        if f"truth/{t}" not in train.names:
+            raise ValueError(f"target {t!r}: no dataset 'truth/{t}' in {train.path}")
+    var_acc = {f"{g.name}/{v.name}": _Running() for g in cfg.groups for v in g.variables}
+    tgt_acc = {t: _Running() for t in targets}
+    step = max(1, _FIT_EVENTS // train.chunk_events) * train.chunk_events
+    for start in range(0, train.n_events, step):
+        sel = slice(start, min(start + step, train.n_events))
+        cache: dict[str, np.ndarray] = {}
+
+        def read(path: str, sel: slice = sel, cache: dict[str, np.ndarray] = cache) -> np.ndarray:
+            if path not in cache:
+                cache[path] = train.read(path, sel)
+            return cache[path]
+
+        for g in cfg.groups:
+            for v in g.variables:
+                mask = _variable_mask(g, v, read)
+                with np.errstate(all="ignore"):  # masked entries may be out of the domain
+                    x = TRANSFORMS[v.transform](read(v.source).astype(np.float32), mask)
+                var_acc[f"{g.name}/{v.name}"].add(x if mask is None else x[mask])
+        for t in targets:
+            tgt_acc[t].add(read(f"truth/{t}"))
+    return FeatureStats(
+        variables={k: a.moments() for k, a in var_acc.items()},
+        targets={k: a.moments() for k, a in tgt_acc.items()},
+    )
+
+
+def _variable_mask(
+    g: InputGroupConfig, v: VariableConfig, read: Callable[[str], np.ndarray]
+) -> np.ndarray | None:
+    """The variable's own mask and (set layout) the group's entry mask, combined."""
+    masks = [read(p).astype(bool) for p in (v.mask, g.mask) if p is not None]
+    if not masks:
+        return None
+    return masks[0] if len(masks) == 1 else masks[0] & masks[1]
+
+
+# ------------------------------------------------------------------------------------------
+# building inputs
+
+
+def build_inputs(
+    cfg: FeatureConfig,
+    stats: FeatureStats,
+    arrays: Mapping[str, np.ndarray],
+    event_index: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Build the model inputs of ``n`` events from their raw datasets.
+
+    Args:
+        arrays: dataset path -> array of the same ``n`` events (all of :func:`sources`).
+        event_index: (n,) file indices of the events, only for error messages.
+
+    Returns:
+        ``{group: (n, R, C, V) or (n, S, V) float32}`` and, per set group, ``{group_mask: (n, S)
+        bool}``.
+
+    Raises:
+        ValueError: a non-finite value in the built inputs (naming group, variable and event), or
+            a source missing from ``arrays``.
+    """
+
+    def read(path: str) -> np.ndarray:
+        if path not in arrays:
+            raise ValueError(f"unknown source {path!r}: not among the arrays given")
+        return arrays[path]
+
+    out: dict[str, np.ndarray] = {}
+    for g in cfg.groups:
+        n = len(read(g.variables[0].source))
+        channels = []
+        for v in g.variables:
+            key = f"{g.name}/{v.name}"
+            mask = _variable_mask(g, v, read)
+            with np.errstate(all="ignore"):  # out-of-domain values are caught below
+                x = TRANSFORMS[v.transform](read(v.source).astype(np.float32), mask)
+                if v.standardize:
+                    if key not in stats.variables:
+                        raise KeyError(f"feature stats have no variable {key!r}; refit the stats")
+                    m = stats.variables[key]
+                    x = (x - np.float32(m.mean)) * np.float32(1.0 / m.std)
+            if v.clip is not None:
+                x = np.clip(x, v.clip[0], v.clip[1])
+            if mask is not None:
+                x = np.where(mask, x, np.float32(v.fill))
+            channels.append(x.astype(np.float32, copy=False))
+        data = np.stack(channels, axis=-1)
+        if g.layout == "set":
+            entry = (
+                read(g.mask).astype(bool) if g.mask is not None else np.ones(data.shape[:2], bool)
+            )
+            data, entry = _pad_set(data, entry, g.length)
+            out[f"{g.name}_mask"] = entry
+        _check_finite(g, data, event_index)
+        out[g.name] = data
+        assert data.shape[0] == n
+    return out
+
+
+def _pad_set(data: np.ndarray, entry: np.ndarray, length: int | None) -> tuple[np.ndarray, ...]:
+    """Truncate or zero-pad the entry axis of (n, S, V) data and its (n, S) mask to ``length``."""
+    if length is None or length == data.shape[1]:
+        return data, entry
+    if length < data.shape[1]:
+        return data[:, :length], entry[:, :length]
+    pad = length - data.shape[1]
+    return (
+        np.pad(data, ((0, 0), (0, pad), (0, 0))),
+        np.pad(entry, ((0, 0), (0, pad)), constant_values=False),
+    )
+
+
+def _check_finite(g: InputGroupConfig, data: np.ndarray, event_index: np.ndarray | None) -> None:
+    finite = np.isfinite(data)
+    if finite.all():
+        return
+    bad = np.argwhere(~finite)[0]
+    event, var = int(bad[0]), int(bad[-1])
+    where = f"event {event}" if event_index is None else f"event index {int(event_index[event])}"
+    v = g.variables[var]
+    raise ValueError(
+        f"non-finite input in group {g.name!r}, variable {v.name!r} (source {v.source!r}, "
+        f"transform {v.transform!r}) at {where}; the source data or the transform is bad"
+    )

@@ -1,0 +1,343 @@
+"""Batches from an event file: block-shuffled, padded to static shapes, prefetched in a thread.
+
+HDF5 reads are fast only for contiguous, chunk-aligned ranges, so the loader never reads single
+events: the file is cut into chunk-aligned *blocks*; an epoch visits the blocks in a shuffled order
+(deterministic in ``(seed, epoch)``), shuffles the events inside each block, builds the inputs of a
+whole block at once and cuts batches, carrying leftovers over to the next block. With several
+processes (hosts), the blocks of an epoch are dealt round-robin so processes read disjoint events,
+and every process yields the same number of batches (padding batches where it has fewer events).
+
+A batch is ``dict[str, np.ndarray]`` with the same shapes every time (jit needs static shapes):
+the input groups of the feature spec, ``target`` (B, n_targets) float32 (raw ``truth/<t>``),
+``valid`` (B,) float32 (0 for padding), ``index`` (B,) int64 (-1 for padding) and
+``observer/<name>`` (B,) for each observer.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.events import EventFile, open_events
+from pipeline.features import FeatureConfig, FeatureStats, build_inputs, input_spec, sources
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """How event files are cut into batches."""
+
+    batch_size: int = 256  # events per batch (per process)
+    shuffle_block: int = 4096  # events per shuffled block, rounded to whole HDF5 chunks
+    prefetch: int = 2  # batches prepared ahead by the background thread; 0 = no thread
+    drop_last: bool = False  # drop the last partial batch instead of padding it (training)
+
+
+_STOP_POLL_S = 0.05  # how often a blocked producer checks whether the consumer has gone
+
+
+class _Failure:
+    """An exception raised in the producer thread, carried to the consumer."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_DONE = object()
+
+
+class Loader:
+    """Iterates over the events of one file in padded batches (see the module docstring).
+
+    Args:
+        file: an open event file or its path (then opened here and closed by :meth:`close`).
+        features: the feature spec; ``stats`` its statistics fitted on the training file.
+        targets: target names; batch ``target[:, i]`` is ``truth/<targets[i]>``.
+        batch_size: events per batch on this process.
+        shuffle: shuffle blocks and events within blocks (training); False keeps file order.
+        seed: with ``epoch``, fixes the order; all processes must pass the same seed.
+        drop_last: drop the last partial batch instead of padding it.
+        prefetch: batches prepared ahead in a background thread; 0 runs in the caller's thread.
+        process_index, process_count: this process's share of the blocks (multi-host).
+        observers: extra per-event quantities, ``truth/<name>`` (or a dataset path containing a
+            "/"), yielded as ``observer/<last path part>``.
+        shuffle_block: events per block, rounded to whole chunks of the file.
+    """
+
+    def __init__(
+        self,
+        file: EventFile | Path,
+        features: FeatureConfig,
+        stats: FeatureStats,
+        targets: tuple[str, ...],
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        drop_last: bool = False,
+        prefetch: int = 2,
+        process_index: int = 0,
+        process_count: int = 1,
+        observers: tuple[str, ...] = (),
+        shuffle_block: int = LoaderConfig.shuffle_block,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= process_index < process_count:
+            raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+        self._observer_paths = {
+            f"observer/{o.rsplit('/', 1)[-1]}": (o if "/" in o else f"truth/{o}") for o in observers
+        }
+        self._target_paths = tuple(f"truth/{t}" for t in targets)
+        self._own_file = not isinstance(file, EventFile)
+        if isinstance(file, EventFile):
+            self.file = file
+            missing = [
+                p
+                for p in (*self._target_paths, *self._observer_paths.values())
+                if p not in file.names
+            ]
+            if missing:
+                raise ValueError(f"{file.path}: missing dataset(s) {missing}")
+        else:
+            self.file = open_events(
+                file, require=(*self._target_paths, *self._observer_paths.values())
+            )
+        self.features, self.stats, self.targets = features, stats, tuple(targets)
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.drop_last, self.prefetch = drop_last, prefetch
+        self.process_index, self.process_count = process_index, process_count
+        try:
+            self.input_spec = input_spec(features, self.file)  # also validates sources, shapes
+        except Exception:
+            self.close()
+            raise
+        self._sources = sources(features)
+        self._epoch = 0
+
+        n, chunk = self.file.n_events, self.file.chunk_events
+        self.block_events = max(1, round(shuffle_block / chunk)) * chunk
+        self._block_starts = np.arange(0, n, self.block_events, dtype=np.int64)
+        self._events_per_process = [
+            sum(self._block_size(b) for b in self._process_blocks(p, self._all_blocks()))
+            for p in range(process_count)
+        ]
+        self.n_events = self._events_per_process[process_index]
+        if drop_last:
+            self._n_batches = min(self._events_per_process) // batch_size
+        else:
+            self._n_batches = math.ceil(max(self._events_per_process) / batch_size)
+
+    @classmethod
+    def from_config(
+        cls,
+        file: EventFile | Path,
+        cfg: LoaderConfig,
+        features: FeatureConfig,
+        stats: FeatureStats,
+        targets: tuple[str, ...],
+        *,
+        shuffle: bool,
+        seed: int,
+        **kwargs: object,
+    ) -> Loader:
+        """A loader with the batch settings of ``cfg`` (``kwargs``: process and observer args)."""
+        return cls(
+            file,
+            features,
+            stats,
+            targets,
+            batch_size=cfg.batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=cfg.drop_last,
+            prefetch=cfg.prefetch,
+            shuffle_block=cfg.shuffle_block,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    # ------------------------------------------------------------------ block bookkeeping
+
+    def _all_blocks(self) -> np.ndarray:
+        return np.arange(len(self._block_starts))
+
+    def _block_size(self, b: int) -> int:
+        start = int(self._block_starts[b])
+        return min(self.block_events, self.file.n_events - start)
+
+    def _process_blocks(self, p: int, order: np.ndarray) -> np.ndarray:
+        """Blocks of process ``p``: full blocks dealt round-robin, the partial last block always
+        to the same process, so every process has the same number of events in every epoch."""
+        last = len(self._block_starts) - 1
+        partial = last >= 0 and self._block_size(last) < self.block_events
+        full = order[order != last] if partial else order
+        mine = full[p :: self.process_count]
+        if partial and p == len(full) % self.process_count:
+            mine = np.append(mine, last)
+        return mine
+
+    def _epoch_blocks(self, e: int) -> tuple[np.ndarray, np.random.Generator | None]:
+        if not self.shuffle:
+            return self._process_blocks(self.process_index, self._all_blocks()), None
+        rng = np.random.default_rng([self.seed, e])  # the same on every process
+        order = rng.permutation(len(self._block_starts))
+        mine = self._process_blocks(self.process_index, order)
+        # Move the partial block (appended last) to a random place in this process's order.
+        return rng.permutation(mine), np.random.default_rng([self.seed, e, self.process_index])
+
+    # ------------------------------------------------------------------ batches
+
+    def __len__(self) -> int:
+        """Batches per epoch (the same on every process)."""
+        return self._n_batches
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        """The next epoch (0, 1, 2, ... on successive calls)."""
+        e, self._epoch = self._epoch, self._epoch + 1
+        return self.epoch(e)
+
+    def epoch(self, e: int) -> Iterator[dict[str, np.ndarray]]:
+        """The batches of epoch ``e``; the order depends only on ``(seed, e)``."""
+        if self.prefetch <= 0:
+            return self._batches(e, threading.Event())
+        return self._prefetched(e)
+
+    def _read_block(self, b: int) -> dict[str, np.ndarray]:
+        start = int(self._block_starts[b])
+        sel = slice(start, start + self._block_size(b))
+        paths = (*self._sources, *self._target_paths, *self._observer_paths.values())
+        return {p: self.file.read(p, sel) for p in dict.fromkeys(paths)}
+
+    def _block_batches(self, b: int, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+        """All events of block ``b`` as one (unpadded) batch dict, shuffled if ``rng``."""
+        raw = self._read_block(b)
+        start, size = int(self._block_starts[b]), self._block_size(b)
+        perm = rng.permutation(size) if rng is not None else np.arange(size)
+        index = start + perm
+        raw = {k: v[perm] for k, v in raw.items()}
+        out = build_inputs(self.features, self.stats, raw, event_index=index)
+        n_t = len(self.targets)
+        target = np.empty((size, n_t), np.float32)
+        for i, p in enumerate(self._target_paths):
+            target[:, i] = raw[p]
+        out["target"] = target
+        out["valid"] = np.ones(size, np.float32)
+        out["index"] = index.astype(np.int64)
+        for key, p in self._observer_paths.items():
+            out[key] = raw[p]
+        return out
+
+    def _batches(self, e: int, stop: threading.Event) -> Iterator[dict[str, np.ndarray]]:
+        blocks, rng = self._epoch_blocks(e)
+        bs, pending, n_pending, yielded = self.batch_size, [], 0, 0
+        for b in blocks:
+            if stop.is_set() or yielded == self._n_batches:
+                return
+            pending.append(self._block_batches(int(b), rng))
+            n_pending += self._block_size(int(b))
+            if n_pending < bs:
+                continue
+            merged = _concat(pending)
+            n_full = n_pending // bs
+            for i in range(n_full):
+                if yielded == self._n_batches or stop.is_set():
+                    return
+                yield {k: v[i * bs : (i + 1) * bs] for k, v in merged.items()}
+                yielded += 1
+            rest = {k: v[n_full * bs :] for k, v in merged.items()}
+            pending, n_pending = ([rest], n_pending - n_full * bs) if n_pending % bs else ([], 0)
+        template = self._template()
+        while yielded < self._n_batches and not stop.is_set():
+            # The partial last batch, then all-padding batches where other processes have more.
+            yield _pad(_concat(pending) if pending else None, template, bs)
+            pending = []
+            yielded += 1
+
+    def _template(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Per-event shape and dtype of every batch key (for padding)."""
+        shapes: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+        for g in self.features.groups:
+            shapes[g.name] = (self.input_spec[g.name], np.dtype(np.float32))
+            if g.layout == "set":
+                shapes[f"{g.name}_mask"] = (self.input_spec[g.name][:-1], np.dtype(bool))
+        shapes["target"] = ((len(self.targets),), np.dtype(np.float32))
+        shapes["valid"] = ((), np.dtype(np.float32))
+        shapes["index"] = ((), np.dtype(np.int64))
+        for key, p in self._observer_paths.items():
+            shapes[key] = ((), self.file.dtype(p))
+        return shapes
+
+    def _prefetched(self, e: int) -> Iterator[dict[str, np.ndarray]]:
+        q: queue.Queue[object] = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+
+        def put(item: object) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=_STOP_POLL_S)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                for batch in self._batches(e, stop):
+                    if not put(batch):
+                        return
+                put(_DONE)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, re-raised there
+                put(_Failure(exc))
+
+        thread = threading.Thread(target=produce, name=f"reco-loader-epoch{e}", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = q.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, _Failure):
+                    raise item.exc
+                yield item  # type: ignore[misc]
+        finally:
+            # Also runs when the consumer stops early (generator closed): release the producer.
+            stop.set()
+            thread.join()
+
+    def close(self) -> None:
+        """Close the file if this loader opened it."""
+        if self._own_file:
+            self.file.close()
+
+    def __enter__(self) -> Loader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if len(parts) == 1:
+        return parts[0]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _pad(
+    part: dict[str, np.ndarray] | None,
+    template: dict[str, tuple[tuple[int, ...], np.dtype]],
+    bs: int,
+) -> dict[str, np.ndarray]:
+    """A full batch of ``bs``: the events of ``part`` followed by zeros (valid 0, index -1)."""
+    out = {}
+    n = 0 if part is None else len(part["valid"])
+    for key, (shape, dtype) in template.items():
+        arr = np.zeros((bs, *shape), dtype)
+        if part is not None:
+            arr[:n] = part[key]
+        out[key] = arr
+    out["index"][n:] = -1
+    return out

@@ -1,0 +1,164 @@
+"""Event files: round trip, atomic writes, and validation errors that name the file and problem."""
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from pipeline.events import SCHEMA_VERSION, EventFileError, open_events, write_events
+
+
+def _arrays(n: int = 40, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "station/signal": rng.random((n, 5, 5), dtype=np.float32),
+        "station/trigger": rng.random((n, 5, 5)) > 0.5,
+        "station/trace": rng.random((n, 5, 5, 8)).astype(np.float16),
+        "truth/log10_energy": rng.uniform(18.5, 20.0, n).astype(np.float32),
+        "truth/mass_number": rng.choice([1, 4, 14, 56], n).astype(np.int16),
+        "meta/station_x": np.arange(25, dtype=np.float32).reshape(5, 5),
+    }
+
+
+ATTRS = {"kind": "airshower", "split": "train", "config_hash": "abc123", "seed": 7}
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    arrays = _arrays()
+    path = write_events(tmp_path / "deep" / "dir" / "train.h5", arrays, ATTRS)
+    with open_events(path, kind="airshower", require=["station/signal"]) as f:
+        assert f.n_events == 40
+        assert set(f.names) == set(arrays)
+        for name, arr in arrays.items():
+            if name.startswith("meta/"):
+                np.testing.assert_array_equal(f.read_meta(name), arr)
+                np.testing.assert_array_equal(f.read_meta("station_x"), arr)
+            else:
+                got = f.read(name)
+                assert got.dtype == arr.dtype
+                np.testing.assert_array_equal(got, arr)
+        assert f.shape("station/trace") == (40, 5, 5, 8)
+        for key, value in ATTRS.items():
+            assert f.attrs[key] == value
+        assert f.attrs["schema_version"] == SCHEMA_VERSION
+        assert f.attrs["n_events"] == 40
+        assert isinstance(f.attrs["reco_version"], str)
+        assert f.attrs["created_utc"].startswith("20")
+    assert list(tmp_path.rglob("*.tmp")) == []
+
+
+def test_event_datasets_chunked_and_compressed(tmp_path: Path) -> None:
+    path = write_events(tmp_path / "a.h5", _arrays(), ATTRS)
+    with h5py.File(path) as f:
+        assert f["station/signal"].chunks[0] == f.attrs["chunk_events"]
+        assert f["station/signal"].compression is not None
+        assert f["meta/station_x"].compression is None
+
+
+def test_read_selections(tmp_path: Path) -> None:
+    arrays = _arrays()
+    sig = arrays["station/signal"]
+    with open_events(write_events(tmp_path / "a.h5", arrays, ATTRS)) as f:
+        np.testing.assert_array_equal(f.read("station/signal", slice(3, 11)), sig[3:11])
+        idx = np.array([9, 2, 30, 2, 0])  # unsorted with a repeat
+        np.testing.assert_array_equal(f.read("station/signal", idx), sig[idx])
+        assert f.read("station/signal", np.array([], dtype=int)).shape == (0, 5, 5)
+        with pytest.raises(IndexError):
+            f.read("station/signal", np.array([40]))
+        with pytest.raises(KeyError, match="nope"):
+            f.read("nope")
+
+
+def test_close_twice(tmp_path: Path) -> None:
+    f = open_events(write_events(tmp_path / "a.h5", _arrays(), ATTRS))
+    f.close()
+    f.close()
+
+
+def test_failed_write_leaves_no_file_and_keeps_old(tmp_path: Path) -> None:
+    path = tmp_path / "train.h5"
+    write_events(path, _arrays(seed=1), ATTRS)
+    good = path.read_bytes()
+    bad = _arrays(seed=2)
+    bad["zz/object"] = np.array([{"a": 1}] * 40, dtype=object)  # h5py cannot store it
+    with pytest.raises(TypeError):
+        write_events(path, bad, ATTRS)
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.h5"]
+
+    fresh = tmp_path / "fresh.h5"
+    with pytest.raises(TypeError):
+        write_events(fresh, bad, ATTRS)
+    assert not fresh.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.h5"]
+
+
+def test_nan_refused(tmp_path: Path) -> None:
+    arrays = _arrays()
+    arrays["truth/log10_energy"][3] = np.nan
+    with pytest.raises(ValueError, match="truth/log10_energy"):
+        write_events(tmp_path / "a.h5", arrays, ATTRS)
+    arrays = _arrays()
+    arrays["station/trace"][0, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="station/trace"):
+        write_events(tmp_path / "a.h5", arrays, ATTRS)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mismatched_lengths_refused(tmp_path: Path) -> None:
+    arrays = _arrays()
+    arrays["truth/xmax"] = np.zeros(39, np.float32)
+    with pytest.raises(ValueError, match="truth/xmax"):
+        write_events(tmp_path / "a.h5", arrays, ATTRS)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(EventFileError, match="does not exist") as err:
+        open_events(tmp_path / "nope.h5")
+    assert "nope.h5" in str(err.value)
+
+
+def test_truncated_file(tmp_path: Path) -> None:
+    path = write_events(tmp_path / "a.h5", _arrays(n=400), ATTRS)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(EventFileError, match="a.h5"):
+        open_events(path)
+
+
+def test_not_hdf5(tmp_path: Path) -> None:
+    path = tmp_path / "x.h5"
+    path.write_text("hello")
+    with pytest.raises(EventFileError, match="x.h5.*HDF5"):
+        open_events(path)
+
+
+def test_schema_version_mismatch(tmp_path: Path) -> None:
+    path = write_events(tmp_path / "a.h5", _arrays(), ATTRS)
+    with h5py.File(path, "a") as f:
+        f.attrs["schema_version"] = SCHEMA_VERSION + 1
+    with pytest.raises(EventFileError) as err:
+        open_events(path)
+    msg = str(err.value)
+    assert "a.h5" in msg and f"{SCHEMA_VERSION + 1} found" in msg and f"{SCHEMA_VERSION}" in msg
+
+
+def test_wrong_kind(tmp_path: Path) -> None:
+    path = write_events(tmp_path / "a.h5", _arrays(), ATTRS)
+    with pytest.raises(EventFileError, match="'airshower'.*'jets'"):
+        open_events(path, kind="jets")
+
+
+def test_missing_required_dataset(tmp_path: Path) -> None:
+    path = write_events(tmp_path / "a.h5", _arrays(), ATTRS)
+    with pytest.raises(EventFileError, match="truth/xmax"):
+        open_events(path, require=["station/signal", "truth/xmax"])
+
+
+def test_length_mismatch_in_file(tmp_path: Path) -> None:
+    path = write_events(tmp_path / "a.h5", _arrays(), ATTRS)
+    with h5py.File(path, "a") as f:
+        f["truth/extra"] = np.zeros(12, np.float32)
+    with pytest.raises(EventFileError, match="truth/extra.*n_events=40"):
+        open_events(path)
