@@ -1,0 +1,79 @@
+"""Write the train / val / test event files of an air-shower config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.events import write_events
+from simulation.airshower.config import AirshowerConfig
+from simulation.airshower.simulate import meta_arrays, simulate_chunks
+
+SPLITS = ("train", "val", "test")
+
+
+def split_seeds(seed: int) -> dict[str, int]:
+    """Independent seeds of the three splits, derived from `seed` (SeedSequence spawning).
+
+    Splits never share events, and adding events to one split leaves the others unchanged.
+    """
+    children = np.random.SeedSequence(seed).spawn(len(SPLITS))
+    return {
+        name: int(child.generate_state(1)[0]) for name, child in zip(SPLITS, children, strict=True)
+    }
+
+
+def write_dataset(
+    cfg: AirshowerConfig,
+    out_dir: Path,
+    seed: int,
+    config_hash: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Path]:
+    """Simulate cfg.n_train / n_val / n_test events and write out_dir/{train,val,test}.h5.
+
+    Args:
+        cfg: the simulator config.
+        out_dir: folder of the split files (created if missing).
+        seed: master seed, stored as the files' `seed` attribute; each split draws from its own
+            derived seed (:func:`split_seeds`), stored as `split_seed`, so that
+            simulate(cfg, n_events, split_seed) reproduces the file's arrays.
+        config_hash: hash of the experiment config, stored in each file's attributes.
+        progress: called as progress(events_done, events_total) after every chunk, totals over
+            all three splits.
+
+    Returns:
+        split name -> path of the written file. Files are written atomically by
+        :func:`pipeline.events.write_events`, one split at a time (a split is held in memory).
+    """
+    out_dir = Path(out_dir)
+    counts = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}
+    total, done = sum(counts.values()), 0
+    meta = meta_arrays(cfg)
+    paths = {}
+    for split, split_seed in split_seeds(seed).items():
+        arrays: dict[str, np.ndarray] = {}
+        start = 0
+        for chunk in simulate_chunks(cfg, counts[split], split_seed):
+            if not arrays:  # preallocate: peak memory is one split plus one chunk
+                arrays = {
+                    k: np.empty((counts[split], *v.shape[1:]), v.dtype) for k, v in chunk.items()
+                }
+            stop = start + len(chunk["truth/xmax"])
+            for name, values in chunk.items():
+                arrays[name][start:stop] = values
+            done += stop - start
+            start = stop
+            if progress is not None:
+                progress(done, total)
+        attrs = {
+            "kind": "airshower",
+            "split": split,
+            "config_hash": config_hash,
+            "seed": seed,
+            "split_seed": split_seed,
+        }
+        paths[split] = write_events(out_dir / f"{split}.h5", arrays | meta, attrs)
+    return paths
