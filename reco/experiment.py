@@ -207,10 +207,13 @@ def train(
     train_file = open_events(paths["train"], kind=cfg.problem)
     val_file = open_events(paths["val"], kind=cfg.problem)
     stats = fit_stats(cfg.features, train_file, cfg.task.targets)
-    lc = cfg.loader
-    common = dict(features=cfg.features, stats=stats, targets=cfg.task.targets, batch_size=lc.batch_size, prefetch=lc.prefetch)
-    train_loader = Loader(train_file, shuffle=True, seed=cfg.seed, drop_last=lc.drop_last, **common)
-    val_loader = Loader(val_file, shuffle=False, seed=cfg.seed, **common)
+    args = (cfg.loader, cfg.features, stats, cfg.task.targets)
+    train_loader = Loader.from_config(train_file, *args, shuffle=True, seed=cfg.seed)
+    # validation keeps every event (no drop_last): padding rows carry valid = 0
+    val_loader = Loader(
+        val_file, cfg.features, stats, cfg.task.targets, batch_size=cfg.loader.batch_size,
+        shuffle=False, seed=cfg.seed, prefetch=cfg.loader.prefetch,
+    )
 
     tracker = open_tracker(cfg, run_dir)
     status = "FAILED"

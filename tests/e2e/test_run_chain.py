@@ -50,7 +50,7 @@ def test_run_writes_all_stage_files(smoke_run):
         truth = f["truth/energy_eev"][:]
         assert pred.shape == truth.shape and pred.size > 0
         assert np.all(np.isfinite(pred))
-    metrics = json.loads((run_dir / "analysis" / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "analysis" / "metrics.json").read_text())["metrics"]
     assert metrics["test/n_events"] == truth.size
     assert np.isfinite(metrics["test/energy_resolution_68"])
     assert list((run_dir / "analysis").glob("*.png"))
