@@ -72,7 +72,7 @@ def simulate(config: ConfigArg, set_: SetOpt = None, smoke: SmokeOpt = False) ->
     cfg = _load(config, set_, smoke)
     try:
         _simulate(cfg)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, FloatingPointError) as err:
         _fail(err)
 
 
@@ -91,14 +91,14 @@ def train(
     try:
         paths = _simulate(cfg)
         out, result = experiment.train(cfg, paths, run_dir=run_dir, resume=resume)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, FloatingPointError) as err:
         _fail(err)
     _console().print(f"run folder: {out}\n{result}")
 
 
 @app.command()
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="Run folder (runs/<name>-...)")],
+    run: Annotated[Path, typer.Argument(help="Run folder (runs/<name>-...) or a checkpoint inside it")],
     events: Annotated[Path | None, typer.Option(help="Event file to evaluate on (default: the run's test split)")] = None,
     analyze_: Annotated[bool, typer.Option("--analyze/--no-analyze", help="Also run the analysis and log it")] = True,
 ) -> None:
@@ -111,7 +111,7 @@ def evaluate(
             _console().print(result.table_markdown)
         else:
             predictions = experiment.evaluate(run, events)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, FloatingPointError) as err:
         _fail(err)
     _console().print(f"predictions: {predictions}")
 
@@ -130,7 +130,7 @@ def analyze(
     out = out or predictions.parent / "analysis"
     try:
         result = run_analyze(predictions, cfg, out)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, FloatingPointError) as err:
         _fail(err)
     print(result.table_markdown)
     _console().print(f"metrics and plots: {out}")
@@ -147,7 +147,7 @@ def run(config: ConfigArg, set_: SetOpt = None, smoke: SmokeOpt = False) -> None
         run_dir, result = experiment.train(cfg, paths)
         _console().print(f"trained: {result}")
         predictions, analysis = experiment.evaluate_and_analyze(run_dir)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, FloatingPointError) as err:
         _fail(err)
     print(analysis.table_markdown)
     _console().print(f"run folder: {run_dir}\npredictions: {predictions}\nMLflow: mlflow ui --backend-store-uri sqlite:///mlflow.db")

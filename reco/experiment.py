@@ -189,7 +189,7 @@ def train(
     progress: bool = True,
 ):
     """Fit the model on the train split with early stopping on val; returns (run_dir, FitResult)."""
-    from pipeline.features import fit_stats
+    from pipeline.features import fit_stats, validate
     from pipeline.loader import Loader
     from reco.train import fit
 
@@ -200,13 +200,18 @@ def train(
                 f"--resume: no run folder of this config (hash {C.config_hash(cfg)}) with a "
                 f"checkpoint under {cfg.runs_dir}/"
             )
-    run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(C.dump_yaml(cfg))
-
     train_file = open_events(paths["train"], kind=cfg.problem)
     val_file = open_events(paths["val"], kind=cfg.problem)
-    stats = fit_stats(cfg.features, train_file, cfg.task.targets)
+    try:
+        validate(cfg.features, train_file)
+        missing = [t for t in cfg.task.targets if f"truth/{t}" not in train_file.names]
+        if missing:
+            raise ValueError(f"{train_file.path}: task.targets {missing} have no truth/ dataset")
+        stats = fit_stats(cfg.features, train_file, cfg.task.targets)
+    except Exception:
+        train_file.close()
+        val_file.close()
+        raise
     args = (cfg.loader, cfg.features, stats, cfg.task.targets)
     train_loader = Loader.from_config(train_file, *args, shuffle=True, seed=cfg.seed)
     # validation keeps every event (no drop_last): padding rows carry valid = 0
@@ -215,6 +220,10 @@ def train(
         shuffle=False, seed=cfg.seed, prefetch=cfg.loader.prefetch,
     )
 
+    # the run folder appears only once the inputs are known to be good
+    run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(C.dump_yaml(cfg))
     tracker = open_tracker(cfg, run_dir)
     status = "FAILED"
     try:
@@ -268,15 +277,28 @@ def train(
 # evaluate and analyze
 
 
-def evaluate(run_dir: Path, events: Path | None = None, which: str = "best", out: Path | None = None) -> Path:
-    """Predictions of the run's checkpoint on the test split (or ``events``)."""
+def find_run_dir(path: Path) -> Path:
+    """The run folder holding ``path`` (a run folder, or a checkpoint anywhere inside one)."""
+    path = Path(path).absolute()
+    for candidate in (path, *path.parents):
+        if (candidate / RUN_INFO).is_file():
+            return candidate
+    raise FileNotFoundError(f"{path}: not a run folder or a checkpoint inside one (no {RUN_INFO})")
+
+
+def evaluate(
+    run_or_checkpoint: Path, events: Path | None = None, which: str = "best", out: Path | None = None
+) -> Path:
+    """Predictions of a run's checkpoint (``which`` of a run folder, or the one given) on the
+    run's test split (or ``events``), written to ``<run>/predictions.h5`` (or ``out``)."""
     from reco.evaluate import evaluate as run_evaluate
 
-    run_dir = Path(run_dir)
+    run_dir = find_run_dir(run_or_checkpoint)
     info = read_run_info(run_dir)
     events = Path(events) if events else Path(info["data"]["test"])
     out = Path(out) if out else run_dir / "predictions.h5"
-    return run_evaluate(run_dir, events, out, which=which)
+    attrs = {"run_dir": str(run_dir), "mlflow_run_id": info.get("mlflow_run_id") or ""}
+    return run_evaluate(Path(run_or_checkpoint), events, out, which=which, attrs=attrs)
 
 
 def analyze(
@@ -303,11 +325,11 @@ def config_of_run(run_dir: Path) -> ExperimentConfig:
     return C.load(ExperimentConfig, Path(run_dir) / "config.yaml")
 
 
-def evaluate_and_analyze(run_dir: Path, events: Path | None = None) -> tuple[Path, object]:
+def evaluate_and_analyze(run_or_checkpoint: Path, events: Path | None = None) -> tuple[Path, object]:
     """evaluate + analyze, logged into the run's MLflow run (continued, not duplicated)."""
-    run_dir = Path(run_dir)
+    run_dir = find_run_dir(run_or_checkpoint)
     cfg = config_of_run(run_dir)
-    predictions = evaluate(run_dir, events)
+    predictions = evaluate(run_or_checkpoint, events)
     tracker = open_tracker(cfg, run_dir)
     status = "FAILED"
     try:

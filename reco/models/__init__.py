@@ -1,0 +1,14 @@
+"""Model architectures, built from their config section through one registry.
+
+Importing this package registers every architecture (the imports below are for that effect).
+"""
+
+from reco.models import cnn  # noqa: F401  (registers "cnn")
+from reco.models.registry import (
+    ModelConfig,
+    build_model,
+    register_model,
+    registered_models,
+)
+
+__all__ = ["ModelConfig", "build_model", "register_model", "registered_models"]

@@ -1,0 +1,410 @@
+"""The pure, jitted train and eval steps and the fit loop around them.
+
+``train_step(state, batch) -> (state, metrics)`` is the one implementation of a training step: the
+model's graph definition, the optimiser and the target scaling are closed over, the
+:class:`~reco.state.TrainState` pytree is donated (DESIGN: 3-8x faster per step than ``nnx.jit``).
+The loop keeps step metrics on the device and brings them to the host only every
+``log_every_steps`` steps, evaluates on the validation split at each epoch end, saves the ``last``
+and ``best`` checkpoints, stops early when the validation loss stalls, and stops with
+:class:`NonFiniteLossError` when a loss is NaN/inf (the last good checkpoint stays on disk).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from reco import tasks
+from reco.state import TrainState, merge_model
+
+if TYPE_CHECKING:
+    from pipeline.tracking import Tracker
+
+Batch = Mapping[str, np.ndarray]
+NON_INPUT_KEYS = ("target", "valid", "index")  # batch keys that are not model inputs
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and the training loop (the seed is the experiment's, not part of this)."""
+
+    epochs: int = 20  # passes over the training split
+    max_steps: int | None = None  # stop after this many optimiser steps (None: epochs decide)
+    lr: float = 2e-3  # peak learning rate
+    weight_decay: float = 1e-4  # AdamW decoupled weight decay, kernels only
+    warmup_steps: int = 200  # linear warm-up from 0 to lr, optimiser steps
+    schedule: Literal["cosine", "constant", "plateau"] = "cosine"  # see reco.optim
+    final_lr_fraction: float = 0.01  # cosine: final lr as a fraction of lr
+    plateau_factor: float = 0.5  # plateau: lr multiplier when the epoch train loss stalls
+    plateau_patience: int = 2  # plateau: epochs without improvement before reducing the lr
+    grad_clip: float | None = 1.0  # clip gradients to this global L2 norm (None: off)
+    early_stopping_patience: int | None = 5  # epochs without val improvement to stop (None: off)
+    min_delta: float = 0.0  # smallest val-loss decrease that counts as an improvement
+    log_every_steps: int = 50  # steps between train-metric logs (host syncs)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 or null, got {self.max_steps}")
+        if self.lr <= 0 or self.log_every_steps < 1 or self.warmup_steps < 0:
+            raise ValueError("lr and log_every_steps must be positive, warmup_steps >= 0")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError("early_stopping_patience must be >= 1 or null")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or inf; the run stopped (its last good checkpoint is kept)."""
+
+    def __init__(
+        self, step: int, epoch: int, where: str = "train", last_checkpoint: Path | None = None
+    ) -> None:
+        self.step, self.epoch, self.where = step, epoch, where
+        self.last_checkpoint = last_checkpoint
+        what = "loss or gradient" if where == "train" else "loss"
+        super().__init__(
+            f"non-finite {where} {what} at step {step} (epoch {epoch}); training stopped. "
+            f"Last good checkpoint: {last_checkpoint or 'none'}. Lower train.lr, set "
+            f"train.grad_clip, or check the inputs and the target statistics."
+        )
+
+
+class BatchSource(Protocol):
+    """What fit and evaluate need of a ``pipeline.loader.Loader``."""
+
+    input_spec: Mapping[str, tuple[int, ...]]
+    n_events: int
+
+    def epoch(self, e: int) -> Iterator[dict[str, np.ndarray]]: ...
+
+    def __len__(self) -> int: ...
+
+
+def model_inputs(batch: Batch) -> dict[str, Any]:
+    """The input groups of a batch (with their masks): not target/valid/index/observer/*."""
+    return {
+        k: v for k, v in batch.items() if k not in NON_INPUT_KEYS and not k.startswith("observer/")
+    }
+
+
+def device_batch(batch: Batch) -> dict[str, Any]:
+    """What the jitted steps take: the inputs, ``target`` and ``valid`` (the rest stays here)."""
+    return {**model_inputs(batch), "target": batch["target"], "valid": batch["valid"]}
+
+
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformationExtraArgs,
+    task: tasks.TaskConfig,
+    scaler: tasks.TargetScaler,
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+    """The jitted ``train_step(state, batch) -> (state, {"loss", "n", "grad_norm"})``.
+
+    ``state`` is donated: do not use the state passed in after the call.
+    """
+
+    def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        def loss_fn(params: nnx.State) -> tuple[jax.Array, nnx.State]:
+            model = merge_model(graphdef, params, state.rest)
+            pred = model(model_inputs(batch), train=True)
+            value = tasks.loss(task, pred, batch["target"], batch["valid"], scaler)
+            _, _, rest = nnx.split(model, nnx.Param, ...)  # updated BatchNorm stats, RNG counts
+            return value, rest
+
+        (value, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params, value=value)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": value, "n": batch["valid"].sum(), "grad_norm": optax.tree.norm(grads)}
+        return TrainState(state.step + 1, params, rest, opt_state), metrics
+
+    return jax.jit(train_step, donate_argnums=0)
+
+
+def make_eval_step(
+    graphdef: nnx.GraphDef, task: tasks.TaskConfig, scaler: tasks.TargetScaler
+) -> Callable[[TrainState, Batch], dict[str, jax.Array]]:
+    """The jitted ``eval_step(state, batch) -> sums`` (loss_sum, n, err, sq_err per target)."""
+
+    def eval_step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
+        model = merge_model(graphdef, state.params, state.rest)
+        pred = model(model_inputs(batch), train=False)
+        per_event = tasks.per_event_loss(task, pred, batch["target"], scaler)
+        sums = tasks.error_sums(pred, batch["target"], batch["valid"], scaler)
+        return {"loss_sum": jnp.sum(per_event * batch["valid"]), **sums}
+
+    return jax.jit(eval_step)
+
+
+def make_predict_fn(
+    graphdef: nnx.GraphDef,
+) -> Callable[[nnx.State, nnx.State, Mapping[str, Any]], jax.Array]:
+    """Jitted ``predict(params, rest, inputs) -> Float[Array, "batch n_outputs"]`` (normalised)."""
+
+    def predict(params: nnx.State, rest: nnx.State, inputs: Mapping[str, Any]) -> jax.Array:
+        return merge_model(graphdef, params, rest)(inputs, train=False)
+
+    return jax.jit(predict)
+
+
+def evaluate_loss(
+    eval_step: Callable[[TrainState, Batch], dict[str, jax.Array]],
+    state: TrainState,
+    batches: Iterable[Batch],
+    targets: tuple[str, ...],
+) -> dict[str, float]:
+    """Validation metrics over ``batches``: ``loss`` and per target ``rmse/<t>``, ``bias/<t>``.
+
+    Sums stay on the device until the end (one host transfer). Errors are in physical units.
+    """
+    total: dict[str, jax.Array] | None = None
+    for batch in batches:
+        sums = eval_step(state, device_batch(batch))
+        total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+    if total is None:
+        raise ValueError("the validation loader yielded no batches")
+    host = jax.device_get(total)
+    n = max(float(host["n"]), 1.0)
+    out = {"loss": float(host["loss_sum"]) / n}
+    for i, name in enumerate(targets):
+        out[f"rmse/{name}"] = math.sqrt(float(host["sq_err"][i]) / n)
+        out[f"bias/{name}"] = float(host["err"][i]) / n
+    return out
+
+
+def summarise(pending: list[dict[str, jax.Array]]) -> tuple[dict[str, float], int | None]:
+    """Host averages of buffered step metrics (one transfer), and the index of the first step
+    whose loss or gradient norm is not finite (None if all are finite)."""
+    host = jax.device_get(pending)
+    losses = np.array([float(m["loss"]) for m in host])
+    weights = np.array([float(m["n"]) for m in host])
+    grad_norms = np.array([float(m["grad_norm"]) for m in host])
+    # A finite loss can come with a NaN gradient (e.g. relu(NaN) = 0 in XLA): check both.
+    bad = np.flatnonzero(~(np.isfinite(losses) & np.isfinite(grad_norms)))
+    if bad.size:
+        return {}, int(bad[0])
+    mean = float((losses * weights).sum() / max(weights.sum(), 1.0))
+    return {"loss": mean, "grad_norm": float(grad_norms.mean())}, None
+
+
+def time_steps(step_fn: Callable[..., Any], state: TrainState, batch: Batch, n: int) -> float:
+    """Mean seconds per call of a (donating) train step after compilation; returns the time."""
+    state, _ = step_fn(state, batch)  # compile
+    jax.block_until_ready(state)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        state, _ = step_fn(state, batch)
+    jax.block_until_ready(state)
+    return (time.perf_counter() - t0) / n
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    """What a finished ``fit`` reports."""
+
+    best_val_loss: float  # lowest validation loss (task loss units)
+    best_epoch: int  # epoch (0-based) of the best validation loss
+    epochs_run: int  # epochs completed, including those before a resume
+    steps: int  # optimiser steps taken in total
+    stopped_early: bool  # early stopping ended the run
+    best_checkpoint: Path  # folder of the best checkpoint (load_for_inference/evaluate take it)
+    last_checkpoint: Path  # folder of the last checkpoint (resume continues from it)
+    n_params: int  # trainable parameters of the model
+
+
+def _progress(enabled: bool) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+    )
+
+
+def fit(
+    model_cfg: Any,
+    task_cfg: tasks.TaskConfig,
+    train_cfg: TrainConfig,
+    train_loader: BatchSource,
+    val_loader: BatchSource,
+    stats_dict: Mapping[str, Any],
+    run_dir: Path,
+    tracker: Tracker,
+    seed: int,
+    config_dict: Mapping[str, Any],
+    resume: bool = False,
+    progress: bool = True,
+) -> FitResult:
+    """Train ``model_cfg`` on ``train_loader``; checkpoints go to ``run_dir/checkpoints``.
+
+    Args:
+        model_cfg: a registered model config (``reco.models.ModelConfig`` subclass).
+        stats_dict: ``FeatureStats.to_dict()`` of the training split (target mean/std); stored
+            in every checkpoint with ``config_dict`` (the resolved experiment config).
+        tracker: a ``pipeline.tracking.Tracker``; gets train metrics every ``log_every_steps``
+            steps and validation metrics once per epoch (``val/loss``, ``val/rmse/<target>``).
+        seed: model initialisation seed (the loaders carry their own shuffling seed).
+        resume: continue from ``run_dir/checkpoints/last`` (at the epoch after it).
+
+    Raises:
+        NonFiniteLossError: a train or validation loss became NaN/inf.
+        FileExistsError: ``run_dir`` has checkpoints and ``resume`` is False.
+        FileNotFoundError: ``resume`` is True and there is no ``last`` checkpoint.
+    """
+    from pipeline.config import to_dict
+    from reco.checkpoint import Checkpoints
+    from reco.models import build_model
+    from reco.optim import current_lr, make_optimizer
+    from reco.state import count_params, init_state
+
+    cfg = train_cfg
+    input_spec = {k: tuple(int(d) for d in v) for k, v in train_loader.input_spec.items()}
+    scaler = tasks.TargetScaler.from_stats(stats_dict, task_cfg.targets)
+    n_outputs = len(task_cfg.targets)
+    model = build_model(model_cfg, input_spec, n_outputs, seed)
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"the training loader yields no batches ({train_loader.n_events} events; with "
+            f"drop_last a split needs at least one full batch)"
+        )
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    tx, schedule = make_optimizer(cfg, total_steps, steps_per_epoch)
+    graphdef, state = init_state(model, tx)
+    del model
+    n_params = count_params(state.params)
+    train_step = make_train_step(graphdef, tx, task_cfg, scaler)
+    eval_step = make_eval_step(graphdef, task_cfg, scaler)
+
+    ckpt = Checkpoints(Path(run_dir) / "checkpoints")
+    meta_base = {
+        "model": to_dict(model_cfg),
+        "task": to_dict(task_cfg),
+        "input_spec": {k: list(v) for k, v in input_spec.items()},
+        "n_outputs": n_outputs,
+        "seed": seed,
+    }
+    config, stats = to_dict(dict(config_dict)), to_dict(dict(stats_dict))
+    start_epoch, best, best_epoch, stale = 0, math.inf, -1, 0
+    if resume:
+        try:
+            state, meta = ckpt.restore("last", state)
+        except BaseException:
+            ckpt.close()
+            raise
+        start_epoch = int(meta["epoch"]) + 1
+        best, best_epoch = float(meta["best_val_loss"]), int(meta["best_epoch"])
+        stale = int(meta["epochs_without_improvement"])
+    elif ckpt.latest_step("last") is not None:
+        ckpt.close()
+        raise FileExistsError(
+            f"{ckpt.directory} already holds checkpoints; resume, or train into a new run dir"
+        )
+    step = int(state.step)
+    tracker.log_params({"model.n_params": n_params, "train.steps_per_epoch": steps_per_epoch})
+
+    epochs_done = start_epoch
+    stopped_early = cfg.early_stopping_patience is not None and (
+        stale >= cfg.early_stopping_patience
+    )  # (a resumed run that had already stopped)
+    done = stopped_early or (cfg.max_steps is not None and step >= cfg.max_steps)
+    pending: list[dict[str, jax.Array]] = []
+    window = (step, time.perf_counter())  # (first step, start time) of the pending metrics
+
+    def flush(epoch: int) -> None:
+        """Log the averages of the pending step metrics; stop on a non-finite loss."""
+        means, bad = summarise(pending)
+        if bad is not None:
+            raise NonFiniteLossError(window[0] + bad + 1, epoch, "train", ckpt.path("last"))
+        metrics = {f"train/{k}": v for k, v in means.items()}
+        metrics["train/lr"] = current_lr(schedule, state.opt_state, step)
+        metrics["train/steps_per_s"] = len(pending) / (time.perf_counter() - window[1])
+        tracker.log_metrics(metrics, step)
+        bar.update(task_id, description=f"epoch {epoch} loss {means['loss']:.4g}")
+
+    try:
+        with _progress(progress) as bar:
+            task_id = bar.add_task("train", total=total_steps, completed=min(step, total_steps))
+            for epoch in range(start_epoch, cfg.epochs):
+                if done:
+                    break
+                for batch in train_loader.epoch(epoch):
+                    state, metrics = train_step(state, device_batch(batch))
+                    pending.append(metrics)
+                    step += 1
+                    bar.advance(task_id)
+                    if step % cfg.log_every_steps == 0:
+                        flush(epoch)
+                        pending.clear()
+                        window = (step, time.perf_counter())
+                    if cfg.max_steps is not None and step >= cfg.max_steps:
+                        done = True
+                        break
+                if pending:
+                    flush(epoch)
+                    pending.clear()
+
+                val = evaluate_loss(eval_step, state, val_loader.epoch(0), task_cfg.targets)
+                if not math.isfinite(val["loss"]):
+                    raise NonFiniteLossError(step, epoch, "validation", ckpt.path("last"))
+                improved = val["loss"] < best - cfg.min_delta
+                if improved:
+                    best, best_epoch, stale = val["loss"], epoch, 0
+                else:
+                    stale += 1
+                tracker.log_metrics(
+                    {**{f"val/{k}": v for k, v in val.items()}, "epoch": float(epoch)}, step
+                )
+                meta = {
+                    **meta_base,
+                    "epoch": epoch,
+                    "step": step,
+                    "val_loss": val["loss"],
+                    "best_val_loss": best,
+                    "best_epoch": best_epoch,
+                    "epochs_without_improvement": stale,
+                }
+                if improved:
+                    ckpt.save("best", state, meta, config, stats)
+                ckpt.save("last", state, meta, config, stats)
+                epochs_done = epoch + 1
+                window = (step, time.perf_counter())  # validation time is not step time
+                if cfg.early_stopping_patience is not None and stale >= cfg.early_stopping_patience:
+                    stopped_early = done = True
+        best_path, last_path = ckpt.path("best"), ckpt.path("last")
+    finally:
+        ckpt.close()
+    if best_path is None or last_path is None:
+        raise RuntimeError(f"fit ended without writing a checkpoint under {ckpt.directory}")
+    return FitResult(
+        best_val_loss=best,
+        best_epoch=best_epoch,
+        epochs_run=epochs_done,
+        steps=step,
+        stopped_early=stopped_early,
+        best_checkpoint=best_path,
+        last_checkpoint=last_path,
+        n_params=n_params,
+    )
