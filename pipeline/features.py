@@ -30,15 +30,25 @@ Transform = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 """(values (n, ...) float32, mask (n, ...) bool or None) -> transformed values, same shape."""
 
 TRANSFORMS: dict[str, Transform] = {}
+REDUCING: set[str] = set()  # transforms that summarise the source's last axis (traces)
 
 
-def register_transform(name: str) -> Callable[[Transform], Transform]:
-    """Register a feature transform under ``name`` (the value of ``VariableConfig.transform``)."""
+def register_transform(
+    name: str, reduces_last_axis: bool = False
+) -> Callable[[Transform], Transform]:
+    """Register a feature transform under ``name`` (the value of ``VariableConfig.transform``).
+
+    ``reduces_last_axis``: the transform summarises a per-entry series (a station's time trace,
+    (n, R, C, T)) into one number per entry ((n, R, C)); its source has one axis more than the
+    group's other sources.
+    """
 
     def deco(fn: Transform) -> Transform:
         if name in TRANSFORMS:
             raise ValueError(f"transform {name!r} is already registered")
         TRANSFORMS[name] = fn
+        if reduces_last_axis:
+            REDUCING.add(name)
         return fn
 
     return deco
@@ -80,6 +90,41 @@ def _relative_time(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     t0 = np.min(np.where(valid, x, np.inf), axis=reduce_axes, keepdims=True)
     t0 = np.where(np.isfinite(t0), t0, 0.0)  # events with nothing triggered
     return np.where(valid, x - t0, 0.0).astype(np.float32)
+
+
+def _crossing(trace: np.ndarray, cum: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """Fractional bin where the cumulative trace reaches ``level`` (signal uniform in a bin)."""
+    i = np.argmax(cum >= level[..., None], axis=-1)[..., None]
+    in_bin = np.take_along_axis(trace, i, axis=-1)[..., 0]
+    before = np.take_along_axis(cum, i, axis=-1)[..., 0] - in_bin
+    return i[..., 0] + (level - before) / np.maximum(in_bin, np.float32(1e-12))
+
+
+def _trace_interval(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Time, in trace bins, for the integrated signal to grow from fraction ``lo`` to ``hi``."""
+    trace = np.maximum(x, np.float32(0.0))
+    cum = np.cumsum(trace, axis=-1)
+    total = cum[..., -1]
+    width = _crossing(trace, cum, np.float32(hi) * total) - _crossing(
+        trace, cum, np.float32(lo) * total
+    )
+    return np.where(total > 0, width, np.float32(0.0)).astype(np.float32)
+
+
+@register_transform("trace_rise_time", reduces_last_axis=True)
+def _trace_rise_time(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Rise time t10 -> t50 of a station trace (n, ..., T), in trace bins (25 ns by default).
+
+    The classic surface-detector observable of the shower's age: deeper showers (larger Xmax,
+    lighter primaries) give slower signals at the same core distance.
+    """
+    return _trace_interval(x, 0.1, 0.5)
+
+
+@register_transform("trace_fall_time", reduces_last_axis=True)
+def _trace_fall_time(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Fall time t50 -> t90 of a station trace (n, ..., T), in trace bins."""
+    return _trace_interval(x, 0.5, 0.9)
 
 
 # ------------------------------------------------------------------------------------------
@@ -182,19 +227,22 @@ def validate(cfg: FeatureConfig, file: EventFile | None = None) -> None:
 def _validate_shapes(g: InputGroupConfig, file: EventFile) -> None:
     ndim = {"image": 3, "set": 2}[g.layout]
     ref: tuple[int, ...] | None = None
-    for path, what in [(g.mask, "group mask")] + [
-        (p, f"variable {g.name}/{v.name}") for v in g.variables for p in (v.source, v.mask)
-    ]:
+    checks = [(g.mask, "group mask", 0)]
+    for v in g.variables:
+        what = f"variable {g.name}/{v.name}"
+        checks += [(v.source, what, int(v.transform in REDUCING)), (v.mask, what, 0)]
+    for path, what, extra in checks:
         if path is None:
             continue
         if path not in file.names:
             raise ValueError(f"{what}: unknown source {path!r}: no such dataset in {file.path}")
         shape = file.shape(path)
-        if len(shape) != ndim:
+        if len(shape) != ndim + extra:
             raise ValueError(
                 f"{what}: source {path!r} has shape {shape}; a {g.layout} group needs "
-                f"{ndim} axes (events first)"
+                f"{ndim + extra} axes (events first)"
             )
+        shape = shape[:ndim]
         if ref is None:
             ref = shape
         elif shape != ref:
@@ -206,7 +254,9 @@ def input_spec(cfg: FeatureConfig, file: EventFile) -> dict[str, tuple[int, ...]
     validate(cfg, file)
     spec: dict[str, tuple[int, ...]] = {}
     for g in cfg.groups:
-        per_event = file.shape(g.variables[0].source)[1:]
+        v0 = g.variables[0]
+        shape = file.shape(v0.source)
+        per_event = shape[1 : len(shape) - (v0.transform in REDUCING)]
         if g.layout == "set" and g.length is not None:
             per_event = (g.length,)
         spec[g.name] = (*per_event, len(g.variables))

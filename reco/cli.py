@@ -17,12 +17,18 @@ app = typer.Typer(
     help="reco: neural reconstruction of air showers and jets on JAX, tracked in MLflow.",
 )
 
-ConfigArg = Annotated[Path, typer.Argument(help="Experiment YAML, e.g. configs/experiments/airshower_cnn_energy.yaml")]
+ConfigArg = Annotated[
+    Path, typer.Argument(help="Experiment YAML, e.g. configs/experiments/airshower_cnn_energy.yaml")
+]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Dotted override KEY=VALUE, e.g. --set train.lr=3e-4 (repeatable)"),
+    typer.Option(
+        "--set", "-s", help="Dotted override KEY=VALUE, e.g. --set train.lr=3e-4 (repeatable)"
+    ),
 ]
-SmokeOpt = Annotated[bool, typer.Option("--smoke", help="Overlay configs/smoke.yaml: a tiny run in seconds")]
+SmokeOpt = Annotated[
+    bool, typer.Option("--smoke", help="Overlay configs/smoke.yaml: a tiny run in seconds")
+]
 
 
 def _console():
@@ -48,13 +54,23 @@ def _fail(err: Exception) -> None:
 
 
 def _simulate(cfg):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from reco import experiment
 
     with Progress(
-        TextColumn("simulate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=_console(), transient=True,
+        TextColumn("simulate"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=_console(),
+        transient=True,
     ) as bar:
         task = bar.add_task("simulate", total=None)
 
@@ -81,8 +97,15 @@ def train(
     config: ConfigArg,
     set_: SetOpt = None,
     smoke: SmokeOpt = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the newest run of this config from its last checkpoint")] = False,
-    run_dir: Annotated[Path | None, typer.Option(help="Run folder to create, or to resume with --resume")] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue the newest run of this config from its last checkpoint"
+        ),
+    ] = False,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Run folder to create, or to resume with --resume")
+    ] = None,
 ) -> None:
     """Train the model (simulating the events first if they do not exist yet)."""
     from reco import experiment
@@ -98,9 +121,15 @@ def train(
 
 @app.command()
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="Run folder (runs/<name>-...) or a checkpoint inside it")],
-    events: Annotated[Path | None, typer.Option(help="Event file to evaluate on (default: the run's test split)")] = None,
-    analyze_: Annotated[bool, typer.Option("--analyze/--no-analyze", help="Also run the analysis and log it")] = True,
+    run: Annotated[
+        Path, typer.Argument(help="Run folder (runs/<name>-...) or a checkpoint inside it")
+    ],
+    events: Annotated[
+        Path | None, typer.Option(help="Event file to evaluate on (default: the run's test split)")
+    ] = None,
+    analyze_: Annotated[
+        bool, typer.Option("--analyze/--no-analyze", help="Also run the analysis and log it")
+    ] = True,
 ) -> None:
     """Write predictions.h5 for a trained run (and analyse it, logged to the run in MLflow)."""
     from reco import experiment
@@ -119,8 +148,12 @@ def evaluate(
 @app.command()
 def analyze(
     predictions: Annotated[Path, typer.Argument(help="predictions.h5")],
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: next to the file, analysis/)")] = None,
-    config: Annotated[Path | None, typer.Option(help="Experiment YAML for the analysis section")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: next to the file, analysis/)")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Experiment YAML for the analysis section")
+    ] = None,
 ) -> None:
     """Resolution, bias and plots from a predictions file (no tracking)."""
     from analysis.report import AnalysisConfig
@@ -150,7 +183,9 @@ def run(config: ConfigArg, set_: SetOpt = None, smoke: SmokeOpt = False) -> None
     except (OSError, ValueError, FloatingPointError) as err:
         _fail(err)
     print(analysis.table_markdown)
-    _console().print(f"run folder: {run_dir}\npredictions: {predictions}\nMLflow: mlflow ui --backend-store-uri sqlite:///mlflow.db")
+    _console().print(
+        f"run folder: {run_dir}\npredictions: {predictions}\nMLflow: mlflow ui --backend-store-uri sqlite:///mlflow.db"
+    )
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -46,7 +46,9 @@ class ExperimentConfig:
     data: DataConfig = DataConfig()  # event-file location
     features: FeatureConfig = FeatureConfig()  # model inputs from event files
     loader: LoaderConfig = LoaderConfig()  # batching and shuffling
-    model: ModelConfig = dataclasses.field(default_factory=lambda: _default_model())  # registered by name
+    model: ModelConfig = dataclasses.field(
+        default_factory=lambda: _default_model()
+    )  # registered by name
     task: TaskConfig = TaskConfig()  # targets and loss
     train: TrainConfig = TrainConfig()  # optimiser, schedule, epochs
     analysis: AnalysisConfig = AnalysisConfig()  # resolution analysis
@@ -80,7 +82,11 @@ def simulation_hash(cfg: ExperimentConfig) -> str:
 
 
 def data_dir(cfg: ExperimentConfig) -> Path:
-    return Path(cfg.data.dir) if cfg.data.dir else Path("data") / f"{cfg.problem}-{simulation_hash(cfg)}"
+    return (
+        Path(cfg.data.dir)
+        if cfg.data.dir
+        else Path("data") / f"{cfg.problem}-{simulation_hash(cfg)}"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -108,7 +114,9 @@ def simulate(
                 f"{out}: holds event files of another simulation config (hash {found}); "
                 f"expected {sim_hash}. Set data.regenerate=true to overwrite, or another data.dir."
             )
-    return write_dataset(cfg.simulation, out, seed=cfg.seed, config_hash=sim_hash, progress=progress)
+    return write_dataset(
+        cfg.simulation, out, seed=cfg.seed, config_hash=sim_hash, progress=progress
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -216,8 +224,14 @@ def train(
     train_loader = Loader.from_config(train_file, *args, shuffle=True, seed=cfg.seed)
     # validation keeps every event (no drop_last): padding rows carry valid = 0
     val_loader = Loader(
-        val_file, cfg.features, stats, cfg.task.targets, batch_size=cfg.loader.batch_size,
-        shuffle=False, seed=cfg.seed, prefetch=cfg.loader.prefetch,
+        val_file,
+        cfg.features,
+        stats,
+        cfg.task.targets,
+        batch_size=cfg.loader.batch_size,
+        shuffle=False,
+        seed=cfg.seed,
+        prefetch=cfg.loader.prefetch,
     )
 
     # the run folder appears only once the inputs are known to be good
@@ -287,7 +301,10 @@ def find_run_dir(path: Path) -> Path:
 
 
 def evaluate(
-    run_or_checkpoint: Path, events: Path | None = None, which: str = "best", out: Path | None = None
+    run_or_checkpoint: Path,
+    events: Path | None = None,
+    which: str = "best",
+    out: Path | None = None,
 ) -> Path:
     """Predictions of a run's checkpoint (``which`` of a run folder, or the one given) on the
     run's test split (or ``events``), written to ``<run>/predictions.h5`` (or ``out``)."""
@@ -325,7 +342,9 @@ def config_of_run(run_dir: Path) -> ExperimentConfig:
     return C.load(ExperimentConfig, Path(run_dir) / "config.yaml")
 
 
-def evaluate_and_analyze(run_or_checkpoint: Path, events: Path | None = None) -> tuple[Path, object]:
+def evaluate_and_analyze(
+    run_or_checkpoint: Path, events: Path | None = None
+) -> tuple[Path, object]:
     """evaluate + analyze, logged into the run's MLflow run (continued, not duplicated)."""
     run_dir = find_run_dir(run_or_checkpoint)
     cfg = config_of_run(run_dir)

@@ -377,6 +377,12 @@ def fit(
                 tracker.log_metrics(
                     {**{f"val/{k}": v for k, v in val.items()}, "epoch": float(epoch)}, step
                 )
+                if progress:  # one line per epoch: what a batch job's log shows
+                    bar.console.print(
+                        f"epoch {epoch}: step {step}, val loss {val['loss']:.5g}"
+                        f"{' (best)' if improved else ''}",
+                        highlight=False,
+                    )
                 meta = {
                     **meta_base,
                     "epoch": epoch,

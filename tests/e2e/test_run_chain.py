@@ -22,10 +22,17 @@ def reco(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProce
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.run(
-        [sys.executable, "-m", "reco", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "reco", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"reco {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"reco {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
@@ -64,7 +71,9 @@ def test_mlflow_run_has_params_metrics_plots(smoke_run):
     client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
     exp = client.get_experiment_by_name("airshower")
     runs = client.search_runs([exp.experiment_id])
-    assert [r.info.run_id for r in runs] == [info["mlflow_run_id"]]  # one run, continued by evaluate
+    assert [r.info.run_id for r in runs] == [
+        info["mlflow_run_id"]
+    ]  # one run, continued by evaluate
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert run.data.params["model.name"] == "cnn"
@@ -106,3 +115,28 @@ def test_override_with_wrong_type(tmp_path):
 def test_evaluate_missing_run_folder(tmp_path):
     proc = reco("evaluate", str(tmp_path / "nope"), cwd=tmp_path, check=False)
     assert proc.returncode == 1 and "nope" in proc.stderr
+
+
+def test_evaluate_from_checkpoint_path(smoke_run, tmp_path):
+    cwd, run_dir, _ = smoke_run
+    (step_dir,) = [p for p in (run_dir / "checkpoints" / "last").iterdir() if p.name.isdigit()]
+    reco("evaluate", str(step_dir), "--no-analyze", cwd=cwd)
+    with h5py.File(run_dir / "predictions.h5") as f:
+        assert f.attrs["checkpoint_step"] == int(step_dir.name)
+
+
+def test_corrupt_event_file_is_named(smoke_run, tmp_path):
+    import shutil
+
+    cwd, run_dir, _ = smoke_run
+    data_dir = Path(json.loads((run_dir / "run.json").read_text())["data"]["train"]).parent
+    broken = tmp_path / "broken"
+    shutil.copytree(data_dir, broken)
+    train = broken / "train.h5"
+    train.write_bytes(train.read_bytes()[: train.stat().st_size // 2])  # truncated
+    proc = reco(
+        "train", str(CONFIG), "--smoke", "--set", f"data.dir={broken}", cwd=tmp_path, check=False
+    )
+    assert proc.returncode == 1
+    assert "train.h5" in proc.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

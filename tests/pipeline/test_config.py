@@ -62,7 +62,9 @@ def write(tmp_path: Path, text: str, name: str = "exp.yaml") -> Path:
 
 
 def test_defaults_and_types(tmp_path):
-    cfg = C.load(Root, write(tmp_path, "opt:\n  lr: 3e-4\n  betas: [0.8, 0.99]\nlayers: [4, 5, 6]\n"))
+    cfg = C.load(
+        Root, write(tmp_path, "opt:\n  lr: 3e-4\n  betas: [0.8, 0.99]\nlayers: [4, 5, 6]\n")
+    )
     assert cfg.opt.lr == pytest.approx(3e-4)
     assert cfg.opt.betas == (0.8, 0.99)
     assert cfg.layers == (4, 5, 6)
@@ -129,7 +131,9 @@ def test_round_trip_and_hash(tmp_path):
     again = C.from_dict(Root, C.to_dict(cfg))
     assert again == cfg
     assert C.config_hash(again) == C.config_hash(cfg)
-    changed = C.load(Root, write(tmp_path, "model: {name: b}\nmixture: {p: 0.5, Fe: 0.5}\nseed: 1\n"))
+    changed = C.load(
+        Root, write(tmp_path, "model: {name: b}\nmixture: {p: 0.5, Fe: 0.5}\nseed: 1\n")
+    )
     assert C.config_hash(changed) != C.config_hash(cfg)
     # key order in the file does not change the hash
     swapped = C.load(Root, write(tmp_path, "mixture: {Fe: 0.5, p: 0.5}\nmodel: {name: b}\n"))

@@ -1,0 +1,34 @@
+"""Every shipped experiment config loads strictly and its features fit its simulator's files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.events import open_events, write_events
+from pipeline.features import input_spec
+from reco.experiment import ExperimentConfig, load_config
+from simulation.airshower.simulate import simulate
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "experiments").glob("*.yaml"))
+
+
+def test_there_are_configs():
+    assert CONFIGS
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("smoke", [False, True])
+def test_config_loads_and_features_match_events(path, smoke, tmp_path):
+    cfg = load_config(path, smoke=smoke)
+    assert isinstance(cfg, ExperimentConfig)
+    arrays = simulate(cfg.simulation, 8, seed=1)
+    events = write_events(tmp_path / "e.h5", arrays, {"kind": cfg.problem})
+    with open_events(events, kind=cfg.problem) as ev:
+        spec = input_spec(cfg.features, ev)
+        for target in cfg.task.targets:
+            assert f"truth/{target}" in ev.names
+    assert set(spec) == {g.name for g in cfg.features.groups}
+    rows, cols = cfg.simulation.array.shape
+    assert spec["image"][:2] == (rows, cols)
