@@ -19,22 +19,12 @@ import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from dataclasses import replace  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from pipeline import provenance  # noqa: E402
 from simulation.airshower.config import AirshowerConfig, TraceConfig  # noqa: E402
 from simulation.airshower.simulate import simulate  # noqa: E402
-
-
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (Linux), else platform.processor()."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def events_per_second(cfg: AirshowerConfig, n_events: int, repeats: int) -> float:
@@ -55,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"platform: {platform.platform()}")
-    print(f"cpu: {cpu_model()} ({os.cpu_count()} logical cores; 1 thread used)")
+    print(f"cpu: {provenance.machine()} (1 thread used)")
     print(f"python {platform.python_version()}, numpy {np.__version__}")
     base = AirshowerConfig()
     print(f"array {base.array.shape}, chunk_size {base.chunk_size}, events per run {args.events}")

@@ -15,23 +15,16 @@ PACKAGES = ("reco", "numpy", "h5py", "jax", "jaxlib", "flax", "optax", "orbax-ch
 def git_sha(cwd: Path | None = None) -> str:
     """The commit of the source tree (with ``-dirty`` if it has uncommitted changes)."""
     where = cwd or Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        proc = subprocess.run(
+            ["git", *args], cwd=where, capture_output=True, text=True, timeout=10, check=True
+        )
+        return proc.stdout.strip()
+
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=where,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=where,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        sha = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return sha + ("-dirty" if dirty else "")

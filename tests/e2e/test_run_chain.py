@@ -140,3 +140,21 @@ def test_corrupt_event_file_is_named(smoke_run, tmp_path):
     assert proc.returncode == 1
     assert "train.h5" in proc.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_resume_continues_the_same_mlflow_run(smoke_run):
+    from mlflow.tracking import MlflowClient
+
+    cwd, run_dir, _ = smoke_run
+    info = json.loads((run_dir / "run.json").read_text())
+    client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+    steps_before = max(m.step for m in client.get_metric_history(info["mlflow_run_id"], "val/loss"))
+    reco(
+        "train", str(CONFIG), "--smoke", "--resume", "--run-dir", str(run_dir),
+        "--set", "train.epochs=3", cwd=cwd,
+    )
+    assert json.loads((run_dir / "run.json").read_text())["mlflow_run_id"] == info["mlflow_run_id"]
+    history = client.get_metric_history(info["mlflow_run_id"], "val/loss")
+    assert len(history) == 3 and max(m.step for m in history) > steps_before
+    exp = client.get_experiment_by_name("airshower")
+    assert len(client.search_runs([exp.experiment_id])) == 1
