@@ -100,15 +100,22 @@ def _crossing(trace: np.ndarray, cum: np.ndarray, level: np.ndarray) -> np.ndarr
     return i[..., 0] + (level - before) / np.maximum(in_bin, np.float32(1e-12))
 
 
-def _trace_interval(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Time, in trace bins, for the integrated signal to grow from fraction ``lo`` to ``hi``."""
-    trace = np.maximum(x, np.float32(0.0))
+def _trace_interval(x: np.ndarray, mask: np.ndarray | None, lo: float, hi: float) -> np.ndarray:
+    """Time, in trace bins, for the integrated signal to grow from fraction ``lo`` to ``hi``.
+
+    Only entries with ``mask`` True are computed (the other ~90% of an array's stations did not
+    trigger and have empty traces); the rest get 0.
+    """
+    out = np.zeros(x.shape[:-1], np.float32)
+    sel = np.ones(out.shape, bool) if mask is None else mask.astype(bool)
+    trace = np.maximum(x[sel].astype(np.float32), np.float32(0.0))  # (k, T)
     cum = np.cumsum(trace, axis=-1)
-    total = cum[..., -1]
+    total = cum[:, -1]
     width = _crossing(trace, cum, np.float32(hi) * total) - _crossing(
         trace, cum, np.float32(lo) * total
     )
-    return np.where(total > 0, width, np.float32(0.0)).astype(np.float32)
+    out[sel] = np.where(total > 0, width, np.float32(0.0))
+    return out
 
 
 @register_transform("trace_rise_time", reduces_last_axis=True)
@@ -118,13 +125,13 @@ def _trace_rise_time(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     The classic surface-detector observable of the shower's age: deeper showers (larger Xmax,
     lighter primaries) give slower signals at the same core distance.
     """
-    return _trace_interval(x, 0.1, 0.5)
+    return _trace_interval(x, mask, 0.1, 0.5)
 
 
 @register_transform("trace_fall_time", reduces_last_axis=True)
 def _trace_fall_time(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """Fall time t50 -> t90 of a station trace (n, ..., T), in trace bins."""
-    return _trace_interval(x, 0.5, 0.9)
+    return _trace_interval(x, mask, 0.5, 0.9)
 
 
 # ------------------------------------------------------------------------------------------
@@ -369,7 +376,7 @@ def fit_stats(cfg: FeatureConfig, train: EventFile, targets: tuple[str, ...]) ->
             for v in g.variables:
                 mask = _variable_mask(g, v, read)
                 with np.errstate(all="ignore"):  # masked entries may be out of the domain
-                    x = TRANSFORMS[v.transform](read(v.source).astype(np.float32), mask)
+                    x = _apply(v, read(v.source), mask)
                 var_acc[f"{g.name}/{v.name}"].add(x if mask is None else x[mask])
         for t in targets:
             tgt_acc[t].add(read(f"truth/{t}"))
@@ -377,6 +384,17 @@ def fit_stats(cfg: FeatureConfig, train: EventFile, targets: tuple[str, ...]) ->
         variables={k: a.moments() for k, a in var_acc.items()},
         targets={k: a.moments() for k, a in tgt_acc.items()},
     )
+
+
+def _apply(v: VariableConfig, source: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """The variable's transform on its source; float32 out.
+
+    Reducing transforms get the source as stored (a float16 trace): they convert only the
+    entries they use, which is ~10x less work than converting every station's trace.
+    """
+    if v.transform in REDUCING:
+        return TRANSFORMS[v.transform](source, mask)
+    return TRANSFORMS[v.transform](source.astype(np.float32), mask)
 
 
 def _variable_mask(
@@ -427,7 +445,7 @@ def build_inputs(
             key = f"{g.name}/{v.name}"
             mask = _variable_mask(g, v, read)
             with np.errstate(all="ignore"):  # out-of-domain values are caught below
-                x = TRANSFORMS[v.transform](read(v.source).astype(np.float32), mask)
+                x = _apply(v, read(v.source), mask)
                 if v.standardize:
                     if key not in stats.variables:
                         raise KeyError(f"feature stats have no variable {key!r}; refit the stats")

@@ -36,6 +36,7 @@ class LoaderConfig:
     shuffle_block: int = 4096  # events per shuffled block, rounded to whole HDF5 chunks
     prefetch: int = 2  # batches prepared ahead by the background thread; 0 = no thread
     drop_last: bool = False  # drop the last partial batch instead of padding it (training)
+    cache: bool = False  # keep the built inputs in memory after the first epoch (split must fit)
 
 
 _STOP_POLL_S = 0.05  # how often a blocked producer checks whether the consumer has gone
@@ -67,6 +68,9 @@ class Loader:
         observers: extra per-event quantities, ``truth/<name>`` (or a dataset path containing a
             "/"), yielded as ``observer/<last path part>``.
         shuffle_block: events per block, rounded to whole chunks of the file.
+        cache: keep each block's built inputs in memory once read, so later epochs neither read
+            nor transform (trace summaries cost more than a CNN step); the shuffle is applied to
+            the cached arrays, so batches are identical with and without the cache.
     """
 
     def __init__(
@@ -84,6 +88,7 @@ class Loader:
         process_count: int = 1,
         observers: tuple[str, ...] = (),
         shuffle_block: int = LoaderConfig.shuffle_block,
+        cache: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -118,6 +123,7 @@ class Loader:
             raise
         self._sources = sources(features)
         self._epoch = 0
+        self._cache: dict[int, dict[str, np.ndarray]] | None = {} if cache else None
 
         n, chunk = self.file.n_events, self.file.chunk_events
         self.block_events = max(1, round(shuffle_block / chunk)) * chunk
@@ -157,6 +163,7 @@ class Loader:
             drop_last=cfg.drop_last,
             prefetch=cfg.prefetch,
             shuffle_block=cfg.shuffle_block,
+            cache=cfg.cache,
             **kwargs,  # type: ignore[arg-type]
         )
 
@@ -212,24 +219,36 @@ class Loader:
         paths = (*self._sources, *self._target_paths, *self._observer_paths.values())
         return {p: self.file.read(p, sel) for p in dict.fromkeys(paths)}
 
-    def _block_batches(self, b: int, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
-        """All events of block ``b`` as one (unpadded) batch dict, shuffled if ``rng``."""
+    def _built_block(self, b: int) -> dict[str, np.ndarray]:
+        """All events of block ``b`` in file order as one (unpadded) batch dict."""
+        if self._cache is not None and b in self._cache:
+            return self._cache[b]
         raw = self._read_block(b)
         start, size = int(self._block_starts[b]), self._block_size(b)
-        perm = rng.permutation(size) if rng is not None else np.arange(size)
-        index = start + perm
-        raw = {k: v[perm] for k, v in raw.items()}
+        index = np.arange(start, start + size, dtype=np.int64)
         out = build_inputs(self.features, self.stats, raw, event_index=index)
-        n_t = len(self.targets)
-        target = np.empty((size, n_t), np.float32)
+        target = np.empty((size, len(self.targets)), np.float32)
         for i, p in enumerate(self._target_paths):
             target[:, i] = raw[p]
         out["target"] = target
         out["valid"] = np.ones(size, np.float32)
-        out["index"] = index.astype(np.int64)
+        out["index"] = index
         for key, p in self._observer_paths.items():
             out[key] = raw[p]
+        if self._cache is not None:
+            self._cache[b] = out
         return out
+
+    def _block_batches(self, b: int, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+        """All events of block ``b`` as one (unpadded) batch dict, shuffled if ``rng``.
+
+        Features are per event, so shuffling the built arrays equals building shuffled events.
+        """
+        out = self._built_block(b)
+        if rng is None:
+            return out
+        perm = rng.permutation(self._block_size(b))
+        return {k: v[perm] for k, v in out.items()}
 
     def _batches(self, e: int, stop: threading.Event) -> Iterator[dict[str, np.ndarray]]:
         blocks, rng = self._epoch_blocks(e)

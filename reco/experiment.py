@@ -232,6 +232,7 @@ def train(
         shuffle=False,
         seed=cfg.seed,
         prefetch=cfg.loader.prefetch,
+        cache=cfg.loader.cache,
     )
 
     # the run folder appears only once the inputs are known to be good

@@ -209,3 +209,18 @@ def test_from_config(efile: EventFile, stats: FeatureStats) -> None:
 def test_missing_target_named(efile: EventFile, stats: FeatureStats) -> None:
     with pytest.raises(ValueError, match="truth/zenith"):
         Loader(efile, FeatureConfig(), stats, ("zenith",), batch_size=8, shuffle=False, seed=0)
+
+
+def test_cache_gives_identical_batches_without_rereading(
+    efile: EventFile, stats: FeatureStats, monkeypatch
+) -> None:
+    plain, cached = _make(efile, stats), _make(efile, stats, cache=True)
+    for e in range(3):
+        for a, b in zip(plain.epoch(e), cached.epoch(e), strict=True):
+            assert a.keys() == b.keys()
+            for k in a:
+                np.testing.assert_array_equal(a[k], b[k])
+    # after the first epoch every block is in memory: the file is not read again
+    expected = np.sort(_indices(plain, 3))
+    monkeypatch.setattr(efile, "read", lambda *a, **k: pytest.fail("cached loader read the file"))
+    np.testing.assert_array_equal(np.sort(_indices(cached, 3)), expected)

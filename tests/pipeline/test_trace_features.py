@@ -79,3 +79,10 @@ def test_trace_channel_in_image(tmp_path):
     rise = out["image"][..., 1]
     assert np.all(rise[~trig] == 0.0)
     assert abs(rise[trig].mean()) < 1e-3 and rise[trig].std() == pytest.approx(1.0, rel=1e-2)
+
+
+def test_masked_entries_are_not_computed():
+    trace = np.ones((2, 10), np.float32)
+    mask = np.array([True, False])
+    out = TRANSFORMS["trace_rise_time"](trace, mask)
+    assert out[0] == pytest.approx(4.0, abs=1e-5) and out[1] == 0.0
