@@ -1,7 +1,9 @@
 """Run a trained model over an event file and write the predictions file for analysis.
 
 ``predictions.h5`` (docs/architecture.md): ``prediction/<target>`` (n,) float32 in the target's
-physical units (plus ``prediction/energy_eev`` in EeV when the model predicts ``log10_energy``),
+physical units (plus ``prediction/energy_eev`` in EeV when the model predicts ``log10_energy``), or
+for classification ``prediction/probs`` (n, n_classes) with the attributes ``task =
+"classification"`` and ``class_names`` (JSON list),
 ``truth/<name>`` copied from the event file's ``truth/`` group (all of it), ``observer/<name>``
 (extra per-event quantities), and the event-file attributes with ``kind = "predictions"``,
 ``model`` and ``checkpoint``. The file is written atomically (``pipeline.events.write_events``).
@@ -19,7 +21,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from reco.tasks import TargetScaler
+from reco import tasks
 from reco.train import BatchSource, make_predict_fn, model_inputs
 
 LoaderFactory = Callable[[Mapping[str, Any], tuple[str, ...]], BatchSource]
@@ -30,10 +32,8 @@ def _observer_path(name: str) -> str:
     return name if "/" in name else f"truth/{name}"
 
 
-def predict_file(
-    model: Any, loader: BatchSource, n_events: int, scaler: TargetScaler
-) -> np.ndarray:
-    """Predictions in physical units for every event of the loader's file: (n_events, n_targets).
+def predict_file(model: Any, loader: BatchSource, n_events: int) -> np.ndarray:
+    """Raw model outputs for every event of the loader's file, in file order: (n_events, n_out).
 
     Raises:
         ValueError: the loader does not yield every event of the file exactly once.
@@ -59,7 +59,7 @@ def predict_file(
             f"{max(counts.size - n_events, 0)} out of range"
         )
     out = np.empty((n_events, pred_norm.shape[1]), np.float32)
-    out[index] = pred_norm * scaler.std[None, :] + scaler.mean[None, :]
+    out[index] = pred_norm
     return out
 
 
@@ -128,8 +128,11 @@ def evaluate(
         raise ValueError("pass at most one of loader and loader_factory")
     meta = read_meta(checkpoint, which)
     model, config, stats = load_for_inference(Path(meta["path"]))
-    targets = tuple(meta["task"]["targets"])
-    scaler = TargetScaler.from_stats(stats, targets)
+    from pipeline.config import from_dict
+
+    task = from_dict(tasks.TaskConfig, meta["task"], source=f"{meta['path']} (task)")
+    targets = task.targets
+    scaler = tasks.make_scaler(task, stats)
     own_loader = loader is None and loader_factory is None
     if loader_factory is not None:
         loader = loader_factory(stats, targets)
@@ -138,8 +141,8 @@ def evaluate(
     assert loader is not None
     try:
         with open_events(events_path) as events:
-            pred = predict_file(model, loader, events.n_events, scaler)
-            arrays = _arrays(events, pred, targets, observers)
+            outputs = predict_file(model, loader, events.n_events)
+            arrays = _arrays(events, tasks.predictions(task, outputs, scaler), observers)
             file_attrs = {
                 k: v for k, v in events.attrs.items() if k in ("split", "config_hash", "seed")
             }
@@ -150,6 +153,8 @@ def evaluate(
                 "model": meta["model"]["name"],
                 "model_config": json.dumps(meta["model"], sort_keys=True),
                 "targets": json.dumps(list(targets)),
+                "task": "classification" if task.is_classification else "regression",
+                **({"class_names": json.dumps(list(task.classes))} if task.classes else {}),
                 "checkpoint": meta["path"],
                 "checkpoint_step": int(meta["step"]),
                 **(attrs or {}),
@@ -161,13 +166,10 @@ def evaluate(
 
 
 def _arrays(
-    events: Any, pred: np.ndarray, targets: tuple[str, ...], observers: Sequence[str]
+    events: Any, predictions: Mapping[str, np.ndarray], observers: Sequence[str]
 ) -> dict[str, np.ndarray]:
     """The datasets of the predictions file (see the module docstring)."""
-    arrays = {f"prediction/{t}": pred[:, i] for i, t in enumerate(targets)}
-    if "log10_energy" in targets and "energy_eev" not in targets:
-        log10_e = pred[:, targets.index("log10_energy")].astype(np.float64)
-        arrays["prediction/energy_eev"] = (10.0 ** (log10_e - 18.0)).astype(np.float32)
+    arrays = {f"prediction/{k}": v for k, v in predictions.items()}
     for name in events.names:
         if name.startswith("truth/"):
             arrays[name] = events.read(name)

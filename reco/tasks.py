@@ -1,4 +1,4 @@
-"""Regression targets: their normalisation, the loss, and predictions back in physical units.
+"""Targets, losses and predictions: regression (energy, Xmax, ...) and classification (jets).
 
 The loader hands over raw physical targets (``truth/<name>`` in the order of ``task.targets``); the
 model works in normalised units, ``(y - mean) / std`` with the mean and standard deviation fitted
@@ -10,6 +10,9 @@ Losses (all weighted by ``valid``, so the padding of a last partial batch never 
 - ``"huber"``: Huber loss in normalised units (``huber_delta`` standard deviations);
 - ``"relative"``: ``((y_pred - y_true) / y_true)^2`` in physical units, for a target such as
   ``energy_eev`` where the resolution is relative (dE/E). Targets must be non-zero.
+- ``"cross_entropy"``: classification. The one target ``truth/<targets[0]>`` holds the class
+  index into ``classes``; the model outputs one logit per class; no normalisation (the scaler is
+  the identity); predictions are the softmax probabilities.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ class TaskConfig:
     """What the model predicts and how it is scored."""
 
     targets: tuple[str, ...] = ("log10_energy",)  # truth/<name> datasets, in output order
-    loss: Literal["mse", "huber", "relative"] = "mse"  # see reco.tasks module docstring
+    loss: Literal["mse", "huber", "relative", "cross_entropy"] = "mse"  # see module docstring
     huber_delta: float = 1.0  # Huber transition, in train standard deviations of the target
+    classes: tuple[str, ...] = ()  # cross_entropy: class names, in the order of the label index
+    label_smoothing: float = 0.0  # cross_entropy: weight moved uniformly onto all classes
 
     def __post_init__(self) -> None:
         if not self.targets:
@@ -38,6 +43,27 @@ class TaskConfig:
             raise ValueError(f"task.targets has duplicates: {self.targets}")
         if self.huber_delta <= 0:
             raise ValueError(f"huber_delta must be positive, got {self.huber_delta}")
+        if self.is_classification:
+            if len(self.targets) != 1 or len(self.classes) < 2:
+                raise ValueError(
+                    "loss cross_entropy needs one target (the class index, e.g. [label]) and "
+                    f"at least two classes; got targets {self.targets}, classes {self.classes}"
+                )
+            if len(set(self.classes)) != len(self.classes):
+                raise ValueError(f"task.classes has duplicates: {self.classes}")
+        elif self.classes:
+            raise ValueError(f"task.classes is only for loss cross_entropy (loss is {self.loss})")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+    @property
+    def is_classification(self) -> bool:
+        return self.loss == "cross_entropy"
+
+    @property
+    def n_outputs(self) -> int:
+        """Model outputs: one logit per class, or one value per regression target."""
+        return len(self.classes) if self.is_classification else len(self.targets)
 
 
 class TargetScaler(NamedTuple):
@@ -68,6 +94,13 @@ class TargetScaler(NamedTuple):
         return cls(mean, std)
 
 
+def make_scaler(cfg: TaskConfig, stats: Mapping[str, Any]) -> TargetScaler:
+    """The target normalisation of a task: fitted statistics, or the identity for classes."""
+    if cfg.is_classification:
+        return TargetScaler(np.zeros(1, np.float32), np.ones(1, np.float32))
+    return TargetScaler.from_stats(stats, cfg.targets)
+
+
 def normalise(y: jax.Array, scaler: TargetScaler) -> jax.Array:
     """Physical targets Float[Array, "batch n_targets"] -> normalised units."""
     return (y - scaler.mean[None, :]) / scaler.std[None, :]
@@ -92,6 +125,12 @@ def per_event_loss(
         pred: model output, Float[Array, "batch n_targets"], normalised units.
         target: raw physical targets, Float[Array, "batch n_targets"].
     """
+    if cfg.is_classification:
+        labels = target[:, 0].astype(jnp.int32)
+        n_classes = pred.shape[-1]
+        one_hot = jax.nn.one_hot(labels, n_classes, dtype=pred.dtype)
+        smoothed = one_hot * (1.0 - cfg.label_smoothing) + cfg.label_smoothing / n_classes
+        return -jnp.sum(smoothed * jax.nn.log_softmax(pred, axis=-1), axis=-1)
     if cfg.loss == "relative":
         # Padding rows may hold y_true = 0; a safe denominator keeps their (masked) terms finite,
         # because a NaN times a zero weight is still NaN.
@@ -125,3 +164,51 @@ def error_sums(
     """
     err = (denormalise(pred, scaler) - target) * valid[:, None]
     return {"n": valid.sum(), "err": err.sum(axis=0), "sq_err": (err * err).sum(axis=0)}
+
+
+def metric_sums(
+    cfg: TaskConfig, pred: jax.Array, target: jax.Array, valid: jax.Array, scaler: TargetScaler
+) -> dict[str, jax.Array]:
+    """Valid-weighted sums for validation metrics (summed over batches, divided on the host).
+
+    Regression: :func:`error_sums`. Classification: ``{"n", "correct"}``.
+    """
+    if cfg.is_classification:
+        hit = (jnp.argmax(pred, axis=-1) == target[:, 0].astype(jnp.int32)).astype(jnp.float32)
+        return {"n": valid.sum(), "correct": jnp.sum(hit * valid)}
+    return error_sums(pred, target, valid, scaler)
+
+
+def summarise_sums(cfg: TaskConfig, sums: Mapping[str, Any]) -> dict[str, float]:
+    """Host metrics from :func:`metric_sums` totals: ``accuracy``, or ``rmse/<t>``, ``bias/<t>``
+    per target in physical units."""
+    n = max(float(sums["n"]), 1.0)
+    if cfg.is_classification:
+        return {"accuracy": float(sums["correct"]) / n}
+    out = {}
+    for i, name in enumerate(cfg.targets):
+        out[f"rmse/{name}"] = float(np.sqrt(float(sums["sq_err"][i]) / n))
+        out[f"bias/{name}"] = float(sums["err"][i]) / n
+    return out
+
+
+def predictions(
+    cfg: TaskConfig, outputs: np.ndarray, scaler: TargetScaler
+) -> dict[str, np.ndarray]:
+    """Model outputs (n, n_outputs) -> the datasets ``prediction/<name>`` of a predictions file.
+
+    Regression: one (n,) array per target in physical units (plus ``energy_eev`` in EeV when the
+    target is ``log10_energy``). Classification: ``probs`` (n, n_classes), the softmax.
+    """
+    outputs = np.asarray(outputs, np.float32)
+    if cfg.is_classification:
+        shifted = outputs - outputs.max(axis=-1, keepdims=True)
+        probs = np.exp(shifted)
+        return {"probs": (probs / probs.sum(axis=-1, keepdims=True)).astype(np.float32)}
+    phys = outputs * scaler.std[None, :] + scaler.mean[None, :]
+    out = {t: phys[:, i] for i, t in enumerate(cfg.targets)}
+    if "log10_energy" in cfg.targets and "energy_eev" not in cfg.targets:
+        out["energy_eev"] = (10.0 ** (out["log10_energy"].astype(np.float64) - 18.0)).astype(
+            np.float32
+        )
+    return out

@@ -139,7 +139,7 @@ def make_eval_step(
         model = merge_model(graphdef, state.params, state.rest)
         pred = model(model_inputs(batch), train=False)
         per_event = tasks.per_event_loss(task, pred, batch["target"], scaler)
-        sums = tasks.error_sums(pred, batch["target"], batch["valid"], scaler)
+        sums = tasks.metric_sums(task, pred, batch["target"], batch["valid"], scaler)
         return {"loss_sum": jnp.sum(per_event * batch["valid"]), **sums}
 
     return jax.jit(eval_step)
@@ -160,11 +160,12 @@ def evaluate_loss(
     eval_step: Callable[[TrainState, Batch], dict[str, jax.Array]],
     state: TrainState,
     batches: Iterable[Batch],
-    targets: tuple[str, ...],
+    task: tasks.TaskConfig,
 ) -> dict[str, float]:
-    """Validation metrics over ``batches``: ``loss`` and per target ``rmse/<t>``, ``bias/<t>``.
+    """Validation metrics over ``batches``: ``loss`` and the task's metrics
+    (:func:`reco.tasks.summarise_sums`: ``rmse/<t>``, ``bias/<t>`` or ``accuracy``).
 
-    Sums stay on the device until the end (one host transfer). Errors are in physical units.
+    Sums stay on the device until the end (one host transfer).
     """
     total: dict[str, jax.Array] | None = None
     for batch in batches:
@@ -174,11 +175,7 @@ def evaluate_loss(
         raise ValueError("the validation loader yielded no batches")
     host = jax.device_get(total)
     n = max(float(host["n"]), 1.0)
-    out = {"loss": float(host["loss_sum"]) / n}
-    for i, name in enumerate(targets):
-        out[f"rmse/{name}"] = math.sqrt(float(host["sq_err"][i]) / n)
-        out[f"bias/{name}"] = float(host["err"][i]) / n
-    return out
+    return {"loss": float(host["loss_sum"]) / n, **tasks.summarise_sums(task, host)}
 
 
 def summarise(pending: list[dict[str, jax.Array]]) -> tuple[dict[str, float], int | None]:
@@ -279,8 +276,8 @@ def fit(
 
     cfg = train_cfg
     input_spec = {k: tuple(int(d) for d in v) for k, v in train_loader.input_spec.items()}
-    scaler = tasks.TargetScaler.from_stats(stats_dict, task_cfg.targets)
-    n_outputs = len(task_cfg.targets)
+    scaler = tasks.make_scaler(task_cfg, stats_dict)
+    n_outputs = task_cfg.n_outputs
     model = build_model(model_cfg, input_spec, n_outputs, seed)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch < 1:
@@ -366,7 +363,7 @@ def fit(
                     flush(epoch)
                     pending.clear()
 
-                val = evaluate_loss(eval_step, state, val_loader.epoch(0), task_cfg.targets)
+                val = evaluate_loss(eval_step, state, val_loader.epoch(0), task_cfg)
                 if not math.isfinite(val["loss"]):
                     raise NonFiniteLossError(step, epoch, "validation", ckpt.path("last"))
                 improved = val["loss"] < best - cfg.min_delta
