@@ -281,10 +281,13 @@ def train(
         tracker.log_artifact(run_dir / "config.yaml")
         status = "FINISHED"
         return run_dir, result
+    except KeyboardInterrupt:
+        status = "KILLED"  # stopped by the user: resumable with --resume
+        raise
     finally:
         train_file.close()
         val_file.close()
-        # the run stays open in MLflow for evaluate/analyze only when they follow in this process
+        # evaluate/analyze reopen the same MLflow run by its id (run.json), so it is closed here
         tracker.finish(status)
 
 
