@@ -60,6 +60,10 @@ class AnalysisConfig:
     )
     # Prefix of every metric name (the split analysed), e.g. "test" -> "test/energy_resolution_68".
     prefix: str = "test"
+    # Classification only: signal efficiencies (fractions) at which 1/eps_B is quoted per class.
+    signal_efficiencies: tuple[float, ...] = (0.5, 0.3)
+    # Classification only: name of the background class of the per-class ROCs (a class_names entry).
+    background_class: str = "QCD"
 
 
 @dataclass
@@ -69,8 +73,8 @@ class AnalysisResult:
     metrics: dict[str, float]  # MLflow-friendly name -> finite value (counts as floats)
     figures: list[Path]  # PNGs written, in cfg.plots order
     table_markdown: str  # per-energy-bin table (also in resolution_table.md)
-    overall: Summary  # all events
-    energy_bins: BinnedSummary  # per bin of true log10(E/eV)
+    overall: Summary | None = None  # all events (None for a classification analysis)
+    energy_bins: BinnedSummary | None = None  # per bin of true log10(E/eV) (None: classification)
     zenith_bins: BinnedSummary | None = None  # per bin of true zenith, None without zenith edges
     attrs: dict[str, str] = field(default_factory=dict)  # provenance attributes of the file
 
@@ -209,7 +213,13 @@ def analyze(predictions: Path, cfg: AnalysisConfig, out_dir: Path) -> AnalysisRe
     ``resolution_table.md`` (the per-energy-bin table, then the per-zenith-bin one) and one
     ``<plot>.png`` per entry of ``cfg.plots``. Raises ValueError for an unsupported quantity or
     plot name and PredictionsFileError (a ValueError) for a bad file (see :func:`load_energy`).
+    A classification predictions file (attribute ``task = "classification"`` or a
+    ``prediction/probs`` dataset) goes to :func:`analysis.classification_report.analyze_classification`.
     """
+    from analysis import classification_report  # here: it imports this module
+
+    if classification_report.is_classification_file(Path(predictions)):
+        return classification_report.analyze_classification(predictions, cfg, out_dir)
     if cfg.quantity != "energy":
         raise ValueError(f"analysis quantity {cfg.quantity!r} is not implemented; only 'energy'")
     unknown = set(cfg.plots) - set(get_args(PlotName))
