@@ -1,0 +1,68 @@
+"""Write the train / val / test event files of a jet config (kind = "jets")."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.events import write_events
+from simulation.jets.config import JetsConfig
+from simulation.jets.simulate import concatenate, simulate_chunks
+
+SPLITS = ("train", "val", "test")
+
+
+def split_seeds(seed: int) -> dict[str, int]:
+    """Independent seeds of the three splits, derived from `seed` (SeedSequence spawning)."""
+    children = np.random.SeedSequence(seed).spawn(len(SPLITS))
+    return {
+        name: int(child.generate_state(1)[0]) for name, child in zip(SPLITS, children, strict=True)
+    }
+
+
+def write_dataset(
+    cfg: JetsConfig,
+    out_dir: Path,
+    seed: int,
+    config_hash: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Path]:
+    """Simulate cfg.n_train / n_val / n_test jets and write out_dir/{train,val,test}.h5.
+
+    Classes are balanced (labels cycle through cfg.classes). Each file holds jet/* and truth/*
+    (n,) datasets and the particles as the jagged group ``part`` (pipeline.events), with attributes
+    kind = "jets", split, config_hash, seed, split_seed (simulate(cfg, n, split_seed) reproduces
+    the file) and classes (the label names in index order).
+
+    Args:
+        progress: called as progress(jets_done, jets_total) after every chunk, over all splits.
+
+    Returns:
+        split name -> path of the written file (written atomically, one split at a time).
+    """
+    out_dir = Path(out_dir)
+    counts = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}
+    total, done = sum(counts.values()), 0
+    paths = {}
+    for split, split_seed in split_seeds(seed).items():
+        chunks = []
+        for chunk in simulate_chunks(cfg, counts[split], split_seed):
+            chunks.append(chunk)
+            done += chunk.n_jets
+            if progress is not None:
+                progress(done, total)
+        sample = concatenate(chunks)
+        attrs = {
+            "kind": "jets",
+            "split": split,
+            "config_hash": config_hash,
+            "seed": seed,
+            "split_seed": split_seed,
+            "classes": list(cfg.classes),
+        }
+        paths[split] = write_events(
+            out_dir / f"{split}.h5", sample.arrays, attrs, jagged=sample.jagged
+        )
+    return paths
