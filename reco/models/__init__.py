@@ -3,7 +3,10 @@
 Importing this package registers every architecture (the imports below are for that effect).
 """
 
-from reco.models import cnn  # noqa: F401  (registers "cnn")
+from reco.models import (
+    cnn,  # noqa: F401  (registers "cnn")
+    part,  # noqa: F401  (registers "part")
+)
 from reco.models.registry import (
     ModelConfig,
     build_model,

@@ -1,0 +1,119 @@
+"""Multi-head attention with an additive per-head bias on the logits and a key padding mask.
+
+The attention of the Particle Transformer (ParT): ``softmax(q k^T / sqrt(D) + U_h) v`` per head
+``h``, where ``U`` is an interaction bias computed from pairs of set elements (particles,
+stations, ...). Numerically it is ``torch.nn.MultiheadAttention`` with a float ``attn_mask`` of
+shape (B*H, Lq, Lk) and a boolean ``key_padding_mask``, which is what weaver-core feeds it, so
+imported weights reproduce the reference. Written for any set transformer in the project: inputs
+are batch-first ``(B, L, E)`` and the bias is ``(B, H, Lq, Lk)``.
+
+Conventions:
+    * the packed input projection ``in_proj`` has kernel (E, 3E) whose columns are ``[q | k | v]``
+      (PyTorch's ``in_proj_weight`` (3E, E) rows ``[W_q; W_k; W_v]``, transposed);
+    * ``key_mask`` is True for real keys; masked keys get the most negative finite logit (not
+      -inf) so a row with no real key yields a uniform average instead of NaN;
+    * initialisation follows PyTorch: xavier-uniform on the packed (3E, E) matrix, zero biases.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def torch_uniform_init(fan_in: int) -> nnx.Initializer:
+    """``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``: PyTorch's default for Linear/Conv weights and biases."""
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def torch_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs) -> nnx.Linear:
+    """An ``nnx.Linear`` initialised like ``torch.nn.Linear`` (kaiming-uniform a=sqrt 5)."""
+    init = torch_uniform_init(in_features)
+    return nnx.Linear(in_features, out_features, kernel_init=init, bias_init=init, rngs=rngs)
+
+
+class BiasedMultiHeadAttention(nnx.Module):
+    """Multi-head attention ``(query, key_value) -> (B, Lq, E)`` with an additive logit bias.
+
+    Args:
+        embed_dim: E, the model width (query, key and value all have width E).
+        num_heads: H; the head width is D = E / H.
+        attn_dropout: dropout rate on the attention probabilities (training only).
+    """
+
+    def __init__(
+        self, embed_dim: int, num_heads: int, *, attn_dropout: float = 0.0, rngs: nnx.Rngs
+    ) -> None:
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.embed_dim, self.num_heads = embed_dim, num_heads
+        self.head_dim = embed_dim // num_heads
+        zeros = nnx.initializers.zeros
+        self.in_proj = nnx.Linear(
+            embed_dim,
+            3 * embed_dim,
+            kernel_init=nnx.initializers.xavier_uniform(),  # fan_in E, fan_out 3E, as PyTorch
+            bias_init=zeros,
+            rngs=rngs,
+        )
+        self.out_proj = nnx.Linear(
+            embed_dim,
+            embed_dim,
+            kernel_init=torch_uniform_init(embed_dim),
+            bias_init=zeros,
+            rngs=rngs,
+        )
+        self.attn_dropout = nnx.Dropout(attn_dropout, rngs=rngs) if attn_dropout > 0 else None
+
+    def _project(self, x: jax.Array, part: slice) -> jax.Array:
+        """Apply columns ``part`` of the packed projection: (B, L, E) -> (B, L, H, D)."""
+        kernel = self.in_proj.kernel[...][:, part]
+        bias = self.in_proj.bias[...][part]
+        y = x @ kernel + bias.reshape((1,) * (x.ndim - 1) + (-1,))
+        return y.reshape(*x.shape[:-1], self.num_heads, self.head_dim)
+
+    def __call__(
+        self,
+        query: jax.Array,
+        key_value: jax.Array,
+        *,
+        key_mask: jax.Array | None = None,
+        bias: jax.Array | None = None,
+        train: bool = False,
+    ) -> jax.Array:
+        """Attend from ``query`` to ``key_value``.
+
+        Args:
+            query: Float[Array, "batch Lq E"].
+            key_value: Float[Array, "batch Lk E"] (keys and values come from the same tokens).
+            key_mask: Bool[Array, "batch Lk"], True for real keys; None = all real.
+            bias: Float[Array, "batch H Lq Lk"] added to the scaled logits of each head; None = 0.
+            train: apply dropout on the attention probabilities.
+
+        Returns:
+            Float[Array, "batch Lq E"], after the output projection; head h occupies the channels
+            ``h*D : (h+1)*D`` before ``out_proj``.
+        """
+        e = self.embed_dim
+        q = self._project(query, slice(0, e))
+        k = self._project(key_value, slice(e, 2 * e))
+        v = self._project(key_value, slice(2 * e, 3 * e))
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.head_dim)
+        if bias is not None:
+            logits = logits + bias
+        if key_mask is not None:
+            neg = jnp.finfo(logits.dtype).min
+            logits = jnp.where(key_mask[:, None, None, :], logits, neg)
+        probs = jax.nn.softmax(logits, axis=-1)
+        if self.attn_dropout is not None:
+            probs = self.attn_dropout(probs, deterministic=not train)
+        out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+        return self.out_proj(out.reshape(*out.shape[:-2], e))

@@ -1,0 +1,340 @@
+"""Particle Transformer (ParT; Qu, Li, Qian, arXiv:2202.03772) as implemented in weaver-core.
+
+Jet tagging from the set of constituents: per-particle features are embedded into tokens, the
+pairwise interaction features ``[ln kT, ln z, ln Delta, ln m^2]`` of every particle pair are
+embedded into one bias per head ``U`` added to the attention logits of every particle block, and
+class-attention blocks pool the particles into a cls token that a linear head classifies.
+``use_pair_bias=False`` is "ParT (plain)", the same network without ``U``.
+
+Inputs (batch-first; weaver is channels-first and importers/tests transpose):
+    * ``inputs[features_key]``: Float[Array, "batch particles features"],
+    * ``inputs[mask_key]``: Bool[Array, "batch particles"], True for real particles,
+    * ``inputs[vectors_key]``: Float[Array, "batch particles 4"], (px, py, pz, E) in GeV.
+
+Padding never reaches a real output: padded tokens are zeroed after the embedding, padded keys are
+masked in every block and the bias of any pair with a padded particle is 0. Deviation from
+weaver, and why: in training the BatchNorms take statistics over real particles (input BN) and
+real-real lower-triangle pairs (pair BN) only, so zero padding does not bias them (weaver's wrap
+padding repeats real particles, which has a similar effect; 0.5.x pairs are real-real too).
+Sequence trimming (weaver's speed trick; output-invariant in eval) is not done: shapes are static.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from reco.models.attention import BiasedMultiHeadAttention, torch_linear
+from reco.models.pair_features import N_PAIR_FEATURES, pair_features
+from reco.models.registry import InputSpec, ModelConfig, register_model
+
+NORM_EPS = 1e-5  # PyTorch's LayerNorm/BatchNorm epsilon (flax's LayerNorm default is 1e-6)
+
+
+def gelu(x: jax.Array) -> jax.Array:
+    """Exact (erf) GELU, as ``torch.nn.GELU()`` (flax's default is the tanh approximation)."""
+    return jax.nn.gelu(x, approximate=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class PartConfig(ModelConfig):
+    """The Particle Transformer (``model.name: part``); defaults = the JetClass ParT (2.14 M)."""
+
+    name: str = "part"  # registered architecture
+    features_key: str = "particles"  # batch key, Float[batch particles features]
+    mask_key: str = "particles_mask"  # batch key, Bool[batch particles], True = real particle
+    vectors_key: str = "vectors"  # batch key, Float[batch particles 4] (px, py, pz, E) in GeV
+    embed_dims: tuple[int, ...] = (128, 512, 128)  # LN-Linear-GELU widths; the last is the width E
+    pair_embed_dims: tuple[int, ...] = (64, 64, 64)  # 1x1 layers of the pair embedding (+ one of H)
+    num_heads: int = 8  # attention heads H (E / H = head width)
+    num_layers: int = 8  # particle attention blocks (with the pair bias)
+    num_cls_layers: int = 2  # class-attention blocks (no dropout, no pair bias)
+    ffn_ratio: int = 4  # FFN hidden width = ffn_ratio * E
+    dropout: float = 0.1  # dropout after attention and after the FFN (particle blocks)
+    attn_dropout: float = 0.1  # dropout on attention probabilities (particle blocks)
+    activation_dropout: float = 0.1  # dropout after the FFN's GELU (particle blocks)
+    fc_widths: tuple[
+        int, ...
+    ] = ()  # hidden Linear-ReLU-Dropout layers of the head (JetClass: none)
+    fc_dropout: float = 0.1  # dropout rate of the hidden head layers
+    use_pair_bias: bool = True  # False = "ParT (plain)": no interaction features, no pair embedding
+    pair_pre_activation: bool = False  # drop the GELU after the last pair layer (weaver class default True; the ParT config sets False)
+    classic_head_layout: bool = (
+        True  # weaver 0.4.x per-head scale layout (channel d*H + h), used by the published models
+    )
+    bn_momentum: float = 0.9  # BatchNorm running-average momentum (flax convention; PyTorch 0.1)
+
+    def __post_init__(self) -> None:
+        if not self.embed_dims or min(self.embed_dims) < 1:
+            raise ValueError("embed_dims must name at least one positive width")
+        if self.embed_dims[-1] % self.num_heads:
+            raise ValueError(f"embed width {self.embed_dims[-1]} not divisible by {self.num_heads}")
+        if min(self.num_heads, self.ffn_ratio, self.num_cls_layers) < 1 or self.num_layers < 0:
+            raise ValueError("num_heads, ffn_ratio, num_cls_layers must be >= 1, num_layers >= 0")
+        for rate in (self.dropout, self.attn_dropout, self.activation_dropout, self.fc_dropout):
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"dropout rates must be in [0, 1), got {rate}")
+
+
+def _batch_norm(features: int, momentum: float, rngs: nnx.Rngs) -> nnx.BatchNorm:
+    return nnx.BatchNorm(features, momentum=momentum, epsilon=NORM_EPS, rngs=rngs)
+
+
+def _layer_norm(features: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    return nnx.LayerNorm(features, epsilon=NORM_EPS, rngs=rngs)
+
+
+class Embed(nnx.Module):
+    """BatchNorm of the raw features, then ``LayerNorm -> Linear -> GELU`` per width."""
+
+    def __init__(self, input_dim: int, cfg: PartConfig, *, rngs: nnx.Rngs) -> None:
+        self.input_bn = _batch_norm(input_dim, cfg.bn_momentum, rngs)
+        norms, linears = [], []
+        for width in cfg.embed_dims:
+            norms.append(_layer_norm(input_dim, rngs))
+            linears.append(torch_linear(input_dim, width, rngs=rngs))
+            input_dim = width
+        self.norms, self.linears = nnx.List(norms), nnx.List(linears)
+
+    def __call__(self, x: jax.Array, mask: jax.Array, *, train: bool) -> jax.Array:
+        """(B, P, C) features, (B, P) mask -> (B, P, E) tokens, zero on padded slots."""
+        x = self.input_bn(x, use_running_average=not train, mask=mask[..., None])
+        for norm, linear in zip(self.norms, self.linears, strict=True):
+            x = gelu(linear(norm(x)))
+        return jnp.where(mask[..., None], x, 0.0)
+
+
+class PairEmbed(nnx.Module):
+    """BatchNorm of the pair features, then ``1x1 -> BatchNorm -> GELU`` per width, ending at H."""
+
+    def __init__(self, cfg: PartConfig, *, rngs: nnx.Rngs) -> None:
+        self.pre_activation = cfg.pair_pre_activation
+        self.input_bn = _batch_norm(N_PAIR_FEATURES, cfg.bn_momentum, rngs)
+        layers, norms = [], []
+        width_in = N_PAIR_FEATURES
+        for width in (*cfg.pair_embed_dims, cfg.num_heads):
+            layers.append(torch_linear(width_in, width, rngs=rngs))  # Conv1d(k=1) == Linear
+            norms.append(_batch_norm(width, cfg.bn_momentum, rngs))
+            width_in = width
+        self.layers, self.norms = nnx.List(layers), nnx.List(norms)
+
+    def __call__(self, fts: jax.Array, mask: jax.Array, *, train: bool) -> jax.Array:
+        """(B, n_pairs, 4) features, (B, n_pairs) mask of the pairs in the BN statistics -> (B, n_pairs, H)."""
+        bn_mask = mask[..., None]
+        x = self.input_bn(fts, use_running_average=not train, mask=bn_mask)
+        last = len(self.layers) - 1
+        for i, (layer, norm) in enumerate(zip(self.layers, self.norms, strict=True)):
+            x = norm(layer(x), use_running_average=not train, mask=bn_mask)
+            if i < last or not self.pre_activation:
+                x = gelu(x)
+        return x
+
+
+def _tril_pairs(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lower-triangle pairs (i >= j) of n particles and the (n, n) map from (i, j) to pair index."""
+    rows, cols = np.tril_indices(n)
+    hi, lo = (
+        np.maximum.outer(np.arange(n), np.arange(n)),
+        np.minimum.outer(np.arange(n), np.arange(n)),
+    )
+    return (
+        rows,
+        cols,
+        hi * (hi + 1) // 2 + lo,
+    )  # row-major tril order: index of (i, j) = i(i+1)/2 + j
+
+
+class Block(nnx.Module):
+    """NormFormer-style pre-norm block with per-head scale ``c_attn`` and residual scale ``w_resid``.
+
+    Self-attention over particles (``x_cls=None``) or class attention (query = the un-normalised
+    cls token, keys/values = LayerNorm of ``[cls, particles]``).
+    """
+
+    def __init__(
+        self,
+        cfg: PartConfig,
+        *,
+        dropout: float,
+        attn_dropout: float,
+        act_dropout: float,
+        rngs: nnx.Rngs,
+    ) -> None:
+        e, h = cfg.embed_dims[-1], cfg.num_heads
+        self.num_heads, self.classic = h, cfg.classic_head_layout
+        self.pre_attn_norm = _layer_norm(e, rngs)
+        self.attn = BiasedMultiHeadAttention(e, h, attn_dropout=attn_dropout, rngs=rngs)
+        self.post_attn_norm = _layer_norm(e, rngs)
+        self.pre_fc_norm = _layer_norm(e, rngs)
+        self.fc1 = torch_linear(e, cfg.ffn_ratio * e, rngs=rngs)
+        self.post_fc_norm = _layer_norm(cfg.ffn_ratio * e, rngs)
+        self.fc2 = torch_linear(cfg.ffn_ratio * e, e, rngs=rngs)
+        self.c_attn = nnx.Param(jnp.ones((h,), jnp.float32))
+        self.w_resid = nnx.Param(jnp.ones((e,), jnp.float32))
+        self.dropout = nnx.Dropout(dropout, rngs=rngs) if dropout > 0 else None
+        self.act_dropout = nnx.Dropout(act_dropout, rngs=rngs) if act_dropout > 0 else None
+
+    def _drop(self, layer: nnx.Dropout | None, x: jax.Array, train: bool) -> jax.Array:
+        return x if layer is None else layer(x, deterministic=not train)
+
+    def _scale_heads(self, x: jax.Array) -> jax.Array:
+        """Multiply head h (channels h*D:(h+1)*D of the attention output) by ``c_attn[h]``.
+
+        weaver 0.4.x (classic) then lays the (H, D) grid out transposed, channel d*H + h; 0.5.x
+        keeps channel h*D + d. Models trained with one layout need that layout.
+        """
+        *lead, e = x.shape
+        scale = self.c_attn[...].reshape((1,) * len(lead) + (self.num_heads, 1))
+        x = x.reshape(*lead, self.num_heads, e // self.num_heads) * scale
+        if self.classic:
+            x = jnp.swapaxes(x, -1, -2)
+        return x.reshape(*lead, e)
+
+    def __call__(
+        self,
+        x: jax.Array,
+        key_mask: jax.Array,
+        *,
+        bias: jax.Array | None = None,
+        x_cls: jax.Array | None = None,
+        train: bool,
+    ) -> jax.Array:
+        """Particles x (B, P, E), key_mask (B, P), bias (B, H, P, P) -> (B, P, E), or -> cls (B, 1, E)."""
+        if x_cls is None:
+            residual = x
+            h = self.pre_attn_norm(x)
+            h = self.attn(h, h, key_mask=key_mask, bias=bias, train=train)
+        else:
+            residual = x_cls
+            u = self.pre_attn_norm(jnp.concatenate([x_cls, x], axis=1))
+            cls_mask = jnp.concatenate([jnp.ones_like(key_mask[:, :1]), key_mask], axis=1)
+            h = self.attn(x_cls, u, key_mask=cls_mask, train=train)
+        h = self._drop(self.dropout, self.post_attn_norm(self._scale_heads(h)), train)
+        x = h + residual
+        residual = x
+        h = self._drop(self.act_dropout, gelu(self.fc1(self.pre_fc_norm(x))), train)
+        h = self._drop(self.dropout, self.fc2(self.post_fc_norm(h)), train)
+        return h + self.w_resid[...].reshape(1, 1, -1) * residual
+
+
+class ParticleTransformer(nnx.Module):
+    """ParT: ``model(inputs, train=...)`` -> Float[Array, "batch n_outputs"] (class logits)."""
+
+    def __init__(self, cfg: PartConfig, input_dim: int, n_outputs: int, *, rngs: nnx.Rngs) -> None:
+        self.cfg = cfg
+        e = cfg.embed_dims[-1]
+        self.embed = Embed(input_dim, cfg, rngs=rngs)
+        self.pair_embed = PairEmbed(cfg, rngs=rngs) if cfg.use_pair_bias else None
+        rates = {"dropout": cfg.dropout, "attn_dropout": cfg.attn_dropout}
+        self.blocks = nnx.List(
+            [
+                Block(cfg, **rates, act_dropout=cfg.activation_dropout, rngs=rngs)
+                for _ in range(cfg.num_layers)
+            ]
+        )
+        self.cls_blocks = nnx.List(
+            [
+                Block(cfg, dropout=0.0, attn_dropout=0.0, act_dropout=0.0, rngs=rngs)
+                for _ in range(cfg.num_cls_layers)
+            ]
+        )
+        self.cls_token = nnx.Param(
+            nnx.initializers.truncated_normal(stddev=0.02)(rngs.params(), (1, 1, e), jnp.float32)
+        )
+        self.norm = _layer_norm(e, rngs)
+        hidden, width = [], e
+        for w in cfg.fc_widths:
+            hidden.append(torch_linear(width, w, rngs=rngs))
+            width = w
+        self.fc_hidden = nnx.List(hidden)
+        use_drop = bool(cfg.fc_widths) and cfg.fc_dropout > 0
+        self.fc_dropout = nnx.Dropout(cfg.fc_dropout, rngs=rngs) if use_drop else None
+        self.fc = torch_linear(width, n_outputs, rngs=rngs)
+
+    def pair_bias(
+        self, vectors: jax.Array, mask: jax.Array, *, train: bool
+    ) -> tuple[jax.Array, jax.Array]:
+        """Pair features and attention bias of every particle pair.
+
+        Features and embedding are computed once per unordered pair (lower triangle incl. the
+        diagonal; both are symmetric) and gathered into the full matrices.
+
+        Args:
+            vectors: Float[Array, "batch P 4"] (px, py, pz, E); mask: Bool[Array, "batch P"].
+
+        Returns:
+            ``(pair_fts (B, P, P, 4), bias (B, H, P, P))``; the bias is 0 unless both are real.
+        """
+        assert self.pair_embed is not None
+        p = vectors.shape[1]
+        rows, cols, index = _tril_pairs(p)
+        fts = pair_features(vectors[:, rows], vectors[:, cols])  # (B, n_pairs, 4)
+        real = mask[:, rows] & mask[:, cols]
+        u = self.pair_embed(jax.lax.stop_gradient(fts), real, train=train)  # (B, n_pairs, H)
+        bias = jnp.moveaxis(u[:, index], -1, 1)  # (B, H, P, P)
+        real_pairs = (mask[:, :, None] & mask[:, None, :])[:, None]
+        return fts[:, index], jnp.where(real_pairs, bias, 0.0)
+
+    def intermediates(
+        self, inputs: Mapping[str, jax.Array], *, train: bool
+    ) -> dict[str, jax.Array]:
+        """The forward pass, returning its intermediates (batch-first).
+
+        Returns:
+            ``embed`` (B, P, E); ``pair_fts`` (B, P, P, 4) and ``pair_bias`` (B, H, P, P) when the
+            pair bias is on; ``block{i}`` (B, P, E) after particle block i (meaningful on real
+            particles only); ``cls`` (B, E) after the final LayerNorm; ``logits`` (B, n_outputs).
+        """
+        cfg = self.cfg
+        mask = inputs[cfg.mask_key].astype(bool)
+        # Padded slots may hold anything (wrap copies, zeros): they are zeroed before any
+        # arithmetic so that not even a NaN there can reach the outputs or the gradients.
+        x = jnp.where(mask[..., None], inputs[cfg.features_key], 0.0)
+        out: dict[str, jax.Array] = {}
+        x = out["embed"] = self.embed(x, mask, train=train)
+        bias = None
+        if self.pair_embed is not None:
+            vectors = jnp.where(mask[..., None], inputs[cfg.vectors_key], 0.0)
+            out["pair_fts"], bias = self.pair_bias(vectors, mask, train=train)
+            out["pair_bias"] = bias
+        for i, block in enumerate(self.blocks):
+            x = out[f"block{i}"] = block(x, mask, bias=bias, train=train)
+        cls = jnp.broadcast_to(self.cls_token[...], (x.shape[0], 1, x.shape[-1]))
+        for block in self.cls_blocks:
+            cls = block(x, mask, x_cls=cls, train=train)
+        h = out["cls"] = self.norm(cls[:, 0])
+        for layer in self.fc_hidden:
+            h = nnx.relu(layer(h))
+            if self.fc_dropout is not None:
+                h = self.fc_dropout(h, deterministic=not train)
+        out["logits"] = self.fc(h)
+        return out
+
+    def __call__(self, inputs: Mapping[str, jax.Array], *, train: bool) -> jax.Array:
+        """inputs (see the module docstring) -> Float[Array, "batch n_outputs"] logits."""
+        return self.intermediates(inputs, train=train)["logits"]
+
+
+@register_model("part", PartConfig)
+def build_part(
+    cfg: ModelConfig, input_spec: InputSpec, n_outputs: int, rngs: nnx.Rngs
+) -> nnx.Module:
+    """Build a :class:`ParticleTransformer` for ``input_spec[cfg.features_key] == (P, C)``."""
+    assert isinstance(cfg, PartConfig)
+    if cfg.features_key not in input_spec:
+        raise KeyError(f"part: input {cfg.features_key!r} not in the input spec {dict(input_spec)}")
+    shape = tuple(input_spec[cfg.features_key])
+    if len(shape) != 2:
+        raise ValueError(
+            f"part: input {cfg.features_key!r} must be (particles, features), got {shape}"
+        )
+    if cfg.use_pair_bias and cfg.vectors_key in input_spec:
+        vshape = tuple(input_spec[cfg.vectors_key])
+        if vshape != (shape[0], 4):
+            raise ValueError(f"part: {cfg.vectors_key!r} must be ({shape[0]}, 4), got {vshape}")
+    return ParticleTransformer(cfg, shape[-1], n_outputs, rngs=rngs)

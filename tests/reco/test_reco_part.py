@@ -1,0 +1,209 @@
+"""The Particle Transformer: size, shapes, padding and permutation invariance, trainability."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from pipeline.config import from_dict, to_dict
+from reco.models import ModelConfig, build_model, registered_models
+from reco.models.pair_features import pair_features
+from reco.models.part import PartConfig, ParticleTransformer
+from reco.state import count_params, merge_model, split_model
+
+TINY = PartConfig(
+    embed_dims=(16, 32, 16),
+    pair_embed_dims=(8, 8),
+    num_heads=2,
+    num_layers=2,
+    num_cls_layers=1,
+    dropout=0.0,
+    attn_dropout=0.0,
+    activation_dropout=0.0,
+)
+
+
+def _batch(n: int, p: int, n_features: int = 5, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random jets with 3..p-2 real particles first; padded slots hold garbage (not zeros)."""
+    rng = np.random.default_rng(seed)
+    mult = rng.integers(3, p - 1, size=n)
+    mask = np.arange(p)[None, :] < mult[:, None]
+    pt = rng.exponential(20.0, size=(n, p)) + 0.5
+    eta, phi = rng.normal(0.0, 0.4, size=(n, p)), rng.uniform(-np.pi, np.pi, size=(n, p))
+    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
+    e = np.sqrt(px**2 + py**2 + pz**2 + 0.14**2)
+    return {
+        "particles": rng.normal(size=(n, p, n_features)).astype(np.float32),
+        "particles_mask": mask,
+        "vectors": np.stack([px, py, pz, e], axis=-1).astype(np.float32),
+    }
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _forward_jit(graphdef, params, rest, batch, train):
+    return merge_model(graphdef, params, rest).intermediates(batch, train=train)
+
+
+def _eval(model: ParticleTransformer, batch: dict, train: bool = False) -> dict[str, jax.Array]:
+    """The intermediates (eval mode unless ``train``), jitted: eager NNX is slow for a network.
+
+    In training mode the model's own variables (BatchNorm statistics) are left untouched.
+    """
+    return _forward_jit(*split_model(model), batch, train)
+
+
+def _model(cfg: PartConfig = TINY, n_features: int = 5, p: int = 12) -> ParticleTransformer:
+    spec = {"particles": (p, n_features), "particles_mask": (p,), "vectors": (p, 4)}
+    model = build_model(cfg, spec, n_outputs=3, seed=0)
+    assert isinstance(model, ParticleTransformer)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("cfg", "n_features", "n_classes", "expected"),
+    [
+        (PartConfig(), 17, 10, 2_143_486),  # the JetClass ParT of the paper (2.14 M)
+        (PartConfig(use_pair_bias=False), 17, 10, 2_143_486 - 9_568),  # ParT plain (2.13 M)
+        (  # the "cpu" config of PART.md (= the anchors' reference)
+            PartConfig(embed_dims=(64, 256, 64), pair_embed_dims=(32, 32, 32), num_heads=4,
+                       num_layers=4),
+            17, 10, 342_554,
+        ),
+    ],
+)  # fmt: skip
+def test_parameter_count(cfg, n_features, n_classes, expected):
+    spec = {"particles": (128, n_features), "vectors": (128, 4)}
+    model = nnx.eval_shape(lambda: build_model(cfg, spec, n_classes, seed=0))
+    _, params, rest = split_model(model)
+    assert count_params(params) == expected
+    n_bn = 2 * n_features + (2 * (4 + sum(cfg.pair_embed_dims) + cfg.num_heads))
+    bn_stats = count_params(nnx.state(model, nnx.BatchStat))
+    assert bn_stats == (n_bn if cfg.use_pair_bias else 2 * n_features)
+    assert count_params(rest) >= bn_stats
+
+
+def test_registered_and_config_round_trip():
+    assert "part" in registered_models()
+    cfg = from_dict(ModelConfig, {"name": "part", "embed_dims": [8, 8], "num_heads": 2})
+    assert isinstance(cfg, PartConfig) and cfg.embed_dims == (8, 8)
+    assert from_dict(ModelConfig, to_dict(cfg)) == cfg
+    with pytest.raises(ValueError, match="divisible"):
+        PartConfig(embed_dims=(10,), num_heads=4)
+
+
+def test_output_shapes_and_intermediates():
+    model = _model()
+    batch = _batch(6, 12)
+    out = _eval(model, batch)
+    assert out["logits"].shape == (6, 3) and out["logits"].dtype == jnp.float32
+    assert out["embed"].shape == (6, 12, 16) and out["block1"].shape == (6, 12, 16)
+    assert out["pair_fts"].shape == (6, 12, 12, 4) and out["pair_bias"].shape == (6, 2, 12, 12)
+    assert out["cls"].shape == (6, 16)
+    assert bool(jnp.isfinite(out["logits"]).all())
+    assert _eval(model, batch, train=True)["logits"].shape == (6, 3)
+
+
+def test_padding_does_not_change_outputs():
+    model = _model(p=12)
+    batch = _batch(6, 12)
+    ref = _eval(model, batch)["logits"]
+    # different garbage (even NaN) in the padded slots
+    other = {k: v.copy() for k, v in batch.items()}
+    pad = ~batch["particles_mask"]
+    other["particles"][pad] = np.nan
+    other["vectors"][pad] = 1e6
+    np.testing.assert_allclose(_eval(model, other)["logits"], ref, rtol=1e-5, atol=1e-6)
+    # more padded slots
+    wide = {
+        k: np.concatenate([v, v[:, :5]], axis=1) if k != "particles_mask" else
+        np.concatenate([v, np.zeros_like(v[:, :5])], axis=1)
+        for k, v in batch.items()
+    }  # fmt: skip
+    np.testing.assert_allclose(_eval(model, wide)["logits"], ref, rtol=1e-5, atol=1e-6)
+    # a jet alone gives the same output as in a batch (eval mode: no batch coupling)
+    single = {k: v[:1] for k, v in batch.items()}
+    np.testing.assert_allclose(_eval(model, single)["logits"], ref[:1], rtol=1e-5, atol=5e-5)
+
+
+def test_training_batch_statistics_ignore_padding():
+    model = _model(p=12)
+    batch = _batch(6, 12)
+    other = {k: v.copy() for k, v in batch.items()}
+    other["particles"][~batch["particles_mask"]] = 100.0
+    a, b = _eval(model, batch, train=True)["logits"], _eval(model, other, train=True)["logits"]
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_permutation_invariance():
+    model = _model(p=12)
+    batch = _batch(6, 12)  # the shapes of the other tests: the jitted forward is reused
+    ref = _eval(model, batch)["logits"]
+    perm = np.random.default_rng(3).permutation(12)  # mixes real and padded slots
+    shuffled = {k: v[:, perm] for k, v in batch.items()}
+    np.testing.assert_allclose(_eval(model, shuffled)["logits"], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_pair_features_closed_forms():
+    # two massless particles at y = 0, back to back in phi: m^2 = 4 E1 E2, Delta = pi
+    v1 = jnp.array([10.0, 0.0, 0.0, 10.0])
+    v2 = jnp.array([-5.0, 0.0, 0.0, 5.0])
+    lnkt, lnz, lndelta, lnm2 = np.asarray(pair_features(v1, v2))
+    np.testing.assert_allclose([lnkt, lnz, lndelta, lnm2],
+                               np.log([5.0 * np.pi, 5.0 / 15.0, np.pi, 200.0]), rtol=1e-6)  # fmt: skip
+    # self pair: Delta = 0 -> ln kT = ln Delta = ln 1e-8, ln z = ln 1/2
+    self_pair = np.asarray(pair_features(v1, v1))
+    np.testing.assert_allclose(self_pair[:3], np.log([1e-8, 0.5, 1e-8]), rtol=1e-6)
+    # delta phi wraps across +-pi
+    a = jnp.array([np.cos(3.1), np.sin(3.1), 0.0, 1.0])
+    b = jnp.array([np.cos(-3.1), np.sin(-3.1), 0.0, 1.0])
+    np.testing.assert_allclose(np.exp(pair_features(a, b)[2]), 2 * np.pi - 6.2, rtol=1e-4)
+
+
+def test_plain_variant_has_no_pair_embedding():
+    cfg = dataclasses.replace(TINY, use_pair_bias=False)
+    model = build_model(cfg, {"particles": (12, 5)}, n_outputs=3, seed=0)
+    assert isinstance(model, ParticleTransformer) and model.pair_embed is None
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree.leaves_with_path(nnx.state(model))]
+    assert any("blocks" in p for p in paths) and not any("pair" in p for p in paths)
+    batch = _batch(3, 12)
+    del batch["vectors"]  # not needed without the pair bias
+    out = _eval(model, batch)
+    assert out["logits"].shape == (3, 3) and "pair_bias" not in out
+
+
+def test_a_few_train_steps_lower_the_loss():
+    model = _model(dataclasses.replace(TINY, dropout=0.1), p=12)
+    batch = {k: jnp.asarray(v) for k, v in _batch(16, 12).items()}
+    labels = jnp.asarray(np.random.default_rng(1).integers(0, 3, size=16))
+    graphdef, params, rest = split_model(model)
+    tx = optax.adam(3e-3)
+    opt_state = tx.init(params)
+
+    def loss_fn(params, rest):
+        m = merge_model(graphdef, params, rest)
+        logits = m(batch, train=True)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        return loss, split_model(m)[2]
+
+    @jax.jit
+    def step(params, rest, opt_state):
+        (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), rest, opt_state, loss
+
+    rest0 = rest
+    losses = []
+    for _ in range(25):
+        params, rest, opt_state, loss = step(params, rest, opt_state)
+        losses.append(float(loss))
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-5:]) < 0.7 * losses[0], losses
+    moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), rest0, rest)
+    assert any(jax.tree.leaves(moved))  # BatchNorm statistics / dropout RNG advanced
