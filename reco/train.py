@@ -43,7 +43,14 @@ class TrainConfig:
     lr: float = 2e-3  # peak learning rate
     weight_decay: float = 1e-4  # AdamW decoupled weight decay, kernels only
     warmup_steps: int = 200  # linear warm-up from 0 to lr, optimiser steps
-    schedule: Literal["cosine", "constant", "plateau"] = "cosine"  # see reco.optim
+    optimizer: Literal["adamw", "ranger"] = (
+        "adamw"  # ranger = Lookahead(RAdam), as ParT was trained
+    )
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam/RAdam moment decay rates (ParT: 0.95, 0.999)
+    eps: float = 1e-8  # Adam/RAdam denominator epsilon (ParT: 1e-5)
+    lookahead_steps: int = 6  # ranger: fast steps between slow-weight synchronisations
+    lookahead_alpha: float = 0.5  # ranger: slow-weight step size towards the fast weights
+    schedule: Literal["cosine", "constant", "plateau", "flat_decay"] = "cosine"  # see reco.optim
     final_lr_fraction: float = 0.01  # cosine: final lr as a fraction of lr
     plateau_factor: float = 0.5  # plateau: lr multiplier when the epoch train loss stalls
     plateau_patience: int = 2  # plateau: epochs without improvement before reducing the lr
