@@ -70,6 +70,9 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
             if type(None) in args:
                 return None
             raise fail(_type_name(tp))
+        tagged = _tagged_union(args, value, key, source)
+        if tagged is not None:
+            return _convert(value, tagged, key, source)
         errors = []
         for arg in args:
             if arg is type(None):
@@ -125,6 +128,29 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
             raise fail("a string")
         return value
     raise ConfigError(f"{source}: key '{key}' has an unsupported annotation {tp!r}")
+
+
+def _tagged_union(args: tuple[Any, ...], value: Any, key: str, source: str) -> type | None:
+    """The member of a union of config classes that a mapping selects by its ``kind`` field.
+
+    ``simulation: AirshowerConfig | JetsConfig``: each member has ``kind: Literal["..."]``; the
+    YAML's ``kind`` picks the class, so errors name keys of that class, not of every member.
+    """
+    members = [a for a in args if a is not type(None)]
+    if not isinstance(value, Mapping) or not all(_is_config_class(a) for a in members):
+        return None
+    by_kind: dict[Any, type] = {}
+    for member in members:
+        hint = get_type_hints(member).get("kind")
+        if hint is None or get_origin(hint) is not Literal:
+            return None
+        by_kind.update({k: member for k in get_args(hint)})
+    default = next(f.default for f in dataclasses.fields(members[0]) if f.name == "kind")
+    choice = value.get("kind", default)
+    if choice not in by_kind:
+        known = ", ".join(map(str, by_kind))
+        raise ConfigError(f"{source}: key '{key}.kind' is {choice!r}; known: {known}")
+    return by_kind[choice]
 
 
 def _variant(cls: type, data: Mapping[str, Any], source: str, prefix: str) -> type:

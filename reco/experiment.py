@@ -29,8 +29,11 @@ from reco.models.registry import ModelConfig
 from reco.tasks import TaskConfig
 from reco.train import TrainConfig
 from simulation.airshower.config import AirshowerConfig
+from simulation.jets.config import JetsConfig
 
 SPLITS = ("train", "val", "test")
+# per-event quantities copied into predictions files, for analyses binned in them
+OBSERVERS = {"airshower": ("n_triggered",), "jets": ("jet/jet_pt", "jet/jet_eta", "jet/jet_sdmass")}
 RUN_INFO = "run.json"  # in every run folder: MLflow run id, tracking URI, config hash, data
 
 
@@ -39,10 +42,10 @@ class ExperimentConfig:
     """The whole experiment: one YAML file under configs/experiments/."""
 
     name: str = "airshower_cnn_energy"  # run-name prefix
-    problem: Literal["airshower"] = "airshower"  # physics problem = MLflow experiment name
+    problem: Literal["airshower", "jets"] = "airshower"  # physics problem = MLflow experiment
     seed: int = 0  # master seed: simulation, initialisation, shuffling
     runs_dir: str = "runs"  # where run folders (checkpoints, predictions, plots) are created
-    simulation: AirshowerConfig = AirshowerConfig()  # the simulator
+    simulation: AirshowerConfig | JetsConfig = AirshowerConfig()  # the simulator, by `kind`
     data: DataConfig = DataConfig()  # event-file location
     features: FeatureConfig = FeatureConfig()  # model inputs from event files
     loader: LoaderConfig = LoaderConfig()  # batching and shuffling
@@ -53,6 +56,12 @@ class ExperimentConfig:
     train: TrainConfig = TrainConfig()  # optimiser, schedule, epochs
     analysis: AnalysisConfig = AnalysisConfig()  # resolution analysis
     tracking: TrackingConfig = TrackingConfig()  # MLflow
+
+    def __post_init__(self) -> None:
+        if self.simulation.kind != self.problem:
+            raise ValueError(
+                f"simulation.kind {self.simulation.kind!r} does not match problem {self.problem!r}"
+            )
 
 
 def _default_model() -> ModelConfig:
@@ -97,7 +106,10 @@ def simulate(
     cfg: ExperimentConfig, progress: Callable[[int, int], None] | None = None
 ) -> dict[str, Path]:
     """Event files for the experiment: reused when files of the same simulation config exist."""
-    from simulation.airshower.dataset import write_dataset
+    if cfg.simulation.kind == "jets":
+        from simulation.jets.dataset import write_dataset
+    else:
+        from simulation.airshower.dataset import write_dataset
 
     out = data_dir(cfg)
     sim_hash = simulation_hash(cfg)
@@ -319,7 +331,10 @@ def evaluate(
     events = Path(events) if events else Path(info["data"]["test"])
     out = Path(out) if out else run_dir / "predictions.h5"
     attrs = {"run_dir": str(run_dir), "mlflow_run_id": info.get("mlflow_run_id") or ""}
-    return run_evaluate(Path(run_or_checkpoint), events, out, which=which, attrs=attrs)
+    observers = OBSERVERS[config_of_run(run_dir).problem]
+    return run_evaluate(
+        Path(run_or_checkpoint), events, out, which=which, attrs=attrs, observers=observers
+    )
 
 
 def analyze(

@@ -8,6 +8,7 @@ jets (anti-kT R = 0.8, 500 < pT < 1000 GeV, |eta| < 2); see docs/jets.md for the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 # JetClass class names in JetClass label order (PART.md); the toy simulates this subset.
 JETCLASS_LABELS: tuple[str, ...] = (
@@ -161,6 +162,7 @@ class DetectorConfig:
 class JetsConfig:
     """The toy jet simulator: classes, sample sizes and the model sections."""
 
+    kind: Literal["jets"] = "jets"  # simulator variant (YAML key simulation.kind)
     classes: tuple[str, ...] = SIMULATED_CLASSES  # JetClass names simulated, label = position
     n_train: int = 6000  # jets in the train split (balanced over classes)
     n_val: int = 1200  # jets in the validation split

@@ -152,3 +152,32 @@ def test_bad_yaml_and_missing(tmp_path):
         C.load(Root, write(tmp_path, "opt: [1,\n"))
     with pytest.raises(C.ConfigError, match="must be a mapping"):
         C.load(Root, write(tmp_path, "- 1\n- 2\n"))
+
+
+@dataclasses.dataclass(frozen=True)
+class SimA:
+    kind: Literal["a"] = "a"  # simulator
+    n: int = 1  # events
+
+
+@dataclasses.dataclass(frozen=True)
+class SimB:
+    kind: Literal["b"] = "b"  # simulator
+    width: float = 2.0  # m
+
+
+@dataclasses.dataclass(frozen=True)
+class WithSim:
+    simulation: SimA | SimB = SimA()  # picked by kind
+
+
+def test_union_of_sections_dispatches_on_kind(tmp_path):
+    assert C.load(WithSim, write(tmp_path, "simulation: {n: 5}\n")).simulation == SimA(n=5)
+    assert C.load(WithSim, write(tmp_path, "simulation: {kind: b, width: 3}\n")).simulation == SimB(
+        width=3.0
+    )
+    # the error names the key of the selected member, not a generic union mismatch
+    with pytest.raises(C.ConfigError, match=r"'simulation.n'.*section SimB"):
+        C.load(WithSim, write(tmp_path, "simulation: {kind: b, n: 3}\n"))
+    with pytest.raises(C.ConfigError, match=r"'simulation.kind' is 'c'; known: a, b"):
+        C.load(WithSim, write(tmp_path, "simulation: {kind: c}\n"))
