@@ -32,3 +32,21 @@ def test_config_loads_and_features_match_events(path, smoke, tmp_path):
     assert set(spec) == {g.name for g in cfg.features.groups}
     rows, cols = cfg.simulation.array.shape
     assert spec["image"][:2] == (rows, cols)
+
+
+def test_jets_problem_simulates_toy_jets(tmp_path):
+    from pipeline.config import ConfigError, from_dict
+    from reco import experiment
+
+    data = {
+        "problem": "jets",
+        "simulation": {"kind": "jets", "n_train": 60, "n_val": 12, "n_test": 12},
+        "data": {"dir": str(tmp_path / "jets")},
+    }
+    cfg = from_dict(ExperimentConfig, data)
+    paths = experiment.simulate(cfg)
+    with open_events(paths["train"], kind="jets") as ev:
+        assert ev.n_events == 60
+        assert "truth/label" in ev.names
+    with pytest.raises(ConfigError, match="does not match problem"):
+        from_dict(ExperimentConfig, {**data, "problem": "airshower"})
