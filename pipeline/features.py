@@ -5,11 +5,15 @@ A :class:`FeatureConfig` lists input groups; each group stacks its variables alo
 
 - ``layout: image``: sources of shape (n, R, C) -> input (n, R, C, n_vars) float32 (the CNN image),
 - ``layout: set``: sources of shape (n, S) -> input (n, S, n_vars) float32 plus ``<group>_mask``
-  (n, S) bool marking the real entries (the set/transformer models).
+  (n, S) bool marking the real entries (the set/transformer models),
+- ``layout: jagged``: per-event lists of a jagged group (``source_group``, e.g. the jet
+  constituents ``part``) -> input (n, P, n_vars) float32 plus ``<group>_mask`` (n, P) bool, padded
+  from the offsets (see :mod:`pipeline.jet_features`, which also has the JetClass presets).
 
 Each variable is built as: read ``source`` -> registered ``transform`` -> standardise with the
-mean/std fitted on the *training* file (:func:`fit_stats`) -> ``clip`` -> entries where ``mask`` is
-False set to ``fill``. Transforms are Python functions registered by name, never evaluated strings.
+mean/std fitted on the *training* file (:func:`fit_stats`) -> ``(x - center) * scale`` (fixed
+constants, e.g. the JetClass transforms) -> ``clip`` -> entries where ``mask`` is False set to
+``fill``. Transforms are Python functions registered by name, never evaluated strings.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from pipeline import jet_features  # imports this module only inside its functions
 from pipeline.events import EventFile
 
 # ------------------------------------------------------------------------------------------
@@ -149,6 +154,8 @@ class VariableConfig:
     standardize: bool = False  # centre/scale with train-file mean/std over unmasked entries
     clip: tuple[float, float] | None = None  # (low, high) after standardisation; None = no clip
     fill: float = 0.0  # value of masked entries, set last (after standardisation and clip)
+    center: float | None = None  # subtracted after standardisation (weaver "sub"); None = 0
+    scale: float | None = None  # multiplied after centring (weaver "mult"); None = 1
 
 
 _AIRSHOWER_IMAGE = (
@@ -177,10 +184,15 @@ class InputGroupConfig:
     """One model input: variables stacked along a last axis."""
 
     name: str = "image"  # batch key of this input (must not be target/valid/index)
-    layout: Literal["image", "set"] = "image"  # image: (n, R, C, V); set: (n, S, V) + mask
+    # image: (n, R, C, V); set: (n, S, V) + mask; jagged: (n, P, V) + mask from a jagged group
+    layout: Literal["image", "set", "jagged"] = "image"
     variables: tuple[VariableConfig, ...] = _AIRSHOWER_IMAGE  # the channels, in order
     mask: str | None = None  # set layout: dataset of the (n, S) bool entry mask; None = all real
-    length: int | None = None  # set layout: pad/truncate to S entries; None = the source's S
+    # set layout: pad/truncate to S entries, None = the source's S; jagged: P, None = 128
+    length: int | None = None
+    # jagged layout: the jagged group of the event file (e.g. "part"); variable sources are its
+    # fields, registered derived variables (pipeline.jet_features) or per-event "jet/..." datasets
+    source_group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -194,9 +206,16 @@ RESERVED_KEYS = frozenset({"target", "valid", "index"})
 
 
 def sources(cfg: FeatureConfig) -> tuple[str, ...]:
-    """All dataset paths the features read (sources and masks), without repeats."""
+    """All event-dataset paths the features read (sources and masks), without repeats.
+
+    Jagged groups contribute their per-event ``jet/...`` datasets here; their lists are read with
+    :meth:`EventFile.read_jagged` (see :func:`jagged_groups`).
+    """
     out: dict[str, None] = {}
     for g in cfg.groups:
+        if g.layout == "jagged":
+            out.update(dict.fromkeys(jet_features.group_jet_sources(g)))
+            continue
         if g.mask is not None:
             out[g.mask] = None
         for v in g.variables:
@@ -204,6 +223,11 @@ def sources(cfg: FeatureConfig) -> tuple[str, ...]:
             if v.mask is not None:
                 out[v.mask] = None
     return tuple(out)
+
+
+def jagged_groups(cfg: FeatureConfig) -> tuple[InputGroupConfig, ...]:
+    """The groups with ``layout: jagged``."""
+    return tuple(g for g in cfg.groups if g.layout == "jagged")
 
 
 def validate(cfg: FeatureConfig, file: EventFile | None = None) -> None:
@@ -227,7 +251,11 @@ def validate(cfg: FeatureConfig, file: EventFile | None = None) -> None:
                 )
             if v.clip is not None and not v.clip[0] < v.clip[1]:
                 raise ValueError(f"variable {g.name}/{v.name}: clip {v.clip} needs low < high")
-        if file is not None:
+        if g.layout == "jagged":
+            jet_features.validate_group(g, file)
+        elif g.source_group is not None:
+            raise ValueError(f"feature group {g.name!r}: source_group is for layout 'jagged'")
+        elif file is not None:
             _validate_shapes(g, file)
 
 
@@ -261,6 +289,9 @@ def input_spec(cfg: FeatureConfig, file: EventFile) -> dict[str, tuple[int, ...]
     validate(cfg, file)
     spec: dict[str, tuple[int, ...]] = {}
     for g in cfg.groups:
+        if g.layout == "jagged":
+            spec[g.name] = (jet_features.group_length(g), len(g.variables))
+            continue
         v0 = g.variables[0]
         shape = file.shape(v0.source)
         per_event = shape[1 : len(shape) - (v0.transform in REDUCING)]
@@ -373,6 +404,9 @@ def fit_stats(cfg: FeatureConfig, train: EventFile, targets: tuple[str, ...]) ->
             return cache[path]
 
         for g in cfg.groups:
+            if g.layout == "jagged":
+                jet_features.fit_group(g, train, sel, lambda k, x: var_acc[k].add(x))
+                continue
             for v in g.variables:
                 mask = _variable_mask(g, v, read)
                 with np.errstate(all="ignore"):  # masked entries may be out of the domain
@@ -420,12 +454,14 @@ def build_inputs(
     """Build the model inputs of ``n`` events from their raw datasets.
 
     Args:
-        arrays: dataset path -> array of the same ``n`` events (all of :func:`sources`).
+        arrays: dataset path -> array of the same ``n`` events (all of :func:`sources`), and per
+            jagged group ``jagged/<group>/offsets`` (n + 1,) and ``jagged/<group>/<field>`` flat
+            content (as :meth:`EventFile.read_jagged` returns them).
         event_index: (n,) file indices of the events, only for error messages.
 
     Returns:
-        ``{group: (n, R, C, V) or (n, S, V) float32}`` and, per set group, ``{group_mask: (n, S)
-        bool}``.
+        ``{group: (n, R, C, V), (n, S, V) or (n, P, V) float32}`` and, per set or jagged group,
+        ``{group_mask: (n, S) or (n, P) bool}``.
 
     Raises:
         ValueError: a non-finite value in the built inputs (naming group, variable and event), or
@@ -439,6 +475,11 @@ def build_inputs(
 
     out: dict[str, np.ndarray] = {}
     for g in cfg.groups:
+        if g.layout == "jagged":
+            out[g.name], out[f"{g.name}_mask"] = jet_features.build_group(
+                g, stats, read, event_index
+            )
+            continue
         n = len(read(g.variables[0].source))
         channels = []
         for v in g.variables:
@@ -451,6 +492,10 @@ def build_inputs(
                         raise KeyError(f"feature stats have no variable {key!r}; refit the stats")
                     m = stats.variables[key]
                     x = (x - np.float32(m.mean)) * np.float32(1.0 / m.std)
+                if v.center is not None:
+                    x = x - np.float32(v.center)
+                if v.scale is not None:
+                    x = x * np.float32(v.scale)
             if v.clip is not None:
                 x = np.clip(x, v.clip[0], v.clip[1])
             if mask is not None:

@@ -8,7 +8,8 @@ processes (hosts), the blocks of an epoch are dealt round-robin so processes rea
 and every process yields the same number of batches (padding batches where it has fewer events).
 
 A batch is ``dict[str, np.ndarray]`` with the same shapes every time (jit needs static shapes):
-the input groups of the feature spec, ``target`` (B, n_targets) float32 (raw ``truth/<t>``),
+the input groups of the feature spec (with ``<group>_mask`` for set and jagged groups; a jagged
+group's lists are read per block with ``EventFile.read_jagged``), ``target`` (B, n_targets) float32 (raw ``truth/<t>``),
 ``valid`` (B,) float32 (0 for padding), ``index`` (B,) int64 (-1 for padding) and
 ``observer/<name>`` (B,) for each observer.
 """
@@ -25,7 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.events import EventFile, open_events
-from pipeline.features import FeatureConfig, FeatureStats, build_inputs, input_spec, sources
+from pipeline.features import (
+    FeatureConfig,
+    FeatureStats,
+    build_inputs,
+    input_spec,
+    jagged_groups,
+    sources,
+)
+from pipeline.jet_features import read_block
 
 
 @dataclass(frozen=True)
@@ -217,7 +226,11 @@ class Loader:
         start = int(self._block_starts[b])
         sel = slice(start, start + self._block_size(b))
         paths = (*self._sources, *self._target_paths, *self._observer_paths.values())
-        return {p: self.file.read(p, sel) for p in dict.fromkeys(paths)}
+        raw = {p: self.file.read(p, sel) for p in dict.fromkeys(paths)}
+        jagged = jagged_groups(self.features)
+        if jagged:  # one contiguous read per field of the block
+            raw.update(read_block(jagged, self.file, sel))
+        return raw
 
     def _built_block(self, b: int) -> dict[str, np.ndarray]:
         """All events of block ``b`` in file order as one (unpadded) batch dict."""
@@ -281,7 +294,7 @@ class Loader:
         shapes: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
         for g in self.features.groups:
             shapes[g.name] = (self.input_spec[g.name], np.dtype(np.float32))
-            if g.layout == "set":
+            if g.layout in ("set", "jagged"):
                 shapes[f"{g.name}_mask"] = (self.input_spec[g.name][:-1], np.dtype(bool))
         shapes["target"] = ((len(self.targets),), np.dtype(np.float32))
         shapes["valid"] = ((), np.dtype(np.float32))
