@@ -62,6 +62,13 @@ class ExperimentConfig:
             raise ValueError(
                 f"simulation.kind {self.simulation.kind!r} does not match problem {self.problem!r}"
             )
+        sim_classes = getattr(self.simulation, "classes", None)
+        if self.task.is_classification and sim_classes is not None:
+            if tuple(self.task.classes) != tuple(sim_classes):
+                raise ValueError(
+                    f"task.classes {list(self.task.classes)} must list simulation.classes "
+                    f"{list(sim_classes)} in the same order (the label is the position)"
+                )
 
 
 def _default_model() -> ModelConfig:

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.events import open_events, write_events
+from pipeline.events import open_events
 from pipeline.features import input_spec
 from reco.experiment import ExperimentConfig, load_config
-from simulation.airshower.simulate import simulate
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "experiments").glob("*.yaml"))
 
@@ -21,17 +20,21 @@ def test_there_are_configs():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 @pytest.mark.parametrize("smoke", [False, True])
 def test_config_loads_and_features_match_events(path, smoke, tmp_path):
-    cfg = load_config(path, smoke=smoke)
+    from reco import experiment
+
+    tiny = ["simulation.n_train=24", "simulation.n_val=12", "simulation.n_test=12"]
+    cfg = load_config(path, [*tiny, f"data.dir={tmp_path}"], smoke=smoke)
     assert isinstance(cfg, ExperimentConfig)
-    arrays = simulate(cfg.simulation, 8, seed=1)
-    events = write_events(tmp_path / "e.h5", arrays, {"kind": cfg.problem})
-    with open_events(events, kind=cfg.problem) as ev:
+    paths = experiment.simulate(cfg)
+    with open_events(paths["train"], kind=cfg.problem) as ev:
         spec = input_spec(cfg.features, ev)
         for target in cfg.task.targets:
             assert f"truth/{target}" in ev.names
     assert set(spec) == {g.name for g in cfg.features.groups}
-    rows, cols = cfg.simulation.array.shape
-    assert spec["image"][:2] == (rows, cols)
+    if cfg.problem == "airshower":
+        assert spec["image"][:2] == cfg.simulation.array.shape
+    else:
+        assert spec["particles"] == (128, 17) and spec["vectors"] == (128, 4)
 
 
 def test_jets_problem_simulates_toy_jets(tmp_path):

@@ -150,11 +150,42 @@ def test_resume_continues_the_same_mlflow_run(smoke_run):
     client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
     steps_before = max(m.step for m in client.get_metric_history(info["mlflow_run_id"], "val/loss"))
     reco(
-        "train", str(CONFIG), "--smoke", "--resume", "--run-dir", str(run_dir),
-        "--set", "train.epochs=3", cwd=cwd,
+        "train",
+        str(CONFIG),
+        "--smoke",
+        "--resume",
+        "--run-dir",
+        str(run_dir),
+        "--set",
+        "train.epochs=3",
+        cwd=cwd,
     )
     assert json.loads((run_dir / "run.json").read_text())["mlflow_run_id"] == info["mlflow_run_id"]
     history = client.get_metric_history(info["mlflow_run_id"], "val/loss")
     assert len(history) == 3 and max(m.step for m in history) > steps_before
     exp = client.get_experiment_by_name("airshower")
     assert len(client.search_runs([exp.experiment_id])) == 1
+
+
+def test_jets_part_chain_smoke(tmp_path):
+    """Toy jets -> ParT (shrunk for the CPU) -> classification analysis, one MLflow run."""
+    from mlflow.tracking import MlflowClient
+
+    config = ROOT / "configs" / "experiments" / "jets_part.yaml"
+    shrink = ["model.num_layers=1", "model.embed_dims=[32,64,32]", "model.pair_embed_dims=[16,16]"]
+    args = [a for s in shrink for a in ("--set", s)]
+    reco("run", str(config), "--smoke", *args, cwd=tmp_path)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    with h5py.File(run_dir / "predictions.h5") as f:
+        probs = f["prediction/probs"][()]
+        assert f.attrs["task"] == "classification"
+        assert "observer/jet_pt" in f
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    metrics = json.loads((run_dir / "analysis" / "metrics.json").read_text())["metrics"]
+    assert 0.0 <= metrics["test/accuracy"] <= 1.0 and "test/auc_Tbqq_vs_QCD" in metrics
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("jets").experiment_id])
+    assert run.data.params["model.name"] == "part" and "val/accuracy" in run.data.metrics
+    assert any(
+        a.path.endswith("roc_curves.png") for a in client.list_artifacts(run.info.run_id, "plots")
+    )
