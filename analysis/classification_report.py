@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -31,12 +31,12 @@ import numpy as np
 from analysis import classification as cm
 from analysis import classification_plots as cplots
 from analysis.report import (
-    METRICS_SCHEMA_VERSION,
     AnalysisConfig,
     AnalysisResult,
     PredictionsFileError,
     _attr_str,
     _write_atomic,
+    write_metrics_json,
 )
 
 PROBS = "prediction/probs"
@@ -251,16 +251,6 @@ def analyze_classification(predictions: Path, cfg: AnalysisConfig, out_dir: Path
             confusion, sample.class_names, out_dir / "confusion_matrix.png"
         ),
     ]
-    payload = {
-        "schema_version": METRICS_SCHEMA_VERSION,
-        "predictions": str(predictions),
-        "attrs": sample.attrs,
-        "config": asdict(cfg),
-        "metrics": metrics,
-    }
-    _write_atomic(
-        out_dir / "metrics.json",
-        json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n",
-    )
+    write_metrics_json(out_dir, predictions, sample.attrs, cfg, metrics)
     _write_atomic(out_dir / "classification_table.md", table)
     return AnalysisResult(metrics, figures, table, attrs=sample.attrs)

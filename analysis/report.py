@@ -206,6 +206,22 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def write_metrics_json(
+    out_dir: Path, predictions: Path, attrs: dict, cfg: AnalysisConfig, metrics: dict[str, float]
+) -> None:
+    """``metrics.json``: schema version, the predictions file, its attributes, the analysis
+    config and the metrics (strict JSON: no NaN), written atomically."""
+    payload = {
+        "schema_version": METRICS_SCHEMA_VERSION,
+        "predictions": str(predictions),
+        "attrs": attrs,
+        "config": asdict(cfg),
+        "metrics": metrics,
+    }
+    text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    _write_atomic(out_dir / "metrics.json", text)
+
+
 def analyze(predictions: Path, cfg: AnalysisConfig, out_dir: Path) -> AnalysisResult:
     """Run the energy analysis of ``predictions`` and write its outputs into ``out_dir``.
 
@@ -259,16 +275,6 @@ def analyze(predictions: Path, cfg: AnalysisConfig, out_dir: Path) -> AnalysisRe
     full_table = (
         table if zenith is None else table + "\n" + binned_mod.render_markdown(zenith, "{:g}")
     )
-    payload = {
-        "schema_version": METRICS_SCHEMA_VERSION,
-        "predictions": str(predictions),
-        "attrs": sample.attrs,
-        "config": asdict(cfg),
-        "metrics": metrics,
-    }
-    _write_atomic(
-        out_dir / "metrics.json",
-        json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n",
-    )
+    write_metrics_json(out_dir, predictions, sample.attrs, cfg, metrics)
     _write_atomic(out_dir / "resolution_table.md", full_table)
     return AnalysisResult(metrics, figures, table, overall, energy, zenith, sample.attrs)

@@ -445,6 +445,23 @@ def _variable_mask(
 # building inputs
 
 
+def scale_and_clip(key: str, v: VariableConfig, x: np.ndarray, stats: FeatureStats) -> np.ndarray:
+    """After the transform: standardise (train mean/std of ``key`` = "<group>/<variable>"), then
+    ``(x - center) * scale``, then ``clip``, in that order (JetClass's [sub, mult, clip])."""
+    if v.standardize:
+        if key not in stats.variables:
+            raise KeyError(f"feature stats have no variable {key!r}; refit the stats")
+        m = stats.variables[key]
+        x = (x - np.float32(m.mean)) * np.float32(1.0 / m.std)
+    if v.center is not None:
+        x = x - np.float32(v.center)
+    if v.scale is not None:
+        x = x * np.float32(v.scale)
+    if v.clip is not None:
+        x = np.clip(x, v.clip[0], v.clip[1])
+    return x
+
+
 def build_inputs(
     cfg: FeatureConfig,
     stats: FeatureStats,
@@ -486,18 +503,7 @@ def build_inputs(
             key = f"{g.name}/{v.name}"
             mask = _variable_mask(g, v, read)
             with np.errstate(all="ignore"):  # out-of-domain values are caught below
-                x = _apply(v, read(v.source), mask)
-                if v.standardize:
-                    if key not in stats.variables:
-                        raise KeyError(f"feature stats have no variable {key!r}; refit the stats")
-                    m = stats.variables[key]
-                    x = (x - np.float32(m.mean)) * np.float32(1.0 / m.std)
-                if v.center is not None:
-                    x = x - np.float32(v.center)
-                if v.scale is not None:
-                    x = x * np.float32(v.scale)
-            if v.clip is not None:
-                x = np.clip(x, v.clip[0], v.clip[1])
+                x = scale_and_clip(key, v, _apply(v, read(v.source), mask), stats)
             if mask is not None:
                 x = np.where(mask, x, np.float32(v.fill))
             channels.append(x.astype(np.float32, copy=False))

@@ -293,23 +293,13 @@ def build_group(
     """
     grp = str(g.source_group)
     kept = _kept(read(jagged_path(grp, "offsets")), group_length(g))
+    from pipeline.features import scale_and_clip
+
     get = _getter(kept, lambda f: read(jagged_path(grp, f)), read)
     out = np.zeros((kept.n, kept.length, len(g.variables)), np.float32)
     for i, v in enumerate(g.variables):
         x = _values(g, v, get, kept, event_index)
-        if v.standardize:
-            key = f"{g.name}/{v.name}"
-            if key not in stats.variables:
-                raise KeyError(f"feature stats have no variable {key!r}; refit the stats")
-            m = stats.variables[key]
-            x = (x - np.float32(m.mean)) * np.float32(1.0 / m.std)
-        if v.center is not None:
-            x = x - np.float32(v.center)
-        if v.scale is not None:
-            x = x * np.float32(v.scale)
-        if v.clip is not None:
-            x = np.clip(x, v.clip[0], v.clip[1])
-        out[kept.event, kept.slot, i] = x
+        out[kept.event, kept.slot, i] = scale_and_clip(f"{g.name}/{v.name}", v, x, stats)
     return out, kept.mask
 
 
