@@ -36,6 +36,7 @@ from analysis.report import (
     PredictionsFileError,
     _attr_str,
     _write_atomic,
+    open_predictions,
     write_metrics_json,
 )
 
@@ -88,13 +89,7 @@ def load_classification(path: Path) -> ClassificationSample:
     NaN/inf, probabilities are negative or do not sum to 1 within 1e-3, or labels are out of range.
     """
     path = Path(path)
-    if not path.is_file():
-        raise PredictionsFileError(f"predictions file {path} does not exist")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise PredictionsFileError(f"{path}: not a readable HDF5 file ({err})") from err
-    with f:
+    with open_predictions(path) as f:
         for name in (PROBS, LABELS):
             if name not in f or not isinstance(f[name], h5py.Dataset):
                 raise PredictionsFileError(f"{path}: dataset {name!r} is missing")

@@ -121,6 +121,16 @@ def _energy_eev(f: h5py.File, path: Path, group: str) -> np.ndarray:
     )
 
 
+def open_predictions(path: Path) -> h5py.File:
+    """Open a predictions file read-only; PredictionsFileError naming it if missing or unreadable."""
+    if not Path(path).is_file():
+        raise PredictionsFileError(f"predictions file {path} does not exist")
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise PredictionsFileError(f"{path}: not a readable HDF5 file ({err})") from err
+
+
 def load_energy(path: Path, need_zenith: bool = True) -> EnergySample:
     """Read the energies (and the zenith) of a predictions file; see the module docstring.
 
@@ -128,13 +138,7 @@ def load_energy(path: Path, need_zenith: bool = True) -> EnergySample:
     missing or unreadable, a dataset is missing, has NaN/inf, or the lengths differ.
     """
     path = Path(path)
-    if not path.is_file():
-        raise PredictionsFileError(f"predictions file {path} does not exist")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise PredictionsFileError(f"{path}: not a readable HDF5 file ({err})") from err
-    with f:
+    with open_predictions(path) as f:
         # Any non-finite prediction means a broken model: check them all, not only the energy.
         for name in sorted(f["prediction"].keys()) if "prediction" in f else ():
             if (
