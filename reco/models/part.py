@@ -31,7 +31,7 @@ from flax import nnx
 
 from reco.models.attention import BiasedMultiHeadAttention, torch_linear
 from reco.models.pair_features import N_PAIR_FEATURES, pair_features
-from reco.models.registry import InputSpec, ModelConfig, register_model
+from reco.models.registry import InputSpec, ModelConfig, particle_input_shape, register_model
 
 NORM_EPS = 1e-5  # PyTorch's LayerNorm/BatchNorm epsilon (flax's LayerNorm default is 1e-6)
 
@@ -326,13 +326,7 @@ def build_part(
 ) -> nnx.Module:
     """Build a :class:`ParticleTransformer` for ``input_spec[cfg.features_key] == (P, C)``."""
     assert isinstance(cfg, PartConfig)
-    if cfg.features_key not in input_spec:
-        raise KeyError(f"part: input {cfg.features_key!r} not in the input spec {dict(input_spec)}")
-    shape = tuple(input_spec[cfg.features_key])
-    if len(shape) != 2:
-        raise ValueError(
-            f"part: input {cfg.features_key!r} must be (particles, features), got {shape}"
-        )
+    shape = particle_input_shape("part", cfg.features_key, input_spec)
     if cfg.use_pair_bias and cfg.vectors_key in input_spec:
         vshape = tuple(input_spec[cfg.vectors_key])
         if vshape != (shape[0], 4):

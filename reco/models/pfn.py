@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from reco.models.attention import torch_linear
-from reco.models.registry import InputSpec, ModelConfig, register_model
+from reco.models.registry import InputSpec, ModelConfig, particle_input_shape, register_model
 
 NORM_EPS = 1e-5  # PyTorch's BatchNorm epsilon, as in the reference
 
@@ -79,11 +79,5 @@ def build_pfn(
 ) -> nnx.Module:
     """Build a :class:`ParticleFlowNetwork` for ``input_spec[cfg.features_key] == (P, C)``."""
     assert isinstance(cfg, PFNConfig)
-    if cfg.features_key not in input_spec:
-        raise KeyError(f"pfn: input {cfg.features_key!r} not in the input spec {dict(input_spec)}")
-    shape = tuple(input_spec[cfg.features_key])
-    if len(shape) != 2:
-        raise ValueError(
-            f"pfn: input {cfg.features_key!r} must be (particles, features), got {shape}"
-        )
-    return ParticleFlowNetwork(cfg, shape[-1], n_outputs, rngs=rngs)
+    _, n_features = particle_input_shape("pfn", cfg.features_key, input_spec)
+    return ParticleFlowNetwork(cfg, n_features, n_outputs, rngs=rngs)

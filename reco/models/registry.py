@@ -62,6 +62,16 @@ def registered_models() -> tuple[str, ...]:
     return tuple(sorted(_BUILDERS))
 
 
+def particle_input_shape(model: str, key: str, input_spec: InputSpec) -> tuple[int, int]:
+    """The per-jet (particles, features) shape of input ``key``, or an error naming the model."""
+    if key not in input_spec:
+        raise KeyError(f"{model}: input {key!r} not in the input spec {dict(input_spec)}")
+    shape = tuple(input_spec[key])
+    if len(shape) != 2:
+        raise ValueError(f"{model}: input {key!r} must be (particles, features), got {shape}")
+    return shape[0], shape[1]
+
+
 def build_model(cfg: ModelConfig, input_spec: InputSpec, n_outputs: int, seed: int) -> nnx.Module:
     """Build the model ``cfg.name`` for per-event input shapes ``input_spec`` (no batch axis).
 
