@@ -46,6 +46,20 @@ class LoaderConfig:
     prefetch: int = 2  # batches prepared ahead by the background thread; 0 = no thread
     drop_last: bool = False  # drop the last partial batch instead of padding it (training)
     cache: bool = False  # keep the built inputs in memory after the first epoch (split must fit)
+    trim_buckets: tuple[int, ...] = ()  # crop jagged groups to the batch's longest list, rounded
+    # up to one of these lengths (e.g. [32, 64, 96, 128]); () = always the full padded length
+    trim_quantile: float = 1.0  # training batches: the crop holds this quantile of the batch's
+    # list lengths (< 1 drops the softest particles of the longest jets); evaluation: always 1
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.trim_quantile <= 1.0:
+            raise ValueError(f"trim_quantile must be in (0, 1], got {self.trim_quantile}")
+        if any(b < 1 for b in self.trim_buckets) or list(self.trim_buckets) != sorted(
+            set(self.trim_buckets)
+        ):
+            raise ValueError(
+                f"trim_buckets must be increasing positive lengths, got {list(self.trim_buckets)}"
+            )
 
 
 _STOP_POLL_S = 0.05  # how often a blocked producer checks whether the consumer has gone
@@ -80,6 +94,16 @@ class Loader:
         cache: keep each block's built inputs in memory once read, so later epochs neither read
             nor transform (trace summaries cost more than a CNN step); the shuffle is applied to
             the cached arrays, so batches are identical with and without the cache.
+        trim_buckets: sequence trimming (the reference ParT's ``SequenceTrimmer`` at inference):
+            every jagged group of a batch is cropped along the particle axis to the smallest
+            bucket that holds the batch's longest list (over all jagged groups; lists are padded
+            at the end, so nothing real is cut), capped at the group's padded length. A model
+            then sees a handful of shapes (one XLA compilation each) instead of always 128.
+            With ``trim_quantile`` = 1 no particle is ever dropped.
+        trim_quantile: the crop length is the bucket that holds this quantile of the batch's list
+            lengths: below 1 the longest jets lose their softest particles (lists are pT-ordered),
+            like the reference's training-time trimming (which crops at a random quantile in
+            [0.9, 1.02] and drops randomly chosen particles). Use it for training loaders only.
     """
 
     def __init__(
@@ -98,6 +122,8 @@ class Loader:
         observers: tuple[str, ...] = (),
         shuffle_block: int = LoaderConfig.shuffle_block,
         cache: bool = False,
+        trim_buckets: tuple[int, ...] = (),
+        trim_quantile: float = 1.0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -133,6 +159,10 @@ class Loader:
         self._sources = sources(features)
         self._epoch = 0
         self._cache: dict[int, dict[str, np.ndarray]] | None = {} if cache else None
+        LoaderConfig(trim_buckets=tuple(trim_buckets), trim_quantile=trim_quantile)  # validates
+        self.trim_buckets = tuple(int(b) for b in trim_buckets)
+        self.trim_quantile = float(trim_quantile)
+        self._trimmed = tuple(g.name for g in features.groups if g.layout == "jagged")
 
         n, chunk = self.file.n_events, self.file.chunk_events
         self.block_events = max(1, round(shuffle_block / chunk)) * chunk
@@ -173,6 +203,8 @@ class Loader:
             prefetch=cfg.prefetch,
             shuffle_block=cfg.shuffle_block,
             cache=cfg.cache,
+            trim_buckets=cfg.trim_buckets,
+            trim_quantile=cfg.trim_quantile if shuffle else 1.0,  # lossless unless training
             **kwargs,  # type: ignore[arg-type]
         )
 
@@ -219,8 +251,34 @@ class Loader:
     def epoch(self, e: int) -> Iterator[dict[str, np.ndarray]]:
         """The batches of epoch ``e``; the order depends only on ``(seed, e)``."""
         if self.prefetch <= 0:
-            return self._batches(e, threading.Event())
-        return self._prefetched(e)
+            return self._trim_all(self._batches(e, threading.Event()))
+        return self._trim_all(self._prefetched(e))
+
+    def _trim_all(
+        self, batches: Iterator[dict[str, np.ndarray]]
+    ) -> Iterator[dict[str, np.ndarray]]:
+        if not (self.trim_buckets and self._trimmed):
+            yield from batches
+            return
+        for batch in batches:
+            yield self.trim(batch)
+
+    def trim(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``batch`` with its jagged groups cropped to the bucket of its longest list."""
+        lengths = np.max([batch[f"{g}_mask"].sum(axis=1) for g in self._trimmed], axis=0)
+        if self.trim_quantile < 1.0:
+            longest = int(np.ceil(np.quantile(lengths, self.trim_quantile)))
+        else:
+            longest = int(lengths.max(initial=0))
+        out = dict(batch)
+        for g in self._trimmed:
+            full = batch[g].shape[1]
+            length = next((b for b in self.trim_buckets if b >= longest), full)
+            length = min(max(length, 1), full)
+            if length < full:
+                out[g] = batch[g][:, :length]
+                out[f"{g}_mask"] = batch[f"{g}_mask"][:, :length]
+        return out
 
     def _read_block(self, b: int) -> dict[str, np.ndarray]:
         start = int(self._block_starts[b])

@@ -91,6 +91,7 @@ def loader_from_config(
         shuffle=False,
         seed=0,
         prefetch=batching.prefetch,
+        trim_buckets=batching.trim_buckets,
     )
 
 

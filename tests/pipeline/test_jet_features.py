@@ -297,3 +297,49 @@ def test_preset_roundtrips_through_config_dicts() -> None:
     cfg = jetclass_features("full")
     assert from_dict(FeatureConfig, to_dict(cfg)) == cfg
     assert "source_group: part" in dump_yaml(cfg)
+
+
+def test_trimming_crops_to_bucket_without_losing_particles(jets_path: Path) -> None:
+    buckets = (16, 32, 64, 96)
+    with _loader(jets_path, trim_buckets=buckets) as trimmed, _loader(jets_path) as full:
+        pairs = list(zip(trimmed.epoch(0), full.epoch(0), strict=True))
+    lengths = set()
+    for t, f in pairs:
+        longest = int(f["particles_mask"].sum(axis=1).max())
+        length = t["particles"].shape[1]
+        lengths.add(length)
+        # the smallest bucket that holds the longest jet of the batch (or 128 beyond the last)
+        assert length == next((b for b in buckets if b >= longest), 128)
+        for key in ("particles", "vectors", "particles_mask", "vectors_mask"):
+            assert t[key].shape[1] == length
+            np.testing.assert_array_equal(t[key], f[key][:, :length])
+            assert not f[key][:, length:].any()  # only padding was cut
+        np.testing.assert_array_equal(t["index"], f["index"])
+    assert min(lengths) < 128  # most batches of toy jets are shorter than the padded length
+
+
+def test_trim_buckets_must_increase() -> None:
+    from pipeline.loader import LoaderConfig
+
+    with pytest.raises(ValueError, match="trim_buckets"):
+        LoaderConfig(trim_buckets=(64, 32))
+    with pytest.raises(ValueError, match="trim_buckets"):
+        LoaderConfig(trim_buckets=(0, 32))
+
+
+def test_trim_quantile_drops_only_the_softest_particles(jets_path: Path) -> None:
+    with (
+        _loader(jets_path, trim_buckets=(8, 16, 32), trim_quantile=0.5) as q,
+        _loader(jets_path) as full,
+    ):
+        for t, f in zip(q.epoch(0), full.epoch(0), strict=True):
+            n = f["particles_mask"].sum(axis=1)
+            length = t["particles"].shape[1]
+            assert length == next(
+                (b for b in (8, 16, 32) if b >= np.ceil(np.quantile(n, 0.5))), 128
+            )
+            # leading (hardest) particles kept, in order; longer jets lose their tails
+            np.testing.assert_array_equal(t["particles"], f["particles"][:, :length])
+            np.testing.assert_array_equal(t["particles_mask"].sum(axis=1), np.minimum(n, length))
+    with pytest.raises(ValueError, match="trim_quantile"):
+        _loader(jets_path, trim_quantile=0.0)
