@@ -39,6 +39,12 @@ class DataConfig:
 
     dir: str | None = None  # folder of train/val/test.h5; None: data/<problem>-<simulation hash>
     regenerate: bool = False  # simulate again even if files of another config are in `dir`
+    simulate: bool = True  # False: use the train/val/test.h5 in `dir` as they are (files made
+    # elsewhere, e.g. converted with reco convert-jetclass); the simulation section is not run
+
+    def __post_init__(self) -> None:
+        if not self.simulate and not self.dir:
+            raise ValueError("data.simulate: false needs data.dir, the folder of the event files")
 
 
 # --------------------------------------------------------------------------------------------

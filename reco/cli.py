@@ -29,6 +29,9 @@ SetOpt = Annotated[
 SmokeOpt = Annotated[
     bool, typer.Option("--smoke", help="Overlay configs/smoke.yaml: a tiny run in seconds")
 ]
+VariantOpt = Annotated[
+    str | None, typer.Option("--variant", help="The experiment of a suite file to act on")
+]
 
 
 def _console():
@@ -37,20 +40,29 @@ def _console():
     return Console(stderr=True)
 
 
-def _load(config: Path, overrides: list[str] | None, smoke: bool):
+def _load(config: Path, overrides: list[str] | None, smoke: bool, variant: str | None = None):
     from pipeline.config import ConfigError
     from reco.experiment import load_config
 
     try:
-        return load_config(config, overrides or (), smoke=smoke)
+        return load_config(config, overrides or (), smoke=smoke, variant=variant)
     except ConfigError as err:
-        _console().print(f"[bold red]config error:[/] {err}")
-        raise typer.Exit(2) from None
+        _config_error(err)
 
 
 def _fail(err: Exception) -> None:
-    _console().print(f"[bold red]error:[/] {err}")
+    from rich.markup import escape
+
+    # escape: messages quote keys and lists in brackets, which rich would read as markup
+    _console().print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
     raise typer.Exit(1) from None
+
+
+def _config_error(err: Exception) -> None:
+    from rich.markup import escape
+
+    _console().print(f"[bold red]config error:[/] {escape(str(err))}", soft_wrap=True)
+    raise typer.Exit(2) from None
 
 
 def _simulate(cfg):
@@ -83,9 +95,11 @@ def _simulate(cfg):
 
 
 @app.command()
-def simulate(config: ConfigArg, set_: SetOpt = None, smoke: SmokeOpt = False) -> None:
+def simulate(
+    config: ConfigArg, set_: SetOpt = None, smoke: SmokeOpt = False, variant: VariantOpt = None
+) -> None:
     """Simulate the experiment's events into data/<problem>-<hash>/{train,val,test}.h5."""
-    cfg = _load(config, set_, smoke)
+    cfg = _load(config, set_, smoke, variant)
     try:
         _simulate(cfg)
     except (OSError, ValueError, FloatingPointError) as err:
@@ -106,11 +120,12 @@ def train(
     run_dir: Annotated[
         Path | None, typer.Option(help="Run folder to create, or to resume with --resume")
     ] = None,
+    variant: VariantOpt = None,
 ) -> None:
     """Train the model (simulating the events first if they do not exist yet)."""
     from reco import experiment
 
-    cfg = _load(config, set_, smoke)
+    cfg = _load(config, set_, smoke, variant)
     try:
         paths = _simulate(cfg)
         out, result = experiment.train(cfg, paths, run_dir=run_dir, resume=resume)
@@ -170,10 +185,31 @@ def analyze(
 
 
 @app.command()
-def run(config: ConfigArg, set_: SetOpt = None, smoke: SmokeOpt = False) -> None:
-    """The whole chain: simulate -> train -> evaluate -> analyze, one MLflow run."""
-    from reco import experiment
+def run(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    smoke: SmokeOpt = False,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option("--variant", help="Only these experiments of a suite file (repeatable)"),
+    ] = None,
+) -> None:
+    """The whole chain: simulate -> train -> evaluate -> analyze, one MLflow run.
 
+    A suite file (with `variants:`) runs every variant on the shared data and writes a table
+    comparing them (runs/<suite>-comparison-<time>.md).
+    """
+    from reco import experiment, suite
+
+    try:
+        is_suite = suite.is_suite(config)
+    except ValueError as err:  # ConfigError: missing or unreadable file
+        _config_error(err)
+    if is_suite:
+        _run_suite(config, set_, smoke, variant)
+        return
+    if variant:
+        _load(config, set_, smoke, variant[0])  # reports that the file has no variants
     cfg = _load(config, set_, smoke)
     try:
         paths = _simulate(cfg)
@@ -186,6 +222,86 @@ def run(config: ConfigArg, set_: SetOpt = None, smoke: SmokeOpt = False) -> None
     _console().print(
         f"run folder: {run_dir}\npredictions: {predictions}\nMLflow: mlflow ui --backend-store-uri sqlite:///mlflow.db"
     )
+
+
+def _run_suite(config: Path, set_: list[str] | None, smoke: bool, only: list[str] | None) -> None:
+    from pipeline.config import ConfigError
+    from reco import suite
+
+    try:
+        configs = suite.load_suite(config, set_ or (), smoke=smoke, only=only or ())
+    except ConfigError as err:
+        _config_error(err)
+    try:
+        _, table = suite.run_suite(configs, _simulate, report=_console().print)
+    except (OSError, ValueError, FloatingPointError) as err:
+        _fail(err)
+    print(table.read_text())
+    _console().print(f"comparison: {table}")
+
+
+@app.command("convert-jetclass")
+def convert_jetclass(
+    files: Annotated[list[Path], typer.Argument(help="JetClass ROOT files (TTree 'tree')")],
+    out: Annotated[Path, typer.Option(help="Event file to write, e.g. data/jetclass/test.h5")],
+    classes: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated label names in index order (default: those present)"),
+    ] = None,
+    split: Annotated[str, typer.Option(help="train, val or test (a file attribute)")] = "test",
+    entry_stop: Annotated[int | None, typer.Option(help="At most this many jets per file")] = None,
+    drop_unlisted: Annotated[
+        bool, typer.Option(help="Skip jets of classes not in --classes instead of failing")
+    ] = False,
+) -> None:
+    """JetClass ROOT files -> one jets event file that train/evaluate read (data.simulate: false)."""
+    from simulation.readers.jetclass import convert_jetclass as convert
+
+    names = [c.strip() for c in classes.split(",")] if classes else None
+    try:
+        path = convert(
+            files,
+            out,
+            classes=names,
+            drop_unlisted=drop_unlisted,
+            split=split,
+            entry_stop=entry_stop,
+        )
+    except (OSError, ValueError) as err:
+        _fail(err)
+    _console().print(f"event file: {path}")
+
+
+@app.command("export-jetclass")
+def export_jetclass(
+    events: Annotated[Path, typer.Argument(help="A jets event file (e.g. data/jets-*/test.h5)")],
+    out: Annotated[Path, typer.Argument(help="ROOT file to write (TTree 'tree', JetClass schema)")],
+) -> None:
+    """A jets event file -> a ROOT file in the JetClass schema, for tools written for JetClass."""
+    from simulation.readers.jetclass import write_jetclass_root
+
+    try:
+        path = write_jetclass_root(out, events)
+    except (OSError, ValueError) as err:
+        _fail(err)
+    _console().print(f"ROOT file: {path}")
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders (analysed) to compare")],
+    out: Annotated[Path | None, typer.Option(help="Also write the table to this file")] = None,
+) -> None:
+    """A markdown table of finished runs: parameters, training time and the test metrics."""
+    from reco import compare as cmp
+
+    try:
+        table = cmp.render_markdown(cmp.compare_runs(runs))
+        if out is not None:
+            out.write_text(table)
+    except (OSError, ValueError) as err:
+        _fail(err)
+    print(table)
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -56,6 +57,7 @@ class ExperimentConfig:
     train: TrainConfig = TrainConfig()  # optimiser, schedule, epochs
     analysis: AnalysisConfig = AnalysisConfig()  # resolution analysis
     tracking: TrackingConfig = TrackingConfig()  # MLflow
+    suite: str = ""  # the suite file this experiment is a variant of (set by reco.suite); a tag
 
     def __post_init__(self) -> None:
         if self.simulation.kind != self.problem:
@@ -78,11 +80,23 @@ def _default_model() -> ModelConfig:
 
 
 def load_config(
-    path: Path | str, overrides: Sequence[str] = (), smoke: bool = False
+    path: Path | str,
+    overrides: Sequence[str] = (),
+    smoke: bool = False,
+    variant: str | None = None,
 ) -> ExperimentConfig:
-    """Load an experiment YAML (+ ``configs/smoke.yaml`` when ``smoke``) with dotted overrides."""
-    import reco.models  # noqa: F401  (registers the model variants)
+    """Load an experiment YAML (+ ``configs/smoke.yaml`` when ``smoke``) with dotted overrides.
 
+    For a suite file (one with ``variants:``, see :mod:`reco.suite`) ``variant`` names the
+    experiment to load; it must be None for a plain experiment file.
+    """
+    import reco.models  # noqa: F401  (registers the model variants)
+    from reco import suite
+
+    if suite.is_suite(path):
+        return suite.load_variant(path, variant, overrides=overrides, smoke=smoke)
+    if variant is not None:
+        raise C.ConfigError(f"{path}: --variant {variant!r} given, but the file has no variants")
     overlays = [smoke_overlay()] if smoke else []
     return C.load(ExperimentConfig, path, overrides=overrides, overlays=overlays)
 
@@ -118,6 +132,8 @@ def simulate(
     else:
         from simulation.airshower.dataset import write_dataset
 
+    if not cfg.data.simulate:
+        return external_files(cfg)
     out = data_dir(cfg)
     sim_hash = simulation_hash(cfg)
     paths = {s: out / f"{s}.h5" for s in SPLITS}
@@ -136,6 +152,35 @@ def simulate(
     return write_dataset(
         cfg.simulation, out, seed=cfg.seed, config_hash=sim_hash, progress=progress
     )
+
+
+def external_files(cfg: ExperimentConfig) -> dict[str, Path]:
+    """The train/val/test event files of ``data.dir`` (``data.simulate: false``), checked.
+
+    Raises:
+        FileNotFoundError: a split file is missing (named).
+        EventFileError / ValueError: a file is not an event file of this problem, or its
+            ``classes`` attribute does not list ``task.classes`` in the same order.
+    """
+    out = Path(cfg.data.dir or "")
+    paths = {s: out / f"{s}.h5" for s in SPLITS}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"data.simulate is false but split file(s) {missing} do not exist; convert or copy "
+            f"the event files there first (e.g. reco convert-jetclass ... --out {out}/train.h5)"
+        )
+    for path in paths.values():
+        with open_events(path, kind=cfg.problem) as ev:
+            classes = ev.attrs.get("classes")
+        if cfg.task.is_classification and classes is not None:
+            if [str(c) for c in classes] != list(cfg.task.classes):
+                raise ValueError(
+                    f"{path}: its classes {list(classes)} differ from task.classes "
+                    f"{list(cfg.task.classes)} (the label is the position); convert with "
+                    f"--classes {','.join(cfg.task.classes)}"
+                )
+    return paths
 
 
 # ----------------------------------------------------------------------------------------------
@@ -205,7 +250,7 @@ def run_tags(cfg: ExperimentConfig) -> dict[str, str]:
         "problem": cfg.problem,
         "device_kind": devices[0].device_kind,
         "device_count": str(len(devices)),
-    }
+    } | ({"suite": cfg.suite} if cfg.suite else {})
 
 
 def train(
@@ -252,6 +297,7 @@ def train(
         seed=cfg.seed,
         prefetch=cfg.loader.prefetch,
         cache=cfg.loader.cache,
+        trim_buckets=cfg.loader.trim_buckets,
     )
 
     # the run folder appears only once the inputs are known to be good
@@ -260,6 +306,7 @@ def train(
     (run_dir / "config.yaml").write_text(C.dump_yaml(cfg))
     tracker = open_tracker(cfg, run_dir)
     status = "FAILED"
+    started = time.perf_counter()
     try:
         info = {
             "config_hash": C.config_hash(cfg),
@@ -298,6 +345,15 @@ def train(
             progress=progress,
         )
         tracker.log_artifact(run_dir / "config.yaml")
+        info["train"] = {
+            "n_params": result.n_params,
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "steps": result.steps,
+            "best_val_loss": result.best_val_loss,
+            "wall_s": round(time.perf_counter() - started, 1),  # this call (a resume: its part)
+        }
+        _write_json_atomic(run_dir / RUN_INFO, info)
         status = "FINISHED"
         return run_dir, result
     except KeyboardInterrupt:

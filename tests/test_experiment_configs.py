@@ -22,20 +22,30 @@ def test_there_are_configs():
 def test_config_loads_and_features_match_events(path, smoke, tmp_path):
     from reco import experiment
 
+    from reco import suite
+
     tiny = ["simulation.n_train=24", "simulation.n_val=12", "simulation.n_test=12"]
-    cfg = load_config(path, [*tiny, f"data.dir={tmp_path}"], smoke=smoke)
-    assert isinstance(cfg, ExperimentConfig)
-    paths = experiment.simulate(cfg)
-    with open_events(paths["train"], kind=cfg.problem) as ev:
-        spec = input_spec(cfg.features, ev)
-        for target in cfg.task.targets:
-            assert f"truth/{target}" in ev.names
-    assert set(spec) == {g.name for g in cfg.features.groups}
-    if cfg.problem == "airshower":
-        assert spec["image"][:2] == cfg.simulation.array.shape
+    overrides = [*tiny, f"data.dir={tmp_path}"]
+    if suite.is_suite(path):  # every variant of a suite file
+        cfgs = list(suite.load_suite(path, overrides, smoke=smoke).values())
+        assert len({experiment.data_dir(c) for c in cfgs}) == 1  # one shared dataset
     else:
-        assert spec["particles"] == (128, 17)
-        assert spec.get("vectors", (128, 4)) == (128, 4)
+        cfgs = [load_config(path, overrides, smoke=smoke)]
+    for cfg in cfgs:
+        assert isinstance(cfg, ExperimentConfig)
+        paths = experiment.simulate(cfg)
+        with open_events(paths["train"], kind=cfg.problem) as ev:
+            spec = input_spec(cfg.features, ev)
+            for target in cfg.task.targets:
+                assert f"truth/{target}" in ev.names
+        assert set(spec) == {g.name for g in cfg.features.groups}
+        if cfg.problem == "airshower":
+            assert spec["image"][:2] == cfg.simulation.array.shape
+        else:
+            length = spec["particles"][0]
+            assert spec["particles"] == (length, 17)
+            assert spec.get("vectors", (length, 4)) == (length, 4)
+            assert spec.get("points", (length, 2)) == (length, 2)
 
 
 def test_jets_problem_simulates_toy_jets(tmp_path):

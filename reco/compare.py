@@ -1,0 +1,144 @@
+"""Side-by-side table of finished runs: ``reco compare RUN [RUN ...]`` and the suite summaries.
+
+A run folder holds everything needed: ``config.yaml`` (model, problem), ``run.json`` (parameter
+count and training time, written by :func:`reco.experiment.train`) and ``analysis/metrics.json``
+(written by the analysis stage). Classification runs are compared on accuracy, macro AUC and the
+background rejection 1/eps_B at 50% signal efficiency per class; regression runs on the overall
+68% resolution and median bias of their quantity. The same numbers are in MLflow (runs of a suite
+carry the tag ``suite``), where the UI's compare view plots them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+METRICS_FILE = Path("analysis") / "metrics.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    """What the comparison needs from one run folder."""
+
+    run_dir: Path
+    name: str  # the experiment name (a suite variant: <suite>-<variant>)
+    model: str  # registered architecture
+    problem: str  # "airshower" or "jets"
+    n_params: int | None  # None for runs trained before run.json recorded it
+    wall_s: float | None  # training wall time in seconds (of the last train/resume call)
+    epochs: int | None
+    metrics: dict[str, float]  # analysis/metrics.json "metrics"
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path.parent}: no {path.name} ({what})") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+
+
+def summarize_run(run_dir: Path) -> RunSummary:
+    """The :class:`RunSummary` of a finished, analysed run folder.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` is not a run folder, or it has no analysis yet (the
+            message says to run ``reco evaluate`` on it).
+    """
+    run_dir = Path(run_dir)
+    info = _read_json(run_dir / "run.json", "not a run folder")
+    metrics_path = run_dir / METRICS_FILE
+    if not metrics_path.is_file():
+        raise FileNotFoundError(
+            f"{run_dir}: not analysed yet (no {METRICS_FILE}); run: reco evaluate {run_dir}"
+        )
+    metrics = _read_json(metrics_path, "analysis").get("metrics", {})
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    train = info.get("train", {})
+    return RunSummary(
+        run_dir=run_dir,
+        name=str(cfg.get("name", run_dir.name)),
+        model=str((cfg.get("model") or {}).get("name", "?")),
+        problem=str(cfg.get("problem", "?")),
+        n_params=train.get("n_params"),
+        wall_s=train.get("wall_s"),
+        epochs=train.get("epochs_run"),
+        metrics={k: float(v) for k, v in metrics.items()},
+    )
+
+
+def compare_runs(run_dirs: Sequence[Path]) -> list[RunSummary]:
+    """Summaries of ``run_dirs`` in the given order (errors name the offending folder)."""
+    if not run_dirs:
+        raise ValueError("compare: no run folders given")
+    return [summarize_run(Path(d)) for d in run_dirs]
+
+
+def _metric(metrics: dict[str, float], suffix: str) -> float | None:
+    """The value of the metric named ``<prefix>/<suffix>`` (any prefix), or None."""
+    for key, value in metrics.items():
+        if key.split("/", 1)[-1] == suffix:
+            return value
+    return None
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def _rejection_classes(rows: Sequence[RunSummary]) -> list[str]:
+    classes: dict[str, None] = {}
+    for r in rows:
+        for key in r.metrics:
+            tail = key.split("/", 1)[-1]
+            if tail.startswith("rejection50_") and not tail.endswith(("_err", "_is_lower_limit")):
+                classes[tail.removeprefix("rejection50_")] = None
+    return list(classes)
+
+
+def render_markdown(rows: Sequence[RunSummary]) -> str:
+    """A markdown table, one row per run (classification or regression columns, by metrics)."""
+    head = ["run", "model", "params", "train [min]", "epochs"]
+    classification = all(_metric(r.metrics, "accuracy") is not None for r in rows)
+    if classification:
+        classes = _rejection_classes(rows)
+        head += ["accuracy", "macro AUC"] + [f"Rej50 {c}" for c in classes]
+    else:
+        quantities = sorted(
+            {
+                k.split("/", 1)[-1].removesuffix("_resolution_68")
+                for r in rows
+                for k in r.metrics
+                if k.endswith("_resolution_68")
+            }
+        )
+        head += [f"{q} resolution 68%" for q in quantities] + [f"{q} bias" for q in quantities]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [
+            r.name,
+            r.model,
+            f"{r.n_params:,}" if r.n_params is not None else "–",
+            _fmt(None if r.wall_s is None else r.wall_s / 60.0, ".1f"),
+            str(r.epochs) if r.epochs is not None else "–",
+        ]
+        if classification:
+            cells += [
+                _fmt(_metric(r.metrics, "accuracy"), ".4f"),
+                _fmt(_metric(r.metrics, "auc_macro"), ".4f"),
+            ]
+            for c in classes:
+                rej = _metric(r.metrics, f"rejection50_{c}")
+                limit = _metric(r.metrics, f"rejection50_{c}_is_lower_limit")
+                cells.append(("> " if limit else "") + _fmt(rej, ".0f"))
+        else:
+            cells += [_fmt(_metric(r.metrics, f"{q}_resolution_68"), ".4f") for q in quantities]
+            cells += [_fmt(_metric(r.metrics, f"{q}_bias"), "+.4f") for q in quantities]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,166 @@
+"""Suites: experiments that share their data and differ in a few sections, run and compared together.
+
+A suite file is an experiment YAML with one extra top-level key, ``variants``: a list of
+mappings, each with a ``name`` and the sections in which that experiment differs from the rest of
+the file (the *base*). A variant's ``model`` section replaces the base's ``model`` (model
+sections are different dataclasses per architecture); every other section merges key by key.
+Each variant becomes a normal :class:`~reco.experiment.ExperimentConfig` named
+``<base name>-<variant name>`` with ``suite`` set to the base name. Variants that keep the base's
+``simulation`` section and ``seed`` share one set of event files (the data folder is keyed by
+the simulation hash), which is what makes their numbers comparable.
+
+``reco run SUITE.yaml`` trains, evaluates and analyses every variant in file order (or those
+named by ``--variant``) and writes the comparison table (:mod:`reco.compare`); the other
+commands take ``--variant NAME`` to act on one of them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline import config as C
+
+VARIANTS_KEY = "variants"
+REPLACED_SECTIONS = ("model",)  # a variant's section replaces the base's instead of merging
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def is_suite(path: Path | str) -> bool:
+    """Whether the YAML file at ``path`` is a suite (has a top-level ``variants`` key)."""
+    return VARIANTS_KEY in C.read_yaml(Path(path))
+
+
+def variant_dicts(path: Path | str) -> dict[str, dict[str, Any]]:
+    """The raw experiment mapping of every variant of the suite file, in file order.
+
+    Raises:
+        ConfigError: ``variants`` is not a non-empty list of mappings with unique, file-name-safe
+            ``name`` strings, or a variant sets ``name``/``suite`` sections it may not.
+    """
+    path = Path(path)
+    data = C.read_yaml(path)
+    variants = data.pop(VARIANTS_KEY, None)
+    if not isinstance(variants, list) or not variants:
+        raise C.ConfigError(f"{path}: '{VARIANTS_KEY}' must be a non-empty list of mappings")
+    base_name = str(data.get("name", path.stem))
+    out: dict[str, dict[str, Any]] = {}
+    for i, variant in enumerate(variants):
+        where = f"{path}: {VARIANTS_KEY}[{i}]"
+        if not isinstance(variant, dict):
+            raise C.ConfigError(f"{where} must be a mapping, got {type(variant).__name__}")
+        variant = dict(variant)
+        name = variant.pop("name", None)
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise C.ConfigError(
+                f"{where}: needs a 'name' of letters, digits, '_', '.', '-', got {name!r}"
+            )
+        if name in out:
+            raise C.ConfigError(f"{where}: variant name {name!r} is used twice")
+        if "suite" in variant or VARIANTS_KEY in variant:
+            raise C.ConfigError(f"{where}: a variant may not set 'suite' or '{VARIANTS_KEY}'")
+        replaced = {k: variant.pop(k) for k in REPLACED_SECTIONS if k in variant}
+        merged = C.merge(data, variant) | replaced
+        merged["name"] = f"{base_name}-{name}"
+        merged["suite"] = base_name
+        out[name] = merged
+    return out
+
+
+def load_variant(
+    path: Path | str,
+    variant: str | None,
+    overrides: Sequence[str] = (),
+    smoke: bool = False,
+):
+    """The :class:`~reco.experiment.ExperimentConfig` of one variant of a suite file.
+
+    ``smoke`` overlays ``configs/smoke.yaml`` and ``overrides`` (``--set``) apply after the
+    variant's sections, so they act on every variant alike.
+
+    Raises:
+        ConfigError: ``variant`` is None or not in the file (the message lists the names), or the
+            merged config is invalid (the message names the file, the variant and the key).
+    """
+    from reco.experiment import ExperimentConfig, smoke_overlay
+
+    path = Path(path)
+    variants = variant_dicts(path)
+    if variant not in variants:
+        what = "pick one with --variant NAME" if variant is None else f"no variant {variant!r}"
+        raise C.ConfigError(
+            f"{path}: a suite of variants {list(variants)}; {what} (reco run runs them all)"
+        )
+    data = variants[variant]
+    source = f"{path} [variant {variant}]"
+    C.from_dict(ExperimentConfig, data, source)  # errors of the file alone name it
+    if smoke:
+        data = C.merge(data, C.read_yaml(smoke_overlay()))
+    data = C.apply_overrides(data, overrides)
+    if overrides:
+        source = f"{source} with overrides {list(overrides)}"
+    return C.from_dict(ExperimentConfig, data, source)
+
+
+def load_suite(
+    path: Path | str,
+    overrides: Sequence[str] = (),
+    smoke: bool = False,
+    only: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Variant name -> ExperimentConfig for every variant (or those in ``only``), in file order."""
+    names = list(variant_dicts(path))
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        raise C.ConfigError(f"{path}: no variant(s) {unknown}; the suite has {names}")
+    chosen = [n for n in names if not only or n in only]
+    return {n: load_variant(path, n, overrides, smoke) for n in chosen}
+
+
+def run_suite(
+    configs: dict[str, Any],
+    simulate: Callable[[Any], dict[str, Path]],
+    report: Callable[[str], None] = print,
+) -> tuple[dict[str, Path], Path]:
+    """Train, evaluate and analyse every variant; write and return the comparison table.
+
+    Args:
+        configs: variant name -> ExperimentConfig (:func:`load_suite`).
+        simulate: cfg -> event-file paths (the CLI passes its progress-bar version of
+            :func:`reco.experiment.simulate`); called per variant, so shared data is reused.
+        report: receives one line per finished stage (the CLI prints it).
+
+    Returns:
+        (variant -> run folder, path of the comparison markdown file). A failing variant raises,
+        after the comparison of the variants finished before it has been written.
+    """
+    from reco import compare, experiment
+
+    if not configs:
+        raise ValueError("run_suite: no variants to run")
+    first = next(iter(configs.values()))
+    runs: dict[str, Path] = {}
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    out = Path(first.runs_dir) / f"{first.suite}-comparison-{stamp}.md"
+    try:
+        for name, cfg in configs.items():
+            paths = simulate(cfg)
+            run_dir, result = experiment.train(cfg, paths)
+            report(f"{name}: trained {result.epochs_run} epochs, {result.n_params:,} params")
+            experiment.evaluate_and_analyze(run_dir)
+            runs[name] = run_dir
+            report(f"{name}: {run_dir}")
+    finally:  # also after a failure: the finished variants are compared
+        if runs:
+            table = compare.render_markdown(compare.compare_runs(list(runs.values())))
+            missing = [n for n in configs if n not in runs]
+            if missing:
+                table += f"\nNot finished: {', '.join(missing)}\n"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.name}.tmp")
+            tmp.write_text(f"# {first.suite}\n\n{table}")
+            tmp.replace(out)
+    return runs, out

@@ -1,0 +1,135 @@
+"""Suite files: variants merge over the base, share the data, and errors name file and variant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import ConfigError
+from reco import experiment, suite
+from reco.compare import RunSummary, render_markdown
+
+BASE = {
+    "name": "abl",
+    "problem": "jets",
+    "simulation": {"kind": "jets", "n_train": 64, "n_val": 32, "n_test": 32},
+    "task": {
+        "targets": ["label"],
+        "loss": "cross_entropy",
+        "classes": ["QCD", "Hbb", "Hcc", "Wqq", "Zqq", "Tbqq"],
+    },
+    "model": {"name": "pfn", "phi_widths": [16, 16]},
+    "train": {"epochs": 3, "lr": 1.0e-3},
+}
+
+
+def _write(tmp_path: Path, variants: object, base: dict | None = None) -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump({**(base or BASE), "variants": variants}))
+    return path
+
+
+def test_variants_merge_and_replace_the_model(tmp_path):
+    path = _write(
+        tmp_path,
+        [
+            {"name": "pfn"},
+            {"name": "part", "model": {"name": "part", "num_layers": 1}, "train": {"lr": 3.0e-4}},
+        ],
+    )
+    assert suite.is_suite(path)
+    cfgs = suite.load_suite(path)
+    assert list(cfgs) == ["pfn", "part"]
+    pfn, part = cfgs["pfn"], cfgs["part"]
+    assert (pfn.name, part.name) == ("abl-pfn", "abl-part")
+    assert pfn.suite == part.suite == "abl"
+    assert pfn.model.phi_widths == (16, 16)
+    assert part.model.name == "part" and part.model.num_layers == 1  # replaced, no pfn keys
+    assert part.train.lr == 3.0e-4 and part.train.epochs == 3  # merged key by key
+    assert experiment.data_dir(pfn) == experiment.data_dir(part)  # one shared dataset
+    assert "suite" in experiment.run_tags(pfn) and experiment.run_tags(pfn)["suite"] == "abl"
+
+
+def test_overrides_and_smoke_apply_to_every_variant(tmp_path):
+    path = _write(tmp_path, [{"name": "a"}, {"name": "b", "train": {"epochs": 7}}])
+    cfgs = suite.load_suite(path, overrides=["train.lr=0.01"], smoke=True)
+    assert {c.train.lr for c in cfgs.values()} == {0.01}
+    assert {c.train.epochs for c in cfgs.values()} == {2}  # the smoke overlay wins
+    assert list(suite.load_suite(path, only=["b"])) == ["b"]
+
+
+def test_load_config_needs_a_variant_for_a_suite(tmp_path):
+    path = _write(tmp_path, [{"name": "a"}, {"name": "b"}])
+    with pytest.raises(ConfigError, match=r"suite of variants \['a', 'b'\].*--variant"):
+        experiment.load_config(path)
+    with pytest.raises(ConfigError, match="no variant 'c'"):
+        experiment.load_config(path, variant="c")
+    assert experiment.load_config(path, variant="b").name == "abl-b"
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump(BASE))
+    with pytest.raises(ConfigError, match="no variants"):
+        experiment.load_config(plain, variant="a")
+
+
+@pytest.mark.parametrize(
+    ("variants", "message"),
+    [
+        ([], "non-empty list"),
+        ({"a": {}}, "non-empty list"),
+        (["pfn"], r"variants\[0\] must be a mapping"),
+        ([{"model": {"name": "pfn"}}], r"variants\[0\]: needs a 'name'"),
+        ([{"name": "a b"}], "needs a 'name'"),
+        ([{"name": "a"}, {"name": "a"}], "used twice"),
+        ([{"name": "a", "suite": "x"}], "may not set"),
+    ],
+)
+def test_bad_variant_lists(tmp_path, variants, message):
+    with pytest.raises(ConfigError, match=message):
+        suite.load_suite(_write(tmp_path, variants))
+
+
+def test_errors_name_the_variant_and_key(tmp_path):
+    path = _write(tmp_path, [{"name": "ok"}, {"name": "bad", "train": {"lrr": 1.0}}])
+    with pytest.raises(ConfigError, match=r"\[variant bad\].*'train.lrr'"):
+        suite.load_suite(path)
+    with pytest.raises(ConfigError, match="no variant"):
+        suite.load_suite(path, only=["nope"])
+
+
+def _summary(name: str, model: str, metrics: dict[str, float]) -> RunSummary:
+    return RunSummary(Path(name), name, model, "jets", 1234, 90.0, 3, metrics)
+
+
+def test_compare_table_classification_and_regression():
+    rows = [
+        _summary("a", "pfn", {"test/accuracy": 0.71, "test/auc_macro": 0.9,
+                              "test/rejection50_Hbb": 120.0,
+                              "test/rejection50_Hbb_is_lower_limit": 0.0}),
+        _summary("b", "part", {"test/accuracy": 0.75, "test/auc_macro": 0.93,
+                               "test/rejection50_Hbb": 4000.0,
+                               "test/rejection50_Hbb_is_lower_limit": 1.0}),
+    ]  # fmt: skip
+    table = render_markdown(rows)
+    assert (
+        "| run | model | params | train [min] | epochs | accuracy | macro AUC | Rej50 Hbb |"
+        in table
+    )
+    assert "| a | pfn | 1,234 | 1.5 | 3 | 0.7100 | 0.9000 | 120 |" in table
+    assert "| b | part | 1,234 | 1.5 | 3 | 0.7500 | 0.9300 | > 4000 |" in table
+    reg = render_markdown([_summary("c", "cnn", {"test/energy_resolution_68": 0.1,
+                                                 "test/energy_bias": -0.01})])  # fmt: skip
+    assert "energy resolution 68%" in reg and "0.1000" in reg and "-0.0100" in reg
+
+
+def test_compare_names_an_unanalysed_run(tmp_path):
+    from reco.compare import compare_runs
+
+    with pytest.raises(FileNotFoundError, match="not a run folder"):
+        compare_runs([tmp_path])
+    (tmp_path / "run.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="not analysed yet"):
+        compare_runs([tmp_path])
+    with pytest.raises(ValueError, match="no run folders"):
+        compare_runs([])
