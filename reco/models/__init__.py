@@ -6,6 +6,8 @@ Importing this package registers every architecture (the imports below are for t
 from reco.models import (
     cnn,  # noqa: F401  (registers "cnn")
     part,  # noqa: F401  (registers "part")
+    particlenet,  # noqa: F401  (registers "particlenet")
+    pcnn,  # noqa: F401  (registers "pcnn")
     pfn,  # noqa: F401  (registers "pfn")
 )
 from reco.models.registry import (
