@@ -47,10 +47,20 @@ class BiasedMultiHeadAttention(nnx.Module):
         embed_dim: E, the model width (query, key and value all have width E).
         num_heads: H; the head width is D = E / H.
         attn_dropout: dropout rate on the attention probabilities (training only).
+        fused: compute softmax(q k^T / sqrt(D) + bias) v with ``jax.nn.dot_product_attention``
+            (XLA's fused kernel; cuDNN's flash attention for half precision on GPUs) wherever no
+            dropout acts on the probabilities, i.e. at inference or with ``attn_dropout`` 0;
+            training with attention dropout always takes the explicit path.
     """
 
     def __init__(
-        self, embed_dim: int, num_heads: int, *, attn_dropout: float = 0.0, rngs: nnx.Rngs
+        self,
+        embed_dim: int,
+        num_heads: int,
+        *,
+        attn_dropout: float = 0.0,
+        fused: bool = False,
+        rngs: nnx.Rngs,
     ) -> None:
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
@@ -72,6 +82,7 @@ class BiasedMultiHeadAttention(nnx.Module):
             rngs=rngs,
         )
         self.attn_dropout = nnx.Dropout(attn_dropout, rngs=rngs) if attn_dropout > 0 else None
+        self.fused = fused
 
     def _project(self, x: jax.Array, part: slice) -> jax.Array:
         """Apply columns ``part`` of the packed projection: (B, L, E) -> (B, L, H, D)."""
@@ -106,6 +117,10 @@ class BiasedMultiHeadAttention(nnx.Module):
         q = self._project(query, slice(0, e))
         k = self._project(key_value, slice(e, 2 * e))
         v = self._project(key_value, slice(2 * e, 3 * e))
+        if self.fused and (self.attn_dropout is None or not train):
+            mask = None if key_mask is None else key_mask[:, None, None, :]
+            out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
+            return self.out_proj(out.reshape(*out.shape[:-2], e))
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.head_dim)
         if bias is not None:
             logits = logits + bias

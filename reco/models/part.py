@@ -68,6 +68,7 @@ class PartConfig(ModelConfig):
         True  # weaver 0.4.x per-head scale layout (channel d*H + h), used by the published models
     )
     bn_momentum: float = 0.9  # BatchNorm running-average momentum (flax convention; PyTorch 0.1)
+    fused_attention: bool = False  # jax.nn.dot_product_attention where no attention dropout acts
 
     def __post_init__(self) -> None:
         if not self.embed_dims or min(self.embed_dims) < 1:
@@ -168,7 +169,9 @@ class Block(nnx.Module):
         e, h = cfg.embed_dims[-1], cfg.num_heads
         self.num_heads, self.classic = h, cfg.classic_head_layout
         self.pre_attn_norm = _layer_norm(e, rngs)
-        self.attn = BiasedMultiHeadAttention(e, h, attn_dropout=attn_dropout, rngs=rngs)
+        self.attn = BiasedMultiHeadAttention(
+            e, h, attn_dropout=attn_dropout, fused=cfg.fused_attention, rngs=rngs
+        )
         self.post_attn_norm = _layer_norm(e, rngs)
         self.pre_fc_norm = _layer_norm(e, rngs)
         self.fc1 = torch_linear(e, cfg.ffn_ratio * e, rngs=rngs)

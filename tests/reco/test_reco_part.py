@@ -207,3 +207,24 @@ def test_a_few_train_steps_lower_the_loss():
     assert np.mean(losses[-5:]) < 0.7 * losses[0], losses
     moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), rest0, rest)
     assert any(jax.tree.leaves(moved))  # BatchNorm statistics / dropout RNG advanced
+
+
+def test_fused_attention_matches_the_explicit_path():
+    """jax.nn.dot_product_attention with the pair bias and key mask gives the same logits."""
+    batch = _batch(6, 12)
+    ref = _eval(_model(), batch)["logits"]
+    fused = _model(dataclasses.replace(TINY, fused_attention=True))  # same seed, same weights
+    np.testing.assert_allclose(_eval(fused, batch)["logits"], ref, rtol=1e-5, atol=1e-5)
+    assert bool(jnp.isfinite(_eval(fused, batch, train=True)["logits"]).all())
+
+
+def test_unphysical_four_vectors_stay_finite():
+    """E < |p| from rounding, E = pz (infinite rapidity) and pT = 0: the reference's clamps hold."""
+    batch = _batch(4, 12)
+    v = batch["vectors"]
+    v[0, :3, 3] = 0.999 * np.linalg.norm(v[0, :3, :3], axis=-1)  # E < |p|
+    v[1, 0] = [0.0, 0.0, 50.0, 50.0]  # along the beam: pT = 0, E = pz
+    v[2, 1] = [0.0, 0.0, 0.0, 0.0]  # a zero 4-vector on a real particle
+    out = _eval(_model(), batch)
+    for key in ("pair_fts", "pair_bias", "logits"):
+        assert bool(jnp.isfinite(out[key]).all()), key
