@@ -33,6 +33,7 @@ class RunSummary:
     wall_s: float | None  # training wall time in seconds (of the last train/resume call)
     epochs: int | None
     metrics: dict[str, float]  # analysis/metrics.json "metrics"
+    class_names: tuple[str, ...] = ()  # classification: label names in index order
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -58,7 +59,12 @@ def summarize_run(run_dir: Path) -> RunSummary:
         raise FileNotFoundError(
             f"{run_dir}: not analysed yet (no {METRICS_FILE}); run: reco evaluate {run_dir}"
         )
-    metrics = _read_json(metrics_path, "analysis").get("metrics", {})
+    analysis = _read_json(metrics_path, "analysis")
+    metrics = analysis.get("metrics", {})
+    try:
+        class_names = tuple(json.loads(analysis.get("attrs", {}).get("class_names", "[]")))
+    except (TypeError, json.JSONDecodeError):
+        class_names = ()
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     train = info.get("train", {})
     return RunSummary(
@@ -70,6 +76,7 @@ def summarize_run(run_dir: Path) -> RunSummary:
         wall_s=train.get("wall_s"),
         epochs=train.get("epochs_run"),
         metrics={k: float(v) for k, v in metrics.items()},
+        class_names=tuple(str(c) for c in class_names),
     )
 
 
@@ -93,13 +100,15 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def _rejection_classes(rows: Sequence[RunSummary]) -> list[str]:
-    classes: dict[str, None] = {}
+    """Classes with a 50% rejection in any run: in label order, then any others by name."""
+    classes: dict[str, None] = {c: None for r in rows for c in r.class_names}
+    found: set[str] = set()
     for r in rows:
         for key in r.metrics:
             tail = key.split("/", 1)[-1]
             if tail.startswith("rejection50_") and not tail.endswith(("_err", "_is_lower_limit")):
-                classes[tail.removeprefix("rejection50_")] = None
-    return list(classes)
+                found.add(tail.removeprefix("rejection50_"))
+    return [c for c in classes if c in found] + sorted(found - set(classes))
 
 
 def render_markdown(rows: Sequence[RunSummary]) -> str:

@@ -20,9 +20,7 @@ def test_there_are_configs():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 @pytest.mark.parametrize("smoke", [False, True])
 def test_config_loads_and_features_match_events(path, smoke, tmp_path):
-    from reco import experiment
-
-    from reco import suite
+    from reco import experiment, suite
 
     tiny = ["simulation.n_train=24", "simulation.n_val=12", "simulation.n_test=12"]
     overrides = [*tiny, f"data.dir={tmp_path}"]

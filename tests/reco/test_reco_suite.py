@@ -99,7 +99,9 @@ def test_errors_name_the_variant_and_key(tmp_path):
 
 
 def _summary(name: str, model: str, metrics: dict[str, float]) -> RunSummary:
-    return RunSummary(Path(name), name, model, "jets", 1234, 90.0, 3, metrics)
+    return RunSummary(
+        Path(name), name, model, "jets", 1234, 90.0, 3, metrics, ("QCD", "Tbqq", "Hbb")
+    )
 
 
 def test_compare_table_classification_and_regression():
@@ -111,13 +113,12 @@ def test_compare_table_classification_and_regression():
                                "test/rejection50_Hbb": 4000.0,
                                "test/rejection50_Hbb_is_lower_limit": 1.0}),
     ]  # fmt: skip
+    rows[0].metrics["test/rejection50_Tbqq"] = 30.0
     table = render_markdown(rows)
-    assert (
-        "| run | model | params | train [min] | epochs | accuracy | macro AUC | Rej50 Hbb |"
-        in table
-    )
-    assert "| a | pfn | 1,234 | 1.5 | 3 | 0.7100 | 0.9000 | 120 |" in table
-    assert "| b | part | 1,234 | 1.5 | 3 | 0.7500 | 0.9300 | > 4000 |" in table
+    head = "| accuracy | macro AUC | Rej50 Tbqq | Rej50 Hbb |"  # classes in label order
+    assert "| run | model | params | train [min] | epochs " + head in table
+    assert "| a | pfn | 1,234 | 1.5 | 3 | 0.7100 | 0.9000 | 30 | 120 |" in table
+    assert "| b | part | 1,234 | 1.5 | 3 | 0.7500 | 0.9300 | – | > 4000 |" in table
     reg = render_markdown([_summary("c", "cnn", {"test/energy_resolution_68": 0.1,
                                                  "test/energy_bias": -0.01})])  # fmt: skip
     assert "energy resolution 68%" in reg and "0.1000" in reg and "-0.0100" in reg
