@@ -52,9 +52,7 @@ def _batch(rng: np.random.Generator, b: int, p: int, n_classes: int) -> dict[str
 
 
 def bench(name: str, overrides: list[str], b: int, p: int, steps: int) -> dict[str, float]:
-    cfg = C.from_dict(
-        ModelConfig, C.apply_overrides({"name": name}, overrides), f"--set {name}.*"
-    )
+    cfg = C.from_dict(ModelConfig, C.apply_overrides({"name": name}, overrides), f"--set {name}.*")
     classes = tuple(f"c{i}" for i in range(10))
     task = tasks.TaskConfig(targets=("label",), loss="cross_entropy", classes=classes)
     spec = {"particles": (p, 17), "points": (p, 2), "vectors": (p, 4)}
