@@ -371,12 +371,14 @@ class EventFile:
     def read(self, name: str, sel: slice | np.ndarray | None = None) -> np.ndarray:
         """Read an event dataset, all of it or the events ``sel`` (a slice or an index array).
 
+        A per-file constant (``meta/...``) has no event axis: it is returned whole for any ``sel``.
+
         Index arrays may be unsorted or repeat events; they are read in sorted unique order (what
         HDF5 fancy indexing needs) and put back in the order asked. Contiguous slices are by far the
         fastest reads: prefer them for bulk access.
         """
         ds = self._dataset(name)
-        if sel is None:
+        if sel is None or _is_meta(name):  # a per-file constant has no event axis
             return ds[()]
         if isinstance(sel, slice):
             return ds[sel]

@@ -4,8 +4,13 @@ A :class:`FeatureConfig` lists input groups; each group stacks its variables alo
 "features" axis:
 
 - ``layout: image``: sources of shape (n, R, C) -> input (n, R, C, n_vars) float32 (the CNN image),
-- ``layout: set``: sources of shape (n, S) -> input (n, S, n_vars) float32 plus ``<group>_mask``
-  (n, S) bool marking the real entries (the set/transformer models),
+- ``layout: set``: sources of shape (n, S), or (n, R, C) flattened to S = R * C entries (the
+  stations of an array), -> input (n, S, n_vars) float32 plus ``<group>_mask`` (n, S) bool marking
+  the real entries (the set/transformer models). Per-file constants (``meta/station_x``, shape
+  (S,) or (R, C)) are broadcast to every event. With a group ``mask``, a variable whose source has
+  one more axis (a station's trace, (n, R, C, T)) and a non-reducing transform is a *series*: then
+  every variable of the group is one and the input is (n, S, T, n_vars). ``compact: true`` moves
+  the real entries first (in source order) before ``length`` pads or truncates,
 - ``layout: jagged``: per-event lists of a jagged group (``source_group``, e.g. the jet
   constituents ``part``) -> input (n, P, n_vars) float32 plus ``<group>_mask`` (n, P) bool, padded
   from the offsets (see :mod:`pipeline.jet_features`, which also has the JetClass presets).
@@ -26,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from pipeline import jet_features  # imports this module only inside its functions
-from pipeline.events import EventFile
+from pipeline.events import META_PREFIX, EventFile
 
 # ------------------------------------------------------------------------------------------
 # transforms
@@ -193,6 +198,7 @@ class InputGroupConfig:
     # jagged layout: the jagged group of the event file (e.g. "part"); variable sources are its
     # fields, registered derived variables (pipeline.jet_features) or per-event "jet/..." datasets
     source_group: str | None = None
+    compact: bool = False  # set layout: real entries (mask True) first, in order, then `length`
 
 
 @dataclass(frozen=True)
@@ -255,33 +261,70 @@ def validate(cfg: FeatureConfig, file: EventFile | None = None) -> None:
             jet_features.validate_group(g, file)
         elif g.source_group is not None:
             raise ValueError(f"feature group {g.name!r}: source_group is for layout 'jagged'")
+        elif g.compact and g.layout != "set":
+            raise ValueError(f"feature group {g.name!r}: compact is for layout 'set'")
         elif file is not None:
-            _validate_shapes(g, file)
+            _group_shapes(g, file)
 
 
-def _validate_shapes(g: InputGroupConfig, file: EventFile) -> None:
-    ndim = {"image": 3, "set": 2}[g.layout]
+def _per_event(path: str, file: EventFile) -> tuple[int, ...]:
+    """Shape of one event's slice of a dataset (a per-file ``meta/`` constant: its whole shape)."""
+    shape = file.shape(path)
+    return shape if path.startswith(META_PREFIX) else shape[1:]
+
+
+def _group_shapes(g: InputGroupConfig, file: EventFile) -> tuple[tuple[int, ...], int | None]:
+    """Check the sources of an image or set group; return (entry shape, series length or None).
+
+    The entry shape is (R, C) for an image, (S,) or (R, C) for a set; every source must have it
+    (a reducing transform's source, and a set's series variables, one trailing axis more).
+    """
     ref: tuple[int, ...] | None = None
-    checks = [(g.mask, "group mask", 0)]
+    series: set[int | None] = set()
+    checks = [(g.mask, "group mask", False)]
     for v in g.variables:
         what = f"variable {g.name}/{v.name}"
-        checks += [(v.source, what, int(v.transform in REDUCING)), (v.mask, what, 0)]
-    for path, what, extra in checks:
+        checks += [(v.source, what, True), (v.mask, what, False)]
+    for path, what, is_source in checks:
         if path is None:
             continue
         if path not in file.names:
             raise ValueError(f"{what}: unknown source {path!r}: no such dataset in {file.path}")
-        shape = file.shape(path)
-        if len(shape) != ndim + extra:
-            raise ValueError(
-                f"{what}: source {path!r} has shape {shape}; a {g.layout} group needs "
-                f"{ndim + extra} axes (events first)"
-            )
-        shape = shape[:ndim]
+        per_event = _per_event(path, file)
+        reducing = is_source and any(
+            v.source == path and v.transform in REDUCING for v in g.variables
+        )
         if ref is None:
-            ref = shape
-        elif shape != ref:
-            raise ValueError(f"{what}: source {path!r} has shape {shape}, others have {ref}")
+            entry = per_event[: len(per_event) - reducing]
+            allowed = (2,) if g.layout == "image" else (1, 2)
+            if len(entry) not in allowed:
+                raise ValueError(
+                    f"{what}: source {path!r} has per-event shape {per_event}; a {g.layout} "
+                    f"group needs {' or '.join(map(str, allowed))} entry axes (events first)"
+                )
+            ref = entry
+        tail = per_event[len(ref) :]
+        if per_event[: len(ref)] != ref:
+            raise ValueError(f"{what}: source {path!r} has shape {per_event}, others have {ref}")
+        if reducing and len(tail) == 1:
+            continue
+        if tail and is_source and g.layout == "set" and g.mask is not None and len(tail) == 1:
+            series.add(tail[0])
+            continue
+        if tail:
+            raise ValueError(
+                f"{what}: source {path!r} has per-event shape {per_event}; expected {ref}"
+                + (" (a series source needs the group's mask)" if g.layout == "set" else "")
+            )
+        if is_source:
+            series.add(None)
+    if len(series) > 1:
+        raise ValueError(
+            f"feature group {g.name!r}: mixes per-entry values and series (lengths "
+            f"{sorted(t for t in series if t is not None)}); put series in a group of their own"
+        )
+    assert ref is not None
+    return ref, next(iter(series), None)
 
 
 def input_spec(cfg: FeatureConfig, file: EventFile) -> dict[str, tuple[int, ...]]:
@@ -292,12 +335,10 @@ def input_spec(cfg: FeatureConfig, file: EventFile) -> dict[str, tuple[int, ...]
         if g.layout == "jagged":
             spec[g.name] = (jet_features.group_length(g), len(g.variables))
             continue
-        v0 = g.variables[0]
-        shape = file.shape(v0.source)
-        per_event = shape[1 : len(shape) - (v0.transform in REDUCING)]
-        if g.layout == "set" and g.length is not None:
-            per_event = (g.length,)
-        spec[g.name] = (*per_event, len(g.variables))
+        entry, series = _group_shapes(g, file)
+        if g.layout == "set":
+            entry = (g.length if g.length is not None else int(np.prod(entry)),)
+        spec[g.name] = (*entry, *(() if series is None else (series,)), len(g.variables))
     return spec
 
 
@@ -407,10 +448,11 @@ def fit_stats(cfg: FeatureConfig, train: EventFile, targets: tuple[str, ...]) ->
             if g.layout == "jagged":
                 jet_features.fit_group(g, train, sel, lambda k, x: var_acc[k].add(x))
                 continue
+            n = _n_events(g, read)
             for v in g.variables:
-                mask = _variable_mask(g, v, read)
+                mask = _variable_mask(g, v, lambda p, n=n: _broadcast(p, read(p), n))
                 with np.errstate(all="ignore"):  # masked entries may be out of the domain
-                    x = _apply(v, read(v.source), mask)
+                    x = _apply(v, _broadcast(v.source, read(v.source), n), mask)
                 var_acc[f"{g.name}/{v.name}"].add(x if mask is None else x[mask])
         for t in targets:
             tgt_acc[t].add(read(f"truth/{t}"))
@@ -497,21 +539,34 @@ def build_inputs(
                 g, stats, read, event_index
             )
             continue
-        n = len(read(g.variables[0].source))
+        n = _n_events(g, read)
         channels = []
         for v in g.variables:
             key = f"{g.name}/{v.name}"
-            mask = _variable_mask(g, v, read)
+            mask = _variable_mask(g, v, lambda p, n=n: _broadcast(p, read(p), n))
+            source = _broadcast(v.source, read(v.source), n)
             with np.errstate(all="ignore"):  # out-of-domain values are caught below
-                x = scale_and_clip(key, v, _apply(v, read(v.source), mask), stats)
+                x = scale_and_clip(key, v, _apply(v, source, mask), stats)
             if mask is not None:
+                mask = mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))  # series: over T
                 x = np.where(mask, x, np.float32(v.fill))
             channels.append(x.astype(np.float32, copy=False))
         data = np.stack(channels, axis=-1)
         if g.layout == "set":
             entry = (
-                read(g.mask).astype(bool) if g.mask is not None else np.ones(data.shape[:2], bool)
+                _broadcast(g.mask, read(g.mask), n).astype(bool)
+                if g.mask is not None
+                else np.ones(data.shape[: data.ndim - 1], bool)
             )
+            series = data.ndim - entry.ndim - 1  # 1 for a group of series, else 0
+            data = data.reshape(n, -1, *data.shape[data.ndim - 1 - series :])
+            entry = entry.reshape(n, -1)
+            if g.compact:  # real entries first, in their order
+                order = np.argsort(~entry, axis=1, kind="stable")
+                entry = np.take_along_axis(entry, order, axis=1)
+                data = np.take_along_axis(
+                    data, order.reshape(order.shape + (1,) * (data.ndim - 2)), axis=1
+                )
             data, entry = _pad_set(data, entry, g.length)
             out[f"{g.name}_mask"] = entry
         _check_finite(g, data, event_index)
@@ -520,17 +575,28 @@ def build_inputs(
     return out
 
 
+def _n_events(g: InputGroupConfig, read: Callable[[str], np.ndarray]) -> int:
+    """Events in a block: the length of the group's first per-event (non-``meta/``) dataset."""
+    for path in (g.mask, *(v.source for v in g.variables), *(v.mask for v in g.variables)):
+        if path is not None and not path.startswith(META_PREFIX):
+            return len(read(path))
+    raise ValueError(f"feature group {g.name!r}: every source is a per-file meta/ constant")
+
+
+def _broadcast(path: str, values: np.ndarray, n: int) -> np.ndarray:
+    """A ``meta/`` constant repeated for ``n`` events (a view); per-event data unchanged."""
+    return np.broadcast_to(values, (n, *values.shape)) if path.startswith(META_PREFIX) else values
+
+
 def _pad_set(data: np.ndarray, entry: np.ndarray, length: int | None) -> tuple[np.ndarray, ...]:
-    """Truncate or zero-pad the entry axis of (n, S, V) data and its (n, S) mask to ``length``."""
+    """Truncate or zero-pad the entry axis of (n, S, ...) data and its (n, S) mask to ``length``."""
     if length is None or length == data.shape[1]:
         return data, entry
     if length < data.shape[1]:
         return data[:, :length], entry[:, :length]
     pad = length - data.shape[1]
-    return (
-        np.pad(data, ((0, 0), (0, pad), (0, 0))),
-        np.pad(entry, ((0, 0), (0, pad)), constant_values=False),
-    )
+    widths = ((0, 0), (0, pad)) + ((0, 0),) * (data.ndim - 2)
+    return np.pad(data, widths), np.pad(entry, ((0, 0), (0, pad)), constant_values=False)
 
 
 def _check_finite(g: InputGroupConfig, data: np.ndarray, event_index: np.ndarray | None) -> None:

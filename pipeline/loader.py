@@ -353,7 +353,7 @@ class Loader:
         for g in self.features.groups:
             shapes[g.name] = (self.input_spec[g.name], np.dtype(np.float32))
             if g.layout in ("set", "jagged"):
-                shapes[f"{g.name}_mask"] = (self.input_spec[g.name][:-1], np.dtype(bool))
+                shapes[f"{g.name}_mask"] = (self.input_spec[g.name][:1], np.dtype(bool))  # entries
         shapes["target"] = ((len(self.targets),), np.dtype(np.float32))
         shapes["valid"] = ((), np.dtype(np.float32))
         shapes["index"] = ((), np.dtype(np.int64))

@@ -1,0 +1,143 @@
+"""Stations as sets: grid sources flattened, meta/ constants broadcast, compaction, trace series."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.events import open_events, write_events
+from pipeline.features import (
+    FeatureConfig,
+    InputGroupConfig,
+    VariableConfig,
+    build_inputs,
+    fit_stats,
+    input_spec,
+    sources,
+)
+from pipeline.loader import Loader
+
+N, R, C, T = 40, 3, 4, 12
+
+
+def _write(path):
+    rng = np.random.default_rng(0)
+    trig = rng.random((N, R, C)) < 0.4
+    trig[3] = False  # an event without triggered stations
+    signal = np.where(trig, rng.exponential(10.0, (N, R, C)), 0.0).astype(np.float32)
+    signal[5, 0, 0], trig[5, 0, 0] = 0.0, True  # a real reading of 0 on a triggered station
+    trace = (rng.random((N, R, C, T)) * trig[..., None]).astype(np.float16)
+    x, y = np.meshgrid(np.arange(C) * 1500.0, np.arange(R) * 1300.0)
+    arrays = {
+        "station/signal": signal,
+        "station/trigger": trig,
+        "station/trace": trace,
+        "truth/log10_energy": rng.uniform(18.5, 20, N).astype(np.float32),
+        "meta/station_x": x.astype(np.float32),
+        "meta/station_y": y.astype(np.float32),
+    }
+    return write_events(path, arrays, {"kind": "airshower"}), arrays
+
+
+def _stations(compact=True, length=8):
+    var = dict(mask="station/trigger")
+    return InputGroupConfig(
+        name="stations",
+        layout="set",
+        mask="station/trigger",
+        compact=compact,
+        length=length,
+        variables=(
+            VariableConfig(name="x", source="meta/station_x", scale=1e-3),
+            VariableConfig(name="y", source="meta/station_y", scale=1e-3),
+            VariableConfig(
+                name="log_s", source="station/signal", transform="log10_1p", standardize=True, **var
+            ),  # fmt: skip
+            VariableConfig(name="rise", source="station/trace", transform="trace_rise_time", **var),
+        ),
+    )
+
+
+def _traces(length=8):
+    return InputGroupConfig(
+        name="traces",
+        layout="set",
+        mask="station/trigger",
+        compact=True,
+        length=length,
+        variables=(VariableConfig(name="trace", source="station/trace", transform="log10_1p"),),
+    )
+
+
+def _raw(f, cfg):
+    return {p: f.read(p) for p in sources(cfg)}
+
+
+def test_stations_flattened_compacted_with_positions(tmp_path):
+    path, arrays = _write(tmp_path / "a.h5")
+    cfg = FeatureConfig((_stations(), _traces()))
+    with open_events(path) as f:
+        assert input_spec(cfg, f) == {"stations": (8, 4), "traces": (8, T, 1)}
+        stats = fit_stats(cfg, f, ("log10_energy",))
+        out = build_inputs(cfg, stats, _raw(f, cfg))
+    trig = arrays["station/trigger"].reshape(N, -1)
+    n_real = np.minimum(trig.sum(1), 8)
+    np.testing.assert_array_equal(out["stations_mask"].sum(1), n_real)
+    np.testing.assert_array_equal(out["stations_mask"], np.arange(8) < n_real[:, None])
+    assert not out["stations_mask"][3].any() and np.isfinite(out["stations"]).all()
+    # the real entries, in grid order, carry their own station's position and trace
+    for e in (0, 5, 17):
+        idx = np.flatnonzero(trig[e])[:8]
+        k = len(idx)
+        np.testing.assert_allclose(
+            out["stations"][e, :k, 0], arrays["meta/station_x"].ravel()[idx] * 1e-3
+        )
+        np.testing.assert_allclose(
+            out["stations"][e, :k, 1], arrays["meta/station_y"].ravel()[idx] * 1e-3
+        )
+        tr = arrays["station/trace"].reshape(N, -1, T)[e, idx].astype(np.float32)
+        np.testing.assert_allclose(out["traces"][e, :k, :, 0], np.log10(1 + tr), rtol=1e-5)
+        assert (out["stations"][e, k:] == 0).all() and (out["traces"][e, k:] == 0).all()
+    # a triggered station reading 0 VEM is a real entry (masking is by the trigger)
+    first = np.flatnonzero(trig[5])[0]
+    assert first == 0 and out["stations_mask"][5, 0]
+
+
+def test_without_compaction_entries_keep_grid_slots(tmp_path):
+    path, arrays = _write(tmp_path / "a.h5")
+    cfg = FeatureConfig((_stations(compact=False, length=None),))
+    with open_events(path) as f:
+        assert input_spec(cfg, f) == {"stations": (R * C, 4)}
+        out = build_inputs(cfg, fit_stats(cfg, f, ()), _raw(f, cfg))
+    np.testing.assert_array_equal(out["stations_mask"], arrays["station/trigger"].reshape(N, -1))
+
+
+def test_loader_batches_station_sets(tmp_path):
+    path, _ = _write(tmp_path / "a.h5")
+    cfg = FeatureConfig((_stations(), _traces()))
+    with open_events(path) as f:
+        stats = fit_stats(cfg, f, ("log10_energy",))
+    with Loader(path, cfg, stats, ("log10_energy",), batch_size=16, shuffle=True, seed=0,
+                prefetch=0) as loader:  # fmt: skip
+        batches = list(loader)
+    assert batches[0]["stations"].shape == (16, 8, 4)
+    assert batches[0]["traces"].shape == (16, 8, T, 1)
+
+
+def test_mixed_series_and_series_without_mask_are_refused(tmp_path):
+    path, _ = _write(tmp_path / "a.h5")
+    mixed = InputGroupConfig(
+        name="g", layout="set", mask="station/trigger",
+        variables=(VariableConfig(name="s", source="station/signal"),
+                   VariableConfig(name="t", source="station/trace")),
+    )  # fmt: skip
+    unmasked = InputGroupConfig(
+        name="g", layout="set", variables=(VariableConfig(name="t", source="station/trace"),)
+    )
+    with open_events(path) as f:
+        with pytest.raises(ValueError, match="mixes per-entry values and series"):
+            input_spec(FeatureConfig((mixed,)), f)
+        with pytest.raises(ValueError, match="entry axes"):
+            input_spec(FeatureConfig((unmasked,)), f)
+        with pytest.raises(ValueError, match="compact is for layout 'set'"):
+            input_spec(FeatureConfig((InputGroupConfig(name="i", compact=True),)), f)
