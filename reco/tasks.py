@@ -35,6 +35,7 @@ class TaskConfig:
     huber_delta: float = 1.0  # Huber transition, in train standard deviations of the target
     classes: tuple[str, ...] = ()  # cross_entropy: class names, in the order of the label index
     label_smoothing: float = 0.0  # cross_entropy: weight moved uniformly onto all classes
+    loss_weights: tuple[float, ...] = ()  # regression: one weight per target; () = all 1
 
     def __post_init__(self) -> None:
         if not self.targets:
@@ -53,6 +54,14 @@ class TaskConfig:
                 raise ValueError(f"task.classes has duplicates: {self.classes}")
         elif self.classes:
             raise ValueError(f"task.classes is only for loss cross_entropy (loss is {self.loss})")
+        if self.loss_weights:
+            if self.is_classification or len(self.loss_weights) != len(self.targets):
+                raise ValueError(
+                    f"task.loss_weights needs one weight per regression target {self.targets}, "
+                    f"got {self.loss_weights}"
+                )
+            if min(self.loss_weights) < 0 or not any(w > 0 for w in self.loss_weights):
+                raise ValueError(f"task.loss_weights must be >= 0, not all 0: {self.loss_weights}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
@@ -119,7 +128,7 @@ def weighted_mean(x: jax.Array, valid: jax.Array) -> jax.Array:
 def per_event_loss(
     cfg: TaskConfig, pred: jax.Array, target: jax.Array, scaler: TargetScaler
 ) -> jax.Array:
-    """Loss of each event, summed over targets: Float[Array, "batch"].
+    """Loss of each event, summed over targets (weighted by ``loss_weights``): Float[Array, "batch"].
 
     Args:
         pred: model output, Float[Array, "batch n_targets"], normalised units.
@@ -144,6 +153,8 @@ def per_event_loss(
             d = cfg.huber_delta
             abs_err = jnp.abs(err)
             terms = jnp.where(abs_err <= d, 0.5 * err**2, d * (abs_err - 0.5 * d))
+    if cfg.loss_weights:  # multi-task: the weighted sum over targets
+        terms = terms * jnp.asarray(cfg.loss_weights, terms.dtype)[None, :]
     return terms.sum(axis=-1)
 
 

@@ -139,3 +139,16 @@ def test_plateau_reduces_the_learning_rate_when_the_loss_stalls():
         _, state = tx.update({"w": jnp.ones((2, 2))}, state, params, value=jnp.asarray(1.0))
     assert current_lr(schedule, state, 16) < 1e-2
     assert isinstance(tx, optax.GradientTransformationExtraArgs)
+
+
+def test_multi_task_loss_weights():
+    target = jnp.array([[19.0, 800.0]])
+    pred = tasks.normalise(target, SCALER) + jnp.array([[1.0, 2.0]])  # 1 and 2 sigma off
+    cfg = TaskConfig(targets=("log10_energy", "xmax"), loss_weights=(1.0, 0.25))
+    assert float(tasks.loss(cfg, pred, target, jnp.ones(1), SCALER)) == pytest.approx(1.0 + 1.0)
+    plain = TaskConfig(targets=("log10_energy", "xmax"))
+    assert float(tasks.loss(plain, pred, target, jnp.ones(1), SCALER)) == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="one weight per regression target"):
+        TaskConfig(targets=("log10_energy", "xmax"), loss_weights=(1.0,))
+    with pytest.raises(ValueError, match=">= 0"):
+        TaskConfig(targets=("log10_energy",), loss_weights=(0.0,))
