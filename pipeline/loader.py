@@ -22,6 +22,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -35,6 +36,7 @@ from pipeline.features import (
     sources,
 )
 from pipeline.jet_features import read_block
+from pipeline.symmetry import apply_symmetry, lattice_symmetries
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class LoaderConfig:
     # up to one of these lengths (e.g. [32, 64, 96, 128]); () = always the full padded length
     trim_quantile: float = 1.0  # training batches: the crop holds this quantile of the batch's
     # list lengths (< 1 drops the softest particles of the longest jets); evaluation: always 1
+    augment: Literal["none", "lattice"] = "none"  # training batches: "lattice" moves each
+    # event's image groups by a random symmetry of the station grid (pipeline.symmetry)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.trim_quantile <= 1.0:
@@ -100,6 +104,11 @@ class Loader:
             at the end, so nothing real is cut), capped at the group's padded length. A model
             then sees a handful of shapes (one XLA compilation each) instead of always 128.
             With ``trim_quantile`` = 1 no particle is ever dropped.
+        augment: "lattice": every event of a batch has its image groups moved by a random
+            symmetry of the station grid (rotations by 60 degrees and reflections on a triangular
+            array; :mod:`pipeline.symmetry`), stations moved off the array become empty (the
+            variables' ``fill``). Only for targets that do not depend on the orientation (energy,
+            Xmax, mass); ``from_config`` enables it for training (shuffled) loaders only.
         trim_quantile: the crop length is the bucket that holds this quantile of the batch's list
             lengths: below 1 the longest jets lose their softest particles (lists are pT-ordered),
             like the reference's training-time trimming (which crops at a random quantile in
@@ -124,6 +133,7 @@ class Loader:
         cache: bool = False,
         trim_buckets: tuple[int, ...] = (),
         trim_quantile: float = 1.0,
+        augment: str = "none",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -163,6 +173,11 @@ class Loader:
         self.trim_buckets = tuple(int(b) for b in trim_buckets)
         self.trim_quantile = float(trim_quantile)
         self._trimmed = tuple(g.name for g in features.groups if g.layout == "jagged")
+        try:
+            self._symmetries = self._lattice_symmetries(augment)
+        except Exception:
+            self.close()
+            raise
 
         n, chunk = self.file.n_events, self.file.chunk_events
         self.block_events = max(1, round(shuffle_block / chunk)) * chunk
@@ -176,6 +191,32 @@ class Loader:
             self._n_batches = min(self._events_per_process) // batch_size
         else:
             self._n_batches = math.ceil(max(self._events_per_process) / batch_size)
+
+    def _lattice_symmetries(self, augment: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Image group -> (symmetry index maps, blank station values), for ``augment``."""
+        if augment == "none":
+            return {}
+        if augment != "lattice":
+            raise ValueError(f"augment must be 'none' or 'lattice', got {augment!r}")
+        images = [g for g in self.features.groups if g.layout == "image"]
+        if not images:
+            raise ValueError("augment 'lattice' needs an image input group; the features have none")
+        missing = [p for p in ("meta/station_x", "meta/station_y") if p not in self.file.names]
+        if missing:
+            raise ValueError(
+                f"{self.file.path}: augment 'lattice' needs the station positions {missing}"
+            )
+        x, y = self.file.read_meta("station_x"), self.file.read_meta("station_y")
+        source = lattice_symmetries(x, y)
+        out = {}
+        for g in images:
+            if self.input_spec[g.name][:-1] != x.shape:
+                raise ValueError(
+                    f"augment 'lattice': image group {g.name!r} has shape "
+                    f"{self.input_spec[g.name][:-1]}, the station grid {x.shape}"
+                )
+            out[g.name] = (source, np.array([v.fill for v in g.variables], np.float32))
+        return out
 
     @classmethod
     def from_config(
@@ -205,6 +246,7 @@ class Loader:
             cache=cfg.cache,
             trim_buckets=cfg.trim_buckets,
             trim_quantile=cfg.trim_quantile if shuffle else 1.0,  # lossless unless training
+            augment=cfg.augment if shuffle else "none",  # training loaders only
             **kwargs,  # type: ignore[arg-type]
         )
 
@@ -251,17 +293,31 @@ class Loader:
     def epoch(self, e: int) -> Iterator[dict[str, np.ndarray]]:
         """The batches of epoch ``e``; the order depends only on ``(seed, e)``."""
         if self.prefetch <= 0:
-            return self._trim_all(self._batches(e, threading.Event()))
-        return self._trim_all(self._prefetched(e))
+            return self._batches(e, threading.Event())
+        return self._prefetched(e)
 
-    def _trim_all(
-        self, batches: Iterator[dict[str, np.ndarray]]
-    ) -> Iterator[dict[str, np.ndarray]]:
-        if not (self.trim_buckets and self._trimmed):
-            yield from batches
-            return
-        for batch in batches:
-            yield self.trim(batch)
+    def _batches(self, e: int, stop: threading.Event) -> Iterator[dict[str, np.ndarray]]:
+        """The finished batches: augmented (training) and trimmed, in the producer thread."""
+        rng = np.random.default_rng([self.seed, e, self.process_index, 1])
+        for batch in self._raw_batches(e, stop):
+            if self._symmetries:
+                batch = self._augment(batch, rng)
+            if self.trim_buckets and self._trimmed:
+                batch = self.trim(batch)
+            yield batch
+
+    def _augment(
+        self, batch: dict[str, np.ndarray], rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
+        """Each event's image groups moved by a random symmetry of the station lattice."""
+        out = dict(batch)
+        n = len(batch["valid"])
+        for name, (source, blank) in self._symmetries.items():
+            image = batch[name]
+            choice = rng.integers(len(source), size=n)
+            flat = image.reshape(n, -1, image.shape[-1])
+            out[name] = apply_symmetry(flat, source, choice, blank).reshape(image.shape)
+        return out
 
     def trim(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``batch`` with its jagged groups cropped to the bucket of its longest list."""
@@ -321,7 +377,7 @@ class Loader:
         perm = rng.permutation(self._block_size(b))
         return {k: v[perm] for k, v in out.items()}
 
-    def _batches(self, e: int, stop: threading.Event) -> Iterator[dict[str, np.ndarray]]:
+    def _raw_batches(self, e: int, stop: threading.Event) -> Iterator[dict[str, np.ndarray]]:
         blocks, rng = self._epoch_blocks(e)
         bs, pending, n_pending, yielded = self.batch_size, [], 0, 0
         for b in blocks:

@@ -35,6 +35,7 @@ from simulation.jets.config import JetsConfig
 SPLITS = ("train", "val", "test")
 # per-event quantities copied into predictions files, for analyses binned in them
 OBSERVERS = {"airshower": ("n_triggered",), "jets": ("jet/jet_pt", "jet/jet_eta", "jet/jet_sdmass")}
+ORIENTED_TARGETS = frozenset({"azimuth", "core_x", "core_y"})  # change under lattice symmetries
 RUN_INFO = "run.json"  # in every run folder: MLflow run id, tracking URI, config hash, data
 
 
@@ -63,6 +64,12 @@ class ExperimentConfig:
         if self.simulation.kind != self.problem:
             raise ValueError(
                 f"simulation.kind {self.simulation.kind!r} does not match problem {self.problem!r}"
+            )
+        oriented = sorted(set(self.task.targets) & ORIENTED_TARGETS)
+        if self.loader.augment != "none" and oriented:
+            raise ValueError(
+                f"loader.augment {self.loader.augment!r} rotates and mirrors the array, which "
+                f"changes the targets {oriented}; use it only for orientation-free targets"
             )
         sim_classes = getattr(self.simulation, "classes", None)
         if self.task.is_classification and sim_classes is not None:
