@@ -20,6 +20,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
@@ -226,7 +227,13 @@ def write_metrics_json(
     _write_atomic(out_dir / "metrics.json", text)
 
 
-def analyze(predictions: Path, cfg: AnalysisConfig, out_dir: Path) -> AnalysisResult:
+def analyze(
+    predictions: Path,
+    cfg: AnalysisConfig,
+    out_dir: Path,
+    *,
+    xmax_expectations: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
+) -> AnalysisResult:
     """Run the energy analysis of ``predictions`` and write its outputs into ``out_dir``.
 
     Writes ``metrics.json`` ({"schema_version", "predictions", "attrs", "config", "metrics"}),
@@ -235,11 +242,17 @@ def analyze(predictions: Path, cfg: AnalysisConfig, out_dir: Path) -> AnalysisRe
     plot name and PredictionsFileError (a ValueError) for a bad file (see :func:`load_energy`).
     A classification predictions file (attribute ``task = "classification"`` or a
     ``prediction/probs`` dataset) goes to :func:`analysis.classification_report.analyze_classification`.
+    A file with ``prediction/xmax`` and/or ``prediction/ln_a`` also gets the composition analysis
+    (:mod:`analysis.composition`; ``xmax_expectations`` go to its elongation plot), merged into
+    the metrics, figures and ``resolution_table.md``; without an energy prediction, only that one.
     """
-    from analysis import classification_report  # here: it imports this module
+    from analysis import classification_report, composition  # here: they import this module
 
     if classification_report.is_classification_file(Path(predictions)):
         return classification_report.analyze_classification(predictions, cfg, out_dir)
+    comp_targets, has_energy = composition.composition_targets(Path(predictions))
+    if comp_targets and not has_energy:
+        return composition.analyze_composition(predictions, cfg, out_dir, xmax_expectations)
     if cfg.quantity != "energy":
         raise ValueError(f"analysis quantity {cfg.quantity!r} is not implemented; only 'energy'")
     unknown = set(cfg.plots) - set(get_args(PlotName))
@@ -279,6 +292,11 @@ def analyze(predictions: Path, cfg: AnalysisConfig, out_dir: Path) -> AnalysisRe
     full_table = (
         table if zenith is None else table + "\n" + binned_mod.render_markdown(zenith, "{:g}")
     )
+    if comp_targets:
+        comp = composition.run_composition(predictions, cfg, out_dir, xmax_expectations)
+        metrics.update(comp.metrics)  # shared names (n_events...) have equal values
+        figures += comp.figures
+        full_table += "\n" + comp.table_markdown
     write_metrics_json(out_dir, predictions, sample.attrs, cfg, metrics)
     _write_atomic(out_dir / "resolution_table.md", full_table)
     return AnalysisResult(metrics, figures, table, overall, energy, zenith, sample.attrs)

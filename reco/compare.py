@@ -4,7 +4,8 @@ A run folder holds everything needed: ``config.yaml`` (model, problem), ``run.js
 count and training time, written by :func:`reco.experiment.train`) and ``analysis/metrics.json``
 (written by the analysis stage). Classification runs are compared on accuracy, macro AUC and the
 background rejection 1/eps_B at 50% signal efficiency per class; regression runs on the overall
-68% resolution and median bias of their quantity. The same numbers are in MLflow (runs of a suite
+68% resolution and median bias of each target, and the p/Fe merit factors where the composition
+analysis ran. The same numbers are in MLflow (runs of a suite
 carry the tag ``suite``), where the UI's compare view plots them.
 """
 
@@ -19,6 +20,8 @@ from pathlib import Path
 import yaml
 
 METRICS_FILE = Path("analysis") / "metrics.json"
+# p/Fe separation from the reconstructed Xmax and ln A, and from the true Xmax (the limit)
+MERIT_FACTORS = ("merit_factor_xmax", "merit_factor_lna", "merit_factor_xmax_true")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +131,8 @@ def render_markdown(rows: Sequence[RunSummary]) -> str:
             }
         )
         head += [f"{q} resolution 68%" for q in quantities] + [f"{q} bias" for q in quantities]
+        merits = [m for m in MERIT_FACTORS if any(_metric(r.metrics, m) is not None for r in rows)]
+        head += [f"p/Fe merit ({m.removeprefix('merit_factor_')})" for m in merits]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [
@@ -149,5 +154,6 @@ def render_markdown(rows: Sequence[RunSummary]) -> str:
         else:
             cells += [_fmt(_metric(r.metrics, f"{q}_resolution_68"), ".4f") for q in quantities]
             cells += [_fmt(_metric(r.metrics, f"{q}_bias"), "+.4f") for q in quantities]
+            cells += [_fmt(_metric(r.metrics, m), ".2f") for m in merits]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

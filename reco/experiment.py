@@ -413,15 +413,32 @@ def analyze(
     """Resolution analysis of a predictions file; metrics and plots go to the tracker."""
     from analysis.report import analyze as run_analyze
 
-    result = run_analyze(Path(predictions), cfg.analysis, Path(out_dir))
+    result = run_analyze(
+        Path(predictions), cfg.analysis, Path(out_dir), xmax_expectations=xmax_expectations(cfg)
+    )
     tracker = tracker or NoopTracker()
     tracker.log_metrics(result.metrics, step=0)
     for fig in result.figures:
         tracker.log_artifact(fig, "plots")
-    for name in ("metrics.json", "resolution_table.md"):
+    for name in ("metrics.json", "resolution_table.md", "composition_table.md"):
         if (Path(out_dir) / name).is_file():
             tracker.log_artifact(Path(out_dir) / name, "analysis")
     return result
+
+
+def xmax_expectations(cfg: ExperimentConfig, n_points: int = 61) -> dict | None:
+    """Mean and sigma of Xmax vs log10(E/eV) per primary from the simulator's hadronic-model
+    parametrisation (the elongation plot's reference curves); None for jets."""
+    if not isinstance(cfg.simulation, AirshowerConfig):
+        return None
+    import numpy as np
+
+    from simulation.airshower.config import SPECIES_MASS
+    from simulation.airshower.xmax import xmax_moments
+
+    prim, model = cfg.simulation.primaries, cfg.simulation.shower.hadronic_model
+    lg = np.linspace(prim.log10_energy_min, prim.log10_energy_max, n_points)
+    return {name: (lg, *xmax_moments(lg, np.log(a), model)) for name, a in SPECIES_MASS.items()}
 
 
 def config_of_run(run_dir: Path) -> ExperimentConfig:

@@ -122,6 +122,10 @@ def test_compare_table_classification_and_regression():
     reg = render_markdown([_summary("c", "cnn", {"test/energy_resolution_68": 0.1,
                                                  "test/energy_bias": -0.01})])  # fmt: skip
     assert "energy resolution 68%" in reg and "0.1000" in reg and "-0.0100" in reg
+    assert "merit" not in reg
+    comp = render_markdown([_summary("d", "cnn", {"test/xmax_resolution_68": 30.0,
+                                                  "test/merit_factor_xmax": 1.234})])  # fmt: skip
+    assert "| xmax resolution 68% | xmax bias | p/Fe merit (xmax) |" in comp and "| 1.23 |" in comp
 
 
 def test_compare_names_an_unanalysed_run(tmp_path):
