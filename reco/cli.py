@@ -240,6 +240,24 @@ def _run_suite(config: Path, set_: list[str] | None, smoke: bool, only: list[str
     _console().print(f"comparison: {table}")
 
 
+@app.command()
+def baseline(
+    config: ConfigArg, set_: SetOpt = None, smoke: SmokeOpt = False, variant: VariantOpt = None
+) -> None:
+    """The classical SD reconstruction (axis, LDF fit, CIC, energy calibration) on the
+    experiment's showers, as a run folder that reco compare sets beside the networks."""
+    from reco import experiment
+
+    cfg = _load(config, set_, smoke, variant)
+    try:
+        paths = _simulate(cfg)
+        run_dir, result = experiment.run_baseline(cfg, paths)
+    except (OSError, ValueError, FloatingPointError) as err:
+        _fail(err)
+    print(result.table_markdown)
+    _console().print(f"run folder: {run_dir}")
+
+
 @app.command("convert-jetclass")
 def convert_jetclass(
     files: Annotated[list[Path], typer.Argument(help="JetClass ROOT files (TTree 'tree')")],

@@ -73,7 +73,7 @@ def summarize_run(run_dir: Path) -> RunSummary:
     return RunSummary(
         run_dir=run_dir,
         name=str(cfg.get("name", run_dir.name)),
-        model=str((cfg.get("model") or {}).get("name", "?")),
+        model=str(info.get("model") or (cfg.get("model") or {}).get("name", "?")),
         problem=str(cfg.get("problem", "?")),
         n_params=train.get("n_params"),
         wall_s=train.get("wall_s"),

@@ -441,6 +441,57 @@ def xmax_expectations(cfg: ExperimentConfig, n_points: int = 61) -> dict | None:
     return {name: (lg, *xmax_moments(lg, np.log(a), model)) for name, a in SPECIES_MASS.items()}
 
 
+def run_baseline(cfg: ExperimentConfig, paths: dict[str, Path], run_dir: Path | None = None):
+    """The classical surface-detector reconstruction as a run: calibrated on the train split,
+    applied to the test split, analysed and logged like a trained model.
+
+    The run folder (``runs/<name>-classical_sd-<time>-<hash>/``) holds ``config.yaml`` (the
+    experiment's, for its simulation and analysis sections), ``calibration.json``,
+    ``predictions.h5``, ``analysis/`` and ``run.json`` with ``model = "classical_sd"``, so
+    ``reco compare`` puts it beside the networks. Returns (run folder, analysis result).
+    """
+    from analysis.baselines import calibrate_file, reconstruct_file
+
+    if cfg.problem != "airshower":
+        raise ValueError(f"the classical reconstruction is for air showers, not {cfg.problem!r}")
+    run_dir = Path(run_dir) if run_dir else new_run_dir(
+        dataclasses.replace(cfg, name=f"{cfg.name}-classical_sd")
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(C.dump_yaml(cfg))
+    tracker = make_tracker(cfg.tracking, experiment=cfg.problem, run_name=run_dir.name)
+    status = "FAILED"
+    try:
+        tracker.set_tags(run_tags(cfg) | {"model": "classical_sd"})
+        started = time.perf_counter()
+        calibration = calibrate_file(paths["train"])
+        calibration.save(run_dir / "calibration.json")
+        wall = time.perf_counter() - started
+        predictions = reconstruct_file(
+            paths["test"],
+            calibration,
+            run_dir / "predictions.h5",
+            attrs={"run_dir": str(run_dir), "mlflow_run_id": getattr(tracker, "run_id", "") or ""},
+            calibration_path=run_dir / "calibration.json",
+        )
+        info = {
+            "config_hash": C.config_hash(cfg),
+            "mlflow_run_id": getattr(tracker, "run_id", None),
+            "tracking_uri": getattr(tracker, "uri", None),
+            "experiment": cfg.problem,
+            "model": "classical_sd",
+            "data": {s: str(Path(p).resolve()) for s, p in paths.items()},
+            "train": {"n_params": 0, "epochs_run": 0, "wall_s": round(wall, 1)},
+        }
+        _write_json_atomic(run_dir / RUN_INFO, info)
+        tracker.log_artifact(run_dir / "calibration.json")
+        result = analyze(cfg, predictions, run_dir / "analysis", tracker)
+        status = "FINISHED"
+        return run_dir, result
+    finally:
+        tracker.finish(status)
+
+
 def config_of_run(run_dir: Path) -> ExperimentConfig:
     """The resolved config a run was trained with."""
     import reco.models  # noqa: F401

@@ -189,3 +189,18 @@ def test_jets_part_chain_smoke(tmp_path):
     assert any(
         a.path.endswith("roc_curves.png") for a in client.list_artifacts(run.info.run_id, "plots")
     )
+
+
+def test_classical_baseline_run_compares_with_the_cnn(smoke_run):
+    cwd, run_dir, _ = smoke_run
+    reco("baseline", str(CONFIG), "--smoke", cwd=cwd)
+    (base,) = (cwd / "runs").glob("*-classical_sd-*")
+    info = json.loads((base / "run.json").read_text())
+    assert info["model"] == "classical_sd" and (base / "calibration.json").is_file()
+    assert Path(info["data"]["test"]) == Path(
+        json.loads((run_dir / "run.json").read_text())["data"]["test"]
+    )
+    metrics = json.loads((base / "analysis" / "metrics.json").read_text())["metrics"]
+    assert 0.0 < metrics["test/energy_resolution_68"] < 0.5
+    table = reco("compare", str(run_dir), str(base), cwd=cwd).stdout
+    assert "| classical_sd |" in table and "| cnn |" in table
