@@ -9,6 +9,7 @@ from reco.models import (
     particlenet,  # noqa: F401  (registers "particlenet")
     pcnn,  # noqa: F401  (registers "pcnn")
     pfn,  # noqa: F401  (registers "pfn")
+    set_transformer,  # noqa: F401  (registers "set_transformer")
 )
 from reco.models.registry import (
     ModelConfig,

@@ -111,21 +111,34 @@ class Embed(nnx.Module):
 
 
 class PairEmbed(nnx.Module):
-    """BatchNorm of the pair features, then ``1x1 -> BatchNorm -> GELU`` per width, ending at H."""
+    """BatchNorm of the pair features, then ``1x1 -> BatchNorm -> GELU`` per width, ending at H.
 
-    def __init__(self, cfg: PartConfig, *, rngs: nnx.Rngs) -> None:
-        self.pre_activation = cfg.pair_pre_activation
-        self.input_bn = _batch_norm(N_PAIR_FEATURES, cfg.bn_momentum, rngs)
+    Generic over the pair features (any set model): ``n_features`` inputs per pair, ``widths`` the
+    1x1 layers, whose last width is the number of heads H. ``pre_activation`` drops the GELU
+    after the last layer (the bias is then the BatchNorm output, of either sign).
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        widths: tuple[int, ...],
+        *,
+        momentum: float,
+        pre_activation: bool,
+        rngs: nnx.Rngs,
+    ) -> None:
+        self.pre_activation = pre_activation
+        self.input_bn = _batch_norm(n_features, momentum, rngs)
         layers, norms = [], []
-        width_in = N_PAIR_FEATURES
-        for width in (*cfg.pair_embed_dims, cfg.num_heads):
+        width_in = n_features
+        for width in widths:
             layers.append(torch_linear(width_in, width, rngs=rngs))  # Conv1d(k=1) == Linear
-            norms.append(_batch_norm(width, cfg.bn_momentum, rngs))
+            norms.append(_batch_norm(width, momentum, rngs))
             width_in = width
         self.layers, self.norms = nnx.List(layers), nnx.List(norms)
 
     def __call__(self, fts: jax.Array, mask: jax.Array, *, train: bool) -> jax.Array:
-        """(B, n_pairs, 4) features, (B, n_pairs) mask of the pairs in the BN statistics -> (B, n_pairs, H)."""
+        """(B, n_pairs, n_features), (B, n_pairs) mask of the pairs in the BN statistics -> (B, n_pairs, H)."""
         bn_mask = mask[..., None]
         x = self.input_bn(fts, use_running_average=not train, mask=bn_mask)
         last = len(self.layers) - 1
@@ -136,8 +149,8 @@ class PairEmbed(nnx.Module):
         return x
 
 
-def _tril_pairs(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lower-triangle pairs (i >= j) of n particles and the (n, n) map from (i, j) to pair index."""
+def tril_pairs(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lower-triangle pairs (i >= j) of n set elements and the (n, n) map from (i, j) to pair index."""
     rows, cols = np.tril_indices(n)
     hi, lo = (
         np.maximum.outer(np.arange(n), np.arange(n)),
@@ -159,24 +172,28 @@ class Block(nnx.Module):
 
     def __init__(
         self,
-        cfg: PartConfig,
+        embed_dim: int,
+        num_heads: int,
         *,
+        ffn_ratio: int,
         dropout: float,
         attn_dropout: float,
         act_dropout: float,
+        classic_head_layout: bool,
+        fused_attention: bool,
         rngs: nnx.Rngs,
     ) -> None:
-        e, h = cfg.embed_dims[-1], cfg.num_heads
-        self.num_heads, self.classic = h, cfg.classic_head_layout
+        e, h = embed_dim, num_heads
+        self.num_heads, self.classic = h, classic_head_layout
         self.pre_attn_norm = _layer_norm(e, rngs)
         self.attn = BiasedMultiHeadAttention(
-            e, h, attn_dropout=attn_dropout, fused=cfg.fused_attention, rngs=rngs
+            e, h, attn_dropout=attn_dropout, fused=fused_attention, rngs=rngs
         )
         self.post_attn_norm = _layer_norm(e, rngs)
         self.pre_fc_norm = _layer_norm(e, rngs)
-        self.fc1 = torch_linear(e, cfg.ffn_ratio * e, rngs=rngs)
-        self.post_fc_norm = _layer_norm(cfg.ffn_ratio * e, rngs)
-        self.fc2 = torch_linear(cfg.ffn_ratio * e, e, rngs=rngs)
+        self.fc1 = torch_linear(e, ffn_ratio * e, rngs=rngs)
+        self.post_fc_norm = _layer_norm(ffn_ratio * e, rngs)
+        self.fc2 = torch_linear(ffn_ratio * e, e, rngs=rngs)
         self.c_attn = nnx.Param(jnp.ones((h,), jnp.float32))
         self.w_resid = nnx.Param(jnp.ones((e,), jnp.float32))
         self.dropout = nnx.Dropout(dropout, rngs=rngs) if dropout > 0 else None
@@ -232,20 +249,34 @@ class ParticleTransformer(nnx.Module):
         self.cfg = cfg
         e = cfg.embed_dims[-1]
         self.embed = Embed(input_dim, cfg, rngs=rngs)
-        self.pair_embed = PairEmbed(cfg, rngs=rngs) if cfg.use_pair_bias else None
-        rates = {"dropout": cfg.dropout, "attn_dropout": cfg.attn_dropout}
-        self.blocks = nnx.List(
-            [
-                Block(cfg, **rates, act_dropout=cfg.activation_dropout, rngs=rngs)
-                for _ in range(cfg.num_layers)
-            ]
+        self.pair_embed = (
+            PairEmbed(
+                N_PAIR_FEATURES,
+                (*cfg.pair_embed_dims, cfg.num_heads),
+                momentum=cfg.bn_momentum,
+                pre_activation=cfg.pair_pre_activation,
+                rngs=rngs,
+            )
+            if cfg.use_pair_bias
+            else None
         )
-        self.cls_blocks = nnx.List(
-            [
-                Block(cfg, dropout=0.0, attn_dropout=0.0, act_dropout=0.0, rngs=rngs)
-                for _ in range(cfg.num_cls_layers)
-            ]
-        )
+
+        def block(dropout: float, attn_dropout: float, act_dropout: float) -> Block:
+            return Block(
+                e,
+                cfg.num_heads,
+                ffn_ratio=cfg.ffn_ratio,
+                dropout=dropout,
+                attn_dropout=attn_dropout,
+                act_dropout=act_dropout,
+                classic_head_layout=cfg.classic_head_layout,
+                fused_attention=cfg.fused_attention,
+                rngs=rngs,
+            )
+
+        rates = (cfg.dropout, cfg.attn_dropout, cfg.activation_dropout)
+        self.blocks = nnx.List([block(*rates) for _ in range(cfg.num_layers)])
+        self.cls_blocks = nnx.List([block(0.0, 0.0, 0.0) for _ in range(cfg.num_cls_layers)])
         self.cls_token = nnx.Param(
             nnx.initializers.truncated_normal(stddev=0.02)(rngs.params(), (1, 1, e), jnp.float32)
         )
@@ -275,7 +306,7 @@ class ParticleTransformer(nnx.Module):
         """
         assert self.pair_embed is not None
         p = vectors.shape[1]
-        rows, cols, index = _tril_pairs(p)
+        rows, cols, index = tril_pairs(p)
         fts = pair_features(vectors[:, rows], vectors[:, cols])  # (B, n_pairs, 4)
         real = mask[:, rows] & mask[:, cols]
         u = self.pair_embed(jax.lax.stop_gradient(fts), real, train=train)  # (B, n_pairs, H)

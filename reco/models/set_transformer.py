@@ -1,0 +1,397 @@
+"""Station transformer: air-shower reconstruction from the triggered stations of a surface array.
+
+The tokens are the triggered stations of a surface-detector array (the trace network of Erdmann,
+Glombitza, Walz 2018, followed by a transformer over stations instead of a hexagonal grid). This
+is not the "Set Transformer" of Lee et al. 2019 (no inducing points); the name says it acts on
+sets. Per station:
+
+    [features (+ trace summary)] -> Linear-GELU MLP -> + positional encoding -> token (width E),
+
+where the trace summary is a small shared 1-D CNN over the time bins of the station's trace
+(stride-2 convolutions with GELU, then the mean and the max over time). Then ``num_layers``
+pre-norm attention blocks over the stations, with an optional additive per-head pair bias from
+``[distance, |dt|]`` of every station pair, and a pooling to one vector (a cls token with
+class-attention blocks as in ParT, or the mean over stations), a final LayerNorm and a linear
+head to ``n_outputs`` regression targets in normalised units (the loss is outside the model).
+
+Reused from ParT (:mod:`reco.models.part`): the pre-norm (NormFormer) ``Block`` for both the
+station and the class-attention blocks (it wraps :class:`BiasedMultiHeadAttention`), and the pair
+embedding ``PairEmbed`` with its BatchNorms over real pairs only, computed once per unordered pair
+(``tril_pairs``). The pair bias is the last BatchNorm's output without a GELU, so it can be
+negative (down-weighting far or out-of-time stations) as well as positive. BatchNorm rather than
+LayerNorm on the pair features: a LayerNorm over the two features [distance, |dt|] would map
+every pair to (+-1, -+1) and erase them; the input BatchNorm sets their scales from the data, so
+the distance needs no ln (which would diverge on the diagonal).
+
+Inputs (batch-first; the key names are config fields):
+    * ``inputs[stations_key]``: Float[Array, "batch stations features"], standardised,
+    * ``inputs[mask_key]``: Bool[Array, "batch stations"], True = triggered station,
+    * ``inputs[positions_key]``: Float[Array, "batch stations 3"], (x, y, z) in km from the array
+      centre (needed for the positional encoding and the pair bias),
+    * ``inputs[traces_key]`` (optional): Float[Array, "batch stations time channels"].
+
+Padding: a station is padding iff its mask is False (a zero signal is a real reading). Padded
+slots may hold anything (NaN, 1e6): they are replaced by 0 with ``jnp.where`` before any
+arithmetic, padded tokens are masked as keys in every block, the pair bias of any pair with a
+padded station is 0, and the pooling reads real stations only. An event with no triggered station
+gets finite outputs (its attention rows are uniform over padding; its mean pool is 0). In
+training the pair BatchNorms take statistics over the real pairs of the batch, so a batch in
+which no event has a triggered station at all would give NaN statistics (the loader never
+yields one: every batch holds real events).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from reco.models.attention import torch_linear, torch_uniform_init
+from reco.models.part import NORM_EPS, Block, PairEmbed, gelu, tril_pairs
+from reco.models.registry import InputSpec, ModelConfig, particle_input_shape, register_model
+
+MODEL = "set_transformer"
+
+
+@dataclasses.dataclass(frozen=True)
+class SetTransformerConfig(ModelConfig):
+    """The station transformer (``model.name: set_transformer``); defaults sized for a CPU."""
+
+    name: str = MODEL  # registered architecture
+    stations_key: str = "stations"  # batch key, Float[batch stations features], standardised
+    mask_key: str = "stations_mask"  # batch key, Bool[batch stations], True = triggered station
+    positions_key: str = "positions"  # batch key, Float[batch stations 3], (x, y, z) in km
+    traces_key: str | None = "traces"  # batch key, Float[batch stations T C]; None = no traces
+    time_index: int | None = 1  # feature index of the standardised arrival time; None = no |dt|
+    trace_channels: tuple[int, ...] = (8, 16, 16)  # stride-2 Conv1d widths; summary 2 x last
+    trace_kernel: int = 5  # Conv1d kernel size, in time bins
+    embed_dims: tuple[int, ...] = (64, 64)  # station Linear-GELU widths; the last is the width E
+    positional: Literal["mlp", "sinusoidal", "none"] = "mlp"  # encoding of station positions
+    positional_width: int = 32  # hidden width of the (x, y, z) MLP ("mlp")
+    wavelengths_km: tuple[float, float] = (0.5, 50.0)  # shortest, longest Fourier wavelength, km
+    centre_positions: bool = True  # encode positions relative to the stations' mean position
+    num_heads: int = 4  # attention heads H (E / H = head width)
+    num_layers: int = 3  # station attention blocks (with the pair bias)
+    ffn_ratio: int = 2  # FFN hidden width = ffn_ratio * E
+    pooling: Literal["cls", "mean"] = "cls"  # cls token + class attention, or mean over stations
+    num_cls_layers: int = 2  # class-attention blocks ("cls" pooling; no dropout, no pair bias)
+    dropout: float = 0.1  # dropout after attention and after the FFN (station blocks)
+    attn_dropout: float = 0.0  # dropout on attention probabilities (station blocks)
+    use_pair_bias: bool = True  # per-head attention bias from [distance km, |dt|] of station pairs
+    pair_embed_dims: tuple[int, ...] = (32, 32)  # 1x1 layers of the pair embedding (+ one of H)
+    bn_momentum: float = 0.9  # pair-embedding BatchNorm running-average momentum (flax convention)
+    fused_attention: bool = False  # jax.nn.dot_product_attention where no attention dropout acts
+
+    def __post_init__(self) -> None:
+        def positive(field: str, values: tuple[int, ...]) -> None:
+            if not values or min(values) < 1:
+                raise ValueError(f"{field} must name at least one positive width, got {values}")
+
+        positive("embed_dims", self.embed_dims)
+        positive("pair_embed_dims", self.pair_embed_dims)
+        positive("trace_channels", self.trace_channels)
+        for field in ("num_heads", "ffn_ratio", "trace_kernel", "positional_width"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        if self.num_layers < 0:
+            raise ValueError(f"num_layers must be >= 0, got {self.num_layers}")
+        if self.num_cls_layers < (1 if self.pooling == "cls" else 0):
+            raise ValueError(
+                f"num_cls_layers must be >= 1 for cls pooling, got {self.num_cls_layers}"
+            )
+        if self.embed_dims[-1] % self.num_heads:
+            raise ValueError(
+                f"embed_dims[-1] = {self.embed_dims[-1]} is not divisible by num_heads = "
+                f"{self.num_heads}"
+            )
+        if self.pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
+        if self.positional not in ("mlp", "sinusoidal", "none"):
+            raise ValueError(
+                f"positional must be 'mlp', 'sinusoidal' or 'none', got {self.positional!r}"
+            )
+        if self.positional == "sinusoidal" and self.embed_dims[-1] % 4:
+            raise ValueError(
+                f"embed_dims[-1] = {self.embed_dims[-1]} must be a multiple of 4 for positional "
+                "'sinusoidal'"
+            )
+        short, long = self.wavelengths_km
+        if not 0.0 < short <= long:
+            raise ValueError(f"wavelengths_km must be 0 < shortest <= longest, got {short, long}")
+        if self.time_index is not None and self.time_index < 0:
+            raise ValueError(f"time_index must be >= 0 or None, got {self.time_index}")
+        for field in ("dropout", "attn_dropout"):
+            if not 0.0 <= getattr(self, field) < 1.0:
+                raise ValueError(f"{field} must be in [0, 1), got {getattr(self, field)}")
+
+
+def station_pair_features(
+    pos_a: jax.Array, pos_b: jax.Array, t_a: jax.Array | None, t_b: jax.Array | None
+) -> jax.Array:
+    """Pair features ``[distance, |t_a - t_b|]`` (or ``[distance]`` without times).
+
+    Args:
+        pos_a, pos_b: Float[Array, "... 3"] station positions in km.
+        t_a, t_b: Float[Array, "..."] standardised arrival times, or None.
+
+    Returns:
+        Float[Array, "... 2"] (or "... 1"): the 3-D distance in km and the absolute time
+        difference in standardised units; symmetric in (a, b), 0 on the diagonal.
+    """
+    d = jnp.sqrt(jnp.sum(jnp.square(pos_a - pos_b), axis=-1))
+    if t_a is None or t_b is None:
+        return d[..., None]
+    return jnp.stack([d, jnp.abs(t_a - t_b)], axis=-1)
+
+
+def fourier_features(xy: jax.Array, dim: int, wavelengths_km: tuple[float, float]) -> jax.Array:
+    """Fixed sinusoidal encoding of (x, y): Float[Array, "... 2"] km -> Float[Array, "... dim"].
+
+    ``dim / 4`` wavelengths spaced geometrically from the longest to the shortest; the channels
+    are ``[sin x, cos x, sin y, cos y]``, each over all wavelengths.
+    """
+    n = dim // 4
+    short, long = wavelengths_km
+    ratio = (short / long) ** (1.0 / max(n - 1, 1))
+    k = jnp.asarray([2.0 * math.pi / (long * ratio**i) for i in range(n)], jnp.float32)
+    angles = xy[..., None] * k.reshape((1,) * xy.ndim + (n,))  # (..., 2, n)
+    x, y = angles[..., 0, :], angles[..., 1, :]
+    return jnp.concatenate([jnp.sin(x), jnp.cos(x), jnp.sin(y), jnp.cos(y)], axis=-1)
+
+
+class TraceEncoder(nnx.Module):
+    """Shared 1-D CNN over the time bins of each station's trace: (B, S, T, C) -> (B, S, 2 C_last).
+
+    Stride-2 convolutions ('SAME' padding) with GELU, then the mean and the max over time.
+    """
+
+    def __init__(
+        self, in_channels: int, channels: tuple[int, ...], kernel: int, *, rngs: nnx.Rngs
+    ) -> None:
+        convs = []
+        for width in channels:
+            init = torch_uniform_init(in_channels * kernel)  # PyTorch Conv1d default
+            convs.append(
+                nnx.Conv(
+                    in_channels,
+                    width,
+                    kernel_size=(kernel,),
+                    strides=(2,),
+                    padding="SAME",
+                    kernel_init=init,
+                    bias_init=init,
+                    rngs=rngs,
+                )
+            )
+            in_channels = width
+        self.convs = nnx.List(convs)
+        self.out_features = 2 * channels[-1]
+
+    def __call__(self, traces: jax.Array) -> jax.Array:
+        b, s, t, c = traces.shape
+        h = traces.reshape(b * s, t, c)
+        for conv in self.convs:
+            h = gelu(conv(h))
+        summary = jnp.concatenate([jnp.mean(h, axis=1), jnp.max(h, axis=1)], axis=-1)
+        return summary.reshape(b, s, self.out_features)
+
+
+class SetTransformer(nnx.Module):
+    """``model(inputs, train=...)`` -> Float[Array, "batch n_outputs"] (see the module docstring)."""
+
+    def __init__(
+        self,
+        cfg: SetTransformerConfig,
+        n_features: int,
+        trace_channels: int | None,
+        n_outputs: int,
+        *,
+        rngs: nnx.Rngs,
+    ) -> None:
+        """``trace_channels``: C of the traces input, or None for no trace network."""
+        self.cfg = cfg
+        e = cfg.embed_dims[-1]
+        self.trace_net = (
+            None
+            if trace_channels is None
+            else TraceEncoder(trace_channels, cfg.trace_channels, cfg.trace_kernel, rngs=rngs)
+        )
+        width = n_features + (0 if self.trace_net is None else self.trace_net.out_features)
+        embed = []
+        for w in cfg.embed_dims:
+            embed.append(torch_linear(width, w, rngs=rngs))
+            width = w
+        self.embed = nnx.List(embed)
+        self.pos_mlp = (
+            nnx.List(
+                [
+                    torch_linear(3, cfg.positional_width, rngs=rngs),
+                    torch_linear(cfg.positional_width, e, rngs=rngs),
+                ]
+            )
+            if cfg.positional == "mlp"
+            else None
+        )
+        self.n_pair_features = 1 if cfg.time_index is None else 2
+        self.pair_embed = (
+            PairEmbed(
+                self.n_pair_features,
+                (*cfg.pair_embed_dims, cfg.num_heads),
+                momentum=cfg.bn_momentum,
+                pre_activation=True,
+                rngs=rngs,
+            )
+            if cfg.use_pair_bias
+            else None
+        )
+
+        def block(dropout: float, attn_dropout: float) -> Block:
+            return Block(
+                e,
+                cfg.num_heads,
+                ffn_ratio=cfg.ffn_ratio,
+                dropout=dropout,
+                attn_dropout=attn_dropout,
+                act_dropout=0.0,
+                classic_head_layout=False,
+                fused_attention=cfg.fused_attention,
+                rngs=rngs,
+            )
+
+        self.blocks = nnx.List(
+            [block(cfg.dropout, cfg.attn_dropout) for _ in range(cfg.num_layers)]
+        )
+        n_cls = cfg.num_cls_layers if cfg.pooling == "cls" else 0
+        self.cls_blocks = nnx.List([block(0.0, 0.0) for _ in range(n_cls)])
+        self.cls_token = (
+            nnx.Param(
+                nnx.initializers.truncated_normal(stddev=0.02)(
+                    rngs.params(), (1, 1, e), jnp.float32
+                )
+            )
+            if n_cls
+            else None
+        )
+        self.norm = nnx.LayerNorm(e, epsilon=NORM_EPS, rngs=rngs)
+        self.head = torch_linear(e, n_outputs, rngs=rngs)
+
+    def pair_bias(
+        self, positions: jax.Array, times: jax.Array | None, mask: jax.Array, *, train: bool
+    ) -> jax.Array:
+        """Per-head bias (B, H, S, S) of every station pair; 0 unless both stations are real.
+
+        Features and embedding are computed once per unordered pair (they are symmetric).
+        """
+        assert self.pair_embed is not None
+        rows, cols, index = tril_pairs(positions.shape[1])
+        t_a = None if times is None else times[:, rows]
+        t_b = None if times is None else times[:, cols]
+        fts = station_pair_features(positions[:, rows], positions[:, cols], t_a, t_b)
+        real = mask[:, rows] & mask[:, cols]
+        u = self.pair_embed(jax.lax.stop_gradient(fts), real, train=train)  # (B, n_pairs, H)
+        bias = jnp.moveaxis(u[:, index], -1, 1)  # (B, H, S, S)
+        real_pairs = (mask[:, :, None] & mask[:, None, :])[:, None]
+        return jnp.where(real_pairs, bias, 0.0)
+
+    def __call__(self, inputs: Mapping[str, jax.Array], *, train: bool) -> jax.Array:
+        """inputs (see the module docstring) -> Float[Array, "batch n_outputs"]."""
+        cfg = self.cfg
+        mask = jnp.asarray(inputs[cfg.mask_key]).astype(bool)
+        real = mask[..., None]
+        # Padded slots may hold anything: zero them before any arithmetic (no NaN can leak).
+        x = stations = jnp.where(real, jnp.asarray(inputs[cfg.stations_key], jnp.float32), 0.0)
+        if self.trace_net is not None:
+            assert cfg.traces_key is not None
+            traces = jnp.asarray(inputs[cfg.traces_key], jnp.float32)
+            traces = jnp.where(mask[:, :, None, None], traces, 0.0)
+            x = jnp.concatenate([x, self.trace_net(traces)], axis=-1)
+        for layer in self.embed:
+            x = gelu(layer(x))
+        positions = None
+        if (
+            self.pos_mlp is not None
+            or cfg.positional == "sinusoidal"
+            or self.pair_embed is not None
+        ):
+            positions = jnp.where(real, jnp.asarray(inputs[cfg.positions_key], jnp.float32), 0.0)
+        if positions is not None and cfg.positional != "none":
+            pos = positions
+            if cfg.centre_positions:
+                n = jnp.maximum(jnp.sum(real, axis=1, keepdims=True), 1)  # (B, 1, 1)
+                pos = jnp.where(real, pos - jnp.sum(pos, axis=1, keepdims=True) / n, 0.0)
+            if self.pos_mlp is not None:
+                first, second = self.pos_mlp
+                x = x + second(gelu(first(pos)))
+            else:
+                x = x + fourier_features(pos[..., :2], x.shape[-1], cfg.wavelengths_km)
+        x = jnp.where(real, x, 0.0)
+        bias = None
+        if self.pair_embed is not None:
+            assert positions is not None
+            times = None if cfg.time_index is None else stations[..., cfg.time_index]
+            bias = self.pair_bias(positions, times, mask, train=train)
+        for block in self.blocks:
+            x = block(x, mask, bias=bias, train=train)
+        if self.cls_token is not None:
+            cls = jnp.broadcast_to(self.cls_token[...], (x.shape[0], 1, x.shape[-1]))
+            for block in self.cls_blocks:
+                cls = block(x, mask, x_cls=cls, train=train)
+            pooled = cls[:, 0]
+        else:
+            n = jnp.maximum(jnp.sum(real, axis=1), 1)  # (B, 1)
+            pooled = jnp.sum(jnp.where(real, x, 0.0), axis=1) / n
+        return self.head(self.norm(pooled))
+
+
+def _trace_channels(
+    cfg: SetTransformerConfig, n_stations: int, input_spec: InputSpec
+) -> int | None:
+    """C of the traces input (S, T, C), or None when the config or the spec has no traces."""
+    if cfg.traces_key is None or cfg.traces_key not in input_spec:
+        return None
+    shape = tuple(input_spec[cfg.traces_key])
+    if len(shape) != 3 or shape[0] != n_stations or min(shape) < 1:
+        raise ValueError(
+            f"{MODEL}: input {cfg.traces_key!r} must be ({n_stations}, time bins, channels), "
+            f"got {shape}"
+        )
+    return shape[2]
+
+
+@register_model(MODEL, SetTransformerConfig)
+def build_set_transformer(
+    cfg: ModelConfig, input_spec: InputSpec, n_outputs: int, rngs: nnx.Rngs
+) -> nnx.Module:
+    """Build a :class:`SetTransformer` for ``input_spec[cfg.stations_key] == (S, F)``.
+
+    ``input_spec[cfg.positions_key]`` must be (S, 3) when the positional encoding or the pair
+    bias is on; ``input_spec[cfg.traces_key] == (S, T, C)``, when present, adds the trace network.
+
+    Raises:
+        KeyError: a needed input is not in the spec (the message names it).
+        ValueError: an input has the wrong shape, or ``time_index`` is not a feature index.
+    """
+    assert isinstance(cfg, SetTransformerConfig)
+    n_stations, n_features = particle_input_shape(MODEL, cfg.stations_key, input_spec)
+    if cfg.positional != "none" or cfg.use_pair_bias:
+        if cfg.positions_key not in input_spec:
+            raise KeyError(
+                f"{MODEL}: input {cfg.positions_key!r} not in the input spec {dict(input_spec)}"
+            )
+        shape = tuple(input_spec[cfg.positions_key])
+        if shape != (n_stations, 3):
+            raise ValueError(
+                f"{MODEL}: input {cfg.positions_key!r} must be ({n_stations}, 3), got {shape}"
+            )
+    if cfg.use_pair_bias and cfg.time_index is not None and cfg.time_index >= n_features:
+        raise ValueError(
+            f"{MODEL}: time_index {cfg.time_index} is not an index of the {n_features} features "
+            f"of {cfg.stations_key!r}"
+        )
+    trace_channels = _trace_channels(cfg, n_stations, input_spec)
+    return SetTransformer(cfg, n_features, trace_channels, n_outputs, rngs=rngs)
