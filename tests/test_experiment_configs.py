@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline.events import open_events
@@ -38,7 +39,11 @@ def test_config_loads_and_features_match_events(path, smoke, tmp_path):
                 assert f"truth/{target}" in ev.names
         assert set(spec) == {g.name for g in cfg.features.groups}
         if cfg.problem == "airshower":
-            assert spec["image"][:2] == cfg.simulation.array.shape
+            for g in cfg.features.groups:  # an image of the array, or sets of its stations
+                if g.layout == "image":
+                    assert spec[g.name][:2] == cfg.simulation.array.shape
+                else:
+                    assert spec[g.name][0] == (g.length or np.prod(cfg.simulation.array.shape))
         else:
             length = spec["particles"][0]
             assert spec["particles"] == (length, 17)
