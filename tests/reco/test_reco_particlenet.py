@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from nnx_steps import adam_classifier_losses
 
 from reco.models import build_model
 from reco.models.particlenet import EdgeConvBlock, ParticleNetConfig
@@ -116,19 +117,7 @@ def test_learns_the_particle_count():
     labels = jnp.asarray((n_real > 8).astype(np.int32))
     cfg = ParticleNetConfig(conv_k=(8,), conv_widths=((16, 16),), fc_widths=(16,))
     model = build_model(cfg, _spec(), 2, seed=0)
-    opt = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
-
-    @nnx.jit
-    def step(model, opt):
-        def loss_fn(m):
-            logits = m(inputs, train=True)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-        loss, grads = nnx.value_and_grad(loss_fn)(model)
-        opt.update(model, grads)
-        return loss
-
-    losses = [float(step(model, opt)) for _ in range(60)]
+    losses = adam_classifier_losses(model, inputs, labels, steps=60)
     assert losses[-1] < 0.5 * losses[0], losses
 
 
