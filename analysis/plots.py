@@ -37,10 +37,15 @@ def _figure(
         axes = fig.subplots(nrows, 1, sharex=nrows > 1, gridspec_kw=gs, squeeze=False)[:, 0]
         yield fig, list(axes)
         _label(axes[0])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fig.savefig(tmp, format="png", dpi=_DPI)
-        os.replace(tmp, path)
+        _save(fig, path)
+
+
+def _save(fig: Figure, path: Path) -> None:
+    """Write ``fig`` as a PNG to ``path`` atomically (temporary name, then ``os.replace``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fig.savefig(tmp, format="png", dpi=_DPI)
+    os.replace(tmp, path)
 
 
 def _label(ax) -> None:
@@ -176,4 +181,46 @@ def plot_residual_histogram(rel: np.ndarray, summary: Summary, path: Path, bins:
         ax.set_ylabel(f"events / {(hi - lo) / bins:.2g}%")
         _headroom(ax)
         ax.legend(loc="upper right")
+    return path
+
+
+def plot_comparison_vs_energy(
+    series: dict[str, dict[str, np.ndarray]], labels: dict[str, str], path: Path
+) -> Path:
+    """Resolution and median bias of several reconstructions against true log10(E/eV).
+
+    Args:
+        series: run name -> quantity -> Float[Array, "bins 6"], the columns (lo, hi, resolution,
+            resolution error, bias, bias error) per energy bin, already in display units.
+        labels: quantity -> axis label (with its unit).
+        path: the PNG to write.
+
+    One row of panels per quantity (resolution above, bias below), one marker style per run,
+    slightly offset in x so the error bars stay readable.
+    """
+    quantities = [q for q in labels if any(q in s for s in series.values())]
+    with matplotlib.style.context(_STYLE):
+        fig = Figure(figsize=(6.5 * len(quantities), 8), layout="constrained")
+        axes = fig.subplots(2, len(quantities), sharex=True, squeeze=False)
+        markers = "osD^vP*X"
+        for i, (name, per_q) in enumerate(series.items()):
+            for j, q in enumerate(quantities):
+                if q not in per_q:
+                    continue
+                a = per_q[q]
+                centre, half = 0.5 * (a[:, 0] + a[:, 1]), 0.5 * (a[:, 1] - a[:, 0])
+                x = centre + (i - 0.5 * (len(series) - 1)) * 0.15 * half
+                style = {"fmt": markers[i % len(markers)], "color": f"C{i}", "capsize": 2}
+                style["label"] = name
+                axes[0, j].errorbar(x, a[:, 2], yerr=np.nan_to_num(a[:, 3]), **style)
+                axes[1, j].errorbar(x, a[:, 4], yerr=np.nan_to_num(a[:, 5]), **style)
+        for j, q in enumerate(quantities):
+            axes[0, j].set_ylabel(f"$\\sigma_{{68}}$ {labels[q]}")
+            _headroom(axes[0, j])
+            axes[1, j].axhline(0.0, color="grey", lw=1, ls="--")
+            axes[1, j].set_ylabel(f"median bias {labels[q]}")
+            axes[1, j].set_xlabel(r"true $\log_{10}(E/\mathrm{eV})$")
+            _label(axes[0, j])
+        axes[0, 0].legend(loc="upper right")
+        _save(fig, path)
     return path

@@ -230,10 +230,11 @@ def _run_suite(config: Path, set_: list[str] | None, smoke: bool, only: list[str
 
     try:
         configs = suite.load_suite(config, set_ or (), smoke=smoke, only=only or ())
+        baselines = suite.load_baselines(config, set_ or (), smoke=smoke, only=only or ())
     except ConfigError as err:
         _config_error(err)
     try:
-        _, table = suite.run_suite(configs, _simulate, report=_console().print)
+        _, table = suite.run_suite(configs, _simulate, _console().print, baselines)
     except (OSError, ValueError, FloatingPointError) as err:
         _fail(err)
     print(table.read_text())
@@ -308,15 +309,23 @@ def export_jetclass(
 @app.command()
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (analysed) to compare")],
-    out: Annotated[Path | None, typer.Option(help="Also write the table to this file")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Also write the table to this file (and the plot beside it, as .png)"),
+    ] = None,
 ) -> None:
-    """A markdown table of finished runs: parameters, training time and the test metrics."""
+    """A markdown table of finished runs: parameters, training time and the test metrics
+    (regression runs: also per energy bin)."""
     from reco import compare as cmp
 
     try:
-        table = cmp.render_markdown(cmp.compare_runs(runs))
+        rows = cmp.compare_runs(runs)
+        table = cmp.render_markdown(rows)
         if out is not None:
             out.write_text(table)
+            plot = cmp.plot_binned(rows, out.with_suffix(".png"))
+            if plot is not None:
+                _console().print(f"plot: {plot}")
     except (OSError, ValueError) as err:
         _fail(err)
     print(table)

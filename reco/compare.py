@@ -5,8 +5,10 @@ count and training time, written by :func:`reco.experiment.train`) and ``analysi
 (written by the analysis stage). Classification runs are compared on accuracy, macro AUC and the
 background rejection 1/eps_B at 50% signal efficiency per class; regression runs on the overall
 68% resolution and median bias of each target, and the p/Fe merit factors where the composition
-analysis ran. The same numbers are in MLflow (runs of a suite
-carry the tag ``suite``), where the UI's compare view plots them.
+analysis ran; below that table, per bin of true energy, one table per target (resolution with
+its error, median bias) and one of the merit factors, and :func:`plot_binned` draws the same
+numbers against energy. The same numbers are in MLflow (runs of a suite carry the tag
+``suite``), where the UI's compare view plots them.
 """
 
 from __future__ import annotations
@@ -14,14 +16,28 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 METRICS_FILE = Path("analysis") / "metrics.json"
 # p/Fe separation from the reconstructed Xmax and ln A, and from the true Xmax (the limit)
 MERIT_FACTORS = ("merit_factor_xmax", "merit_factor_lna", "merit_factor_xmax_true")
+# metric stem -> (label, unit, scale, format) of the per-energy-bin tables
+BINNED = {
+    "energy": ("Energy", "%", 100.0, ".1f"),
+    "xmax": ("Xmax", "g/cm^2", 1.0, ".1f"),
+    "lna": ("ln A", "", 1.0, ".2f"),
+}
+# <name>[_err]_lgE<lo>-<hi> (energy bins) or <name>[_err]_lgEabove<lo> (high-energy selection)
+_BIN_KEY = re.compile(
+    r"^(?P<name>[a-z0-9_]+?)(?P<err>_err)?"
+    r"_lgE(?:(?P<lo>\d+\.\d+)-(?P<hi>\d+\.\d+)|above(?P<above>\d+\.\d+))$"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +131,8 @@ def _rejection_classes(rows: Sequence[RunSummary]) -> list[str]:
 
 
 def render_markdown(rows: Sequence[RunSummary]) -> str:
-    """A markdown table, one row per run (classification or regression columns, by metrics)."""
+    """A markdown table, one row per run (classification or regression columns, by metrics);
+    for regression runs with energy bins, the per-bin tables of :func:`render_binned` follow."""
     head = ["run", "model", "params", "train [min]", "epochs"]
     classification = all(_metric(r.metrics, "accuracy") is not None for r in rows)
     if classification:
@@ -156,4 +173,116 @@ def render_markdown(rows: Sequence[RunSummary]) -> str:
             cells += [_fmt(_metric(r.metrics, f"{q}_bias"), "+.4f") for q in quantities]
             cells += [_fmt(_metric(r.metrics, m), ".2f") for m in merits]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    table = "\n".join(lines) + "\n"
+    return table if classification else table + render_binned(rows)
+
+
+Bin = tuple[float, float | None]  # (lo, hi) of a bin of true log10(E/eV); hi None = "above lo"
+
+
+def binned(run: RunSummary, name: str) -> dict[Bin, tuple[float, float]]:
+    """Bin -> (value, error) of the metric ``name`` (e.g. ``energy_resolution_68``,
+    ``merit_factor_xmax``) per energy bin; the error is NaN where none was logged."""
+    values: dict[Bin, float] = {}
+    errors: dict[Bin, float] = {}
+    for key, value in run.metrics.items():
+        m = _BIN_KEY.match(key.split("/", 1)[-1])
+        if m is None or m["name"] != name:
+            continue
+        edge = (float(m["lo"]), float(m["hi"])) if m["above"] is None else (float(m["above"]), None)
+        (errors if m["err"] else values)[edge] = value
+    return {b: (v, errors.get(b, math.nan)) for b, v in values.items()}
+
+
+def short_names(rows: Sequence[RunSummary]) -> list[str]:
+    """Run names without their common ``<suite>-`` prefix (the whole name when none is shared)."""
+    names = [r.name for r in rows]
+    prefix = os.path.commonprefix(names)
+    prefix = prefix[: prefix.rfind("-") + 1] if len(names) > 1 else ""
+    return [n.removeprefix(prefix) or n for n in names]
+
+
+def _bin_label(edge: Bin) -> str:
+    lo, hi = edge
+    return f"{lo:.2f}-{hi:.2f}" if hi is not None else f">= {lo:.2f}"
+
+
+def _sorted_bins(bins: set[Bin]) -> list[Bin]:
+    return sorted(bins, key=lambda b: (b[1] is None, b[0]))  # bins, then the "above" rows
+
+
+def render_binned(rows: Sequence[RunSummary]) -> str:
+    """Per bin of true log10(E/eV): one table per target (68% resolution +- error, median bias)
+    and one of the p/Fe merit factors; empty when no run has energy-binned metrics."""
+    names = short_names(rows)
+    out = []
+    for stem, (label, unit, scale, spec) in BINNED.items():
+        res = [binned(r, f"{stem}_resolution_68") for r in rows]
+        bias = [binned(r, f"{stem}_bias") for r in rows]
+        bins = _sorted_bins({b for d in res for b in d})
+        if not bins:
+            continue
+        out += [
+            f"\n{label}: 68% resolution and median bias{f' [{unit}]' if unit else ''} per bin of "
+            "true log10(E/eV)\n",
+            "| log10(E/eV) | " + " | ".join(names) + " |",
+            "|---|" + "---:|" * len(names),
+        ]
+        for b in bins:
+            cells = []
+            for r, bi in zip(res, bias, strict=True):
+                if b not in r:
+                    cells.append("–")
+                    continue
+                v, e = r[b]
+                cell = f"{_fmt(v * scale, spec)} ± {_fmt(e * scale, spec)}"
+                if b in bi:
+                    cell += f" ({_fmt(bi[b][0] * scale, '+' + spec)})"
+                cells.append(cell)
+            out.append(f"| {_bin_label(b)} | " + " | ".join(cells) + " |")
+    merit = {
+        k: [binned(r, f"merit_factor_{k}") for r in rows] for k in ("xmax", "lna", "xmax_true")
+    }
+    truth = next((d for d in merit["xmax_true"] if d), {})
+    bins = _sorted_bins({b for d in merit["xmax"] + merit["lna"] + [truth] for b in d})
+    if bins:
+        cols = [(k, i) for k in ("xmax", "lna") for i in range(len(rows)) if merit[k][i]]
+        head = [f"{names[i]} ({'Xmax' if k == 'xmax' else 'ln A'})" for k, i in cols]
+        out += [
+            "\np/Fe merit factor per bin of true log10(E/eV), from the reconstructed Xmax or ln A "
+            "and from the true Xmax (the limit of shower-to-shower fluctuations)\n",
+            "| log10(E/eV) | " + " | ".join(head) + " | true Xmax |",
+            "|---|" + "---:|" * (len(head) + 1),
+        ]
+        for b in bins:
+            cells = [merit[k][i].get(b) for k, i in cols] + [truth.get(b)]
+            text = [
+                "–" if c is None else f"{_fmt(c[0], '.2f')} ± {_fmt(c[1], '.2f')}" for c in cells
+            ]
+            out.append(f"| {_bin_label(b)} | " + " | ".join(text) + " |")
+    return "\n".join(out) + "\n" if out else ""
+
+
+def plot_binned(rows: Sequence[RunSummary], path: Path) -> Path | None:
+    """Resolution and bias of each target against true energy, one marker per run (PNG at
+    ``path``); None, and nothing written, when no run has energy-binned metrics."""
+    from analysis.plots import plot_comparison_vs_energy
+
+    series = {}
+    for name, r in zip(short_names(rows), rows, strict=True):
+        per_stem = {}
+        for stem, (_, _, scale, _) in BINNED.items():
+            res, bias = binned(r, f"{stem}_resolution_68"), binned(r, f"{stem}_bias")
+            bins = [b for b in _sorted_bins(set(res)) if b[1] is not None]
+            if bins:
+                arr = np.array([[*b, *res[b], *bias.get(b, (math.nan, math.nan))] for b in bins])
+                arr[:, 2:] *= scale
+                per_stem[stem] = arr
+        if per_stem:
+            series[name] = per_stem
+    if not series:
+        return None
+    labels = {
+        stem: f"{label} [{unit}]" if unit else label for stem, (label, unit, _, _) in BINNED.items()
+    }
+    return plot_comparison_vs_energy(series, labels, Path(path))

@@ -454,13 +454,10 @@ def run_baseline(cfg: ExperimentConfig, paths: dict[str, Path], run_dir: Path | 
 
     if cfg.problem != "airshower":
         raise ValueError(f"the classical reconstruction is for air showers, not {cfg.problem!r}")
-    run_dir = (
-        Path(run_dir)
-        if run_dir
-        else new_run_dir(dataclasses.replace(cfg, name=f"{cfg.name}-classical_sd"))
-    )
+    named = dataclasses.replace(cfg, name=f"{cfg.name}-classical_sd")  # its compare row
+    run_dir = Path(run_dir) if run_dir else new_run_dir(named)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(C.dump_yaml(cfg))
+    (run_dir / "config.yaml").write_text(C.dump_yaml(named))
     tracker = make_tracker(cfg.tracking, experiment=cfg.problem, run_name=run_dir.name)
     status = "FAILED"
     try:

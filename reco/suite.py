@@ -9,9 +9,15 @@ Each variant becomes a normal :class:`~reco.experiment.ExperimentConfig` named
 ``simulation`` section and ``seed`` share one set of event files (the data folder is keyed by
 the simulation hash), which is what makes their numbers comparable.
 
-``reco run SUITE.yaml`` trains, evaluates and analyses every variant in file order (or those
-named by ``--variant``) and writes the comparison table (:mod:`reco.compare`); the other
-commands take ``--variant NAME`` to act on one of them.
+A second optional key, ``baselines``, lists non-trained reconstructions to run on the suite's
+data beside the variants (``classical_sd``: the classical surface-detector reconstruction of
+:mod:`analysis.baselines`, calibrated on the train split of the first variant's data). They run
+first (they take minutes) and are rows of the comparison like the variants; ``--variant`` can
+name them.
+
+``reco run SUITE.yaml`` runs the baselines and trains, evaluates and analyses every variant in
+file order (or those named by ``--variant``) and writes the comparison table and plot
+(:mod:`reco.compare`); the other commands take ``--variant NAME`` to act on one variant.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from typing import Any
 from pipeline import config as C
 
 VARIANTS_KEY = "variants"
+BASELINES_KEY = "baselines"
+KNOWN_BASELINES = ("classical_sd",)  # analysis.baselines, via reco.experiment.run_baseline
 REPLACED_SECTIONS = ("model",)  # a variant's section replaces the base's instead of merging
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -43,6 +51,7 @@ def variant_dicts(path: Path | str) -> dict[str, dict[str, Any]]:
     """
     path = Path(path)
     data = C.read_yaml(path)
+    data.pop(BASELINES_KEY, None)
     variants = data.pop(VARIANTS_KEY, None)
     if not isinstance(variants, list) or not variants:
         raise C.ConfigError(f"{path}: '{VARIANTS_KEY}' must be a non-empty list of mappings")
@@ -60,14 +69,37 @@ def variant_dicts(path: Path | str) -> dict[str, dict[str, Any]]:
             )
         if name in out:
             raise C.ConfigError(f"{where}: variant name {name!r} is used twice")
-        if "suite" in variant or VARIANTS_KEY in variant:
-            raise C.ConfigError(f"{where}: a variant may not set 'suite' or '{VARIANTS_KEY}'")
+        if name in KNOWN_BASELINES:
+            raise C.ConfigError(f"{where}: {name!r} names a baseline; pick another name")
+        if any(k in variant for k in ("suite", VARIANTS_KEY, BASELINES_KEY)):
+            raise C.ConfigError(
+                f"{where}: a variant may not set 'suite', '{VARIANTS_KEY}' or '{BASELINES_KEY}'"
+            )
         replaced = {k: variant.pop(k) for k in REPLACED_SECTIONS if k in variant}
         merged = C.merge(data, variant) | replaced
         merged["name"] = f"{base_name}-{name}"
         merged["suite"] = base_name
         out[name] = merged
     return out
+
+
+def suite_baselines(path: Path | str) -> tuple[str, ...]:
+    """The ``baselines`` of the suite file at ``path`` (empty when it lists none).
+
+    Raises:
+        ConfigError: ``baselines`` is not a list of distinct names from ``KNOWN_BASELINES``.
+    """
+    path = Path(path)
+    names = C.read_yaml(path).get(BASELINES_KEY, [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise C.ConfigError(f"{path}: '{BASELINES_KEY}' must be a list of names, got {names!r}")
+    unknown = [n for n in names if n not in KNOWN_BASELINES]
+    if unknown or len(set(names)) != len(names):
+        raise C.ConfigError(
+            f"{path}: '{BASELINES_KEY}' must list distinct names from {list(KNOWN_BASELINES)}, "
+            f"got {names}"
+        )
+    return tuple(names)
 
 
 def load_variant(
@@ -111,41 +143,76 @@ def load_suite(
     smoke: bool = False,
     only: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Variant name -> ExperimentConfig for every variant (or those in ``only``), in file order."""
+    """Variant name -> ExperimentConfig for every variant (or those in ``only``), in file order.
+
+    ``only`` may also name baselines (:func:`load_baselines` loads those).
+    """
     names = list(variant_dicts(path))
-    unknown = [n for n in only if n not in names]
+    unknown = [n for n in only if n not in names and n not in suite_baselines(path)]
     if unknown:
-        raise C.ConfigError(f"{path}: no variant(s) {unknown}; the suite has {names}")
+        raise C.ConfigError(
+            f"{path}: no variant(s) {unknown}; the suite has {names}"
+            + (f" and baselines {list(suite_baselines(path))}" if suite_baselines(path) else "")
+        )
     chosen = [n for n in names if not only or n in only]
     return {n: load_variant(path, n, overrides, smoke) for n in chosen}
+
+
+def load_baselines(
+    path: Path | str,
+    overrides: Sequence[str] = (),
+    smoke: bool = False,
+    only: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Baseline name -> the ExperimentConfig it runs on (or those in ``only``), in file order.
+
+    A baseline uses the data and analysis sections of the suite's first variant, under the
+    suite's name (its run folder is ``<suite>-<baseline>-<time>-<hash>``).
+    """
+    import dataclasses
+
+    chosen = [n for n in suite_baselines(path) if not only or n in only]
+    if not chosen:
+        return {}
+    first = load_variant(path, next(iter(variant_dicts(path))), overrides, smoke)
+    return {n: dataclasses.replace(first, name=first.suite) for n in chosen}
 
 
 def run_suite(
     configs: dict[str, Any],
     simulate: Callable[[Any], dict[str, Path]],
     report: Callable[[str], None] = print,
+    baselines: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Path], Path]:
-    """Train, evaluate and analyse every variant; write and return the comparison table.
+    """Run the baselines, then train, evaluate and analyse every variant; write the comparison.
 
     Args:
         configs: variant name -> ExperimentConfig (:func:`load_suite`).
         simulate: cfg -> event-file paths (the CLI passes its progress-bar version of
             :func:`reco.experiment.simulate`); called per variant, so shared data is reused.
         report: receives one line per finished stage (the CLI prints it).
+        baselines: baseline name -> ExperimentConfig (:func:`load_baselines`).
 
     Returns:
-        (variant -> run folder, path of the comparison markdown file). A failing variant raises,
-        after the comparison of the variants finished before it has been written.
+        (name -> run folder, path of the comparison markdown file; the plot, where there is
+        one, is beside it with the suffix ``.png``). A failing run raises, after the comparison
+        of the runs finished before it has been written.
     """
     from reco import compare, experiment
 
-    if not configs:
-        raise ValueError("run_suite: no variants to run")
-    first = next(iter(configs.values()))
+    baselines = baselines or {}
+    if not configs and not baselines:
+        raise ValueError("run_suite: no variants or baselines to run")
+    first = next(iter({**baselines, **configs}.values()))
     runs: dict[str, Path] = {}
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     out = Path(first.runs_dir) / f"{first.suite}-comparison-{stamp}.md"
     try:
+        for name, cfg in baselines.items():
+            assert name == "classical_sd", name  # KNOWN_BASELINES
+            run_dir, _ = experiment.run_baseline(cfg, simulate(cfg))
+            runs[name] = run_dir
+            report(f"{name}: {run_dir}")
         for name, cfg in configs.items():
             paths = simulate(cfg)
             run_dir, result = experiment.train(cfg, paths)
@@ -155,8 +222,10 @@ def run_suite(
             report(f"{name}: {run_dir}")
     finally:  # also after a failure: the finished variants are compared
         if runs:
-            table = compare.render_markdown(compare.compare_runs(list(runs.values())))
-            missing = [n for n in configs if n not in runs]
+            rows = compare.compare_runs(list(runs.values()))
+            table = compare.render_markdown(rows)
+            compare.plot_binned(rows, out.with_suffix(".png"))
+            missing = [n for n in (*baselines, *configs) if n not in runs]
             if missing:
                 table += f"\nNot finished: {', '.join(missing)}\n"
             out.parent.mkdir(parents=True, exist_ok=True)

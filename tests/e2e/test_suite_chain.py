@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from test_run_chain import reco
+from test_run_chain import ROOT, reco
 
 pytestmark = pytest.mark.e2e
 
@@ -93,3 +93,22 @@ def test_suite_with_a_bad_variant_fails_before_any_work(tmp_path):
     assert proc.returncode == 2
     assert "variant b" in proc.stderr and "nope" in proc.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
+
+
+def test_airshower_comparison_suite_with_the_classical_baseline(tmp_path):
+    """The shipped comparison suite, shrunk: classical, CNN and transformer rows, per-bin tables
+    and the plot, all three runs on the same test showers."""
+    config = ROOT / "configs" / "experiments" / "airshower_comparison.yaml"
+    reco("run", str(config), "--smoke", cwd=tmp_path)
+    runs = {p.name.split("-2")[0]: p for p in (tmp_path / "runs").iterdir() if p.is_dir()}
+    names = ("classical_sd", "cnn", "transformer")
+    assert sorted(runs) == [f"airshower_comparison-{n}" for n in names]
+    tests = {json.loads((r / "run.json").read_text())["data"]["test"] for r in runs.values()}
+    assert len(tests) == 1
+    (table,) = (tmp_path / "runs").glob("airshower_comparison-comparison-*.md")
+    text = table.read_text()
+    for name, model in zip(names, ("classical_sd", "cnn", "set_transformer"), strict=True):
+        assert f"| airshower_comparison-{name} | {model} |" in text
+    assert "| log10(E/eV) | classical_sd | cnn | transformer |" in text
+    assert "p/Fe merit factor per bin" in text
+    assert table.with_suffix(".png").stat().st_size > 10_000

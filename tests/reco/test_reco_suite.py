@@ -138,3 +138,86 @@ def test_compare_names_an_unanalysed_run(tmp_path):
         compare_runs([tmp_path])
     with pytest.raises(ValueError, match="no run folders"):
         compare_runs([])
+
+
+def test_baselines_run_on_the_first_variants_data_under_the_suite_name(tmp_path):
+    base = {**BASE, "problem": "airshower", "simulation": {"kind": "airshower"}, "task": {}}
+    base["model"] = {"name": "cnn"}
+    base["baselines"] = ["classical_sd"]
+    path = _write(tmp_path, [{"name": "a"}, {"name": "b", "seed": 3}], base)
+    assert suite.suite_baselines(path) == ("classical_sd",)
+    (name, cfg), = suite.load_baselines(path, smoke=True).items()  # fmt: skip
+    first = suite.load_suite(path, smoke=True)["a"]
+    assert name == "classical_sd" and cfg.name == cfg.suite == "abl"
+    assert experiment.data_dir(cfg) == experiment.data_dir(first)
+    assert list(suite.load_suite(path, only=["classical_sd"])) == []  # a known name
+    assert suite.load_baselines(path, only=["b"]) == {}
+    assert suite.suite_baselines(_write(tmp_path, [{"name": "a"}])) == ()
+
+
+@pytest.mark.parametrize(
+    ("baselines", "variants", "message"),
+    [
+        ("classical_sd", [{"name": "a"}], "must be a list of names"),
+        (["hough"], [{"name": "a"}], r"distinct names from \['classical_sd'\]"),
+        (["classical_sd", "classical_sd"], [{"name": "a"}], "distinct names"),
+        (["classical_sd"], [{"name": "classical_sd"}], "names a baseline"),
+        (["classical_sd"], [{"name": "a", "baselines": []}], "may not set"),
+    ],
+)
+def test_bad_baselines(tmp_path, baselines, variants, message):
+    path = _write(tmp_path, variants, {**BASE, "baselines": baselines})
+    with pytest.raises(ConfigError, match=message):
+        suite.load_baselines(path)
+        suite.load_suite(path)
+
+
+def _binned_run(name: str, scale: float, merit: bool) -> RunSummary:
+    metrics = {"test/energy_resolution_68": 0.1 * scale}
+    for lo, hi in ((18.5, 19.0), (19.0, 19.5)):
+        tail = f"lgE{lo:.2f}-{hi:.2f}"
+        metrics |= {
+            f"test/energy_resolution_68_{tail}": 0.12 * scale,
+            f"test/energy_resolution_68_err_{tail}": 0.002,
+            f"test/energy_bias_{tail}": -0.01,
+            f"test/energy_bias_err_{tail}": 0.003,
+            f"test/energy_bias_mean_{tail}": 0.5,  # other metrics of the bin are ignored
+        }
+        if merit:
+            metrics |= {
+                f"test/xmax_resolution_68_{tail}": 25.0,
+                f"test/merit_factor_xmax_{tail}": 1.5,
+                f"test/merit_factor_xmax_err_{tail}": 0.05,
+            }
+    if merit:
+        metrics |= {"test/xmax_resolution_68_lgEabove19.50": 20.0,
+                    "test/merit_factor_xmax_true_lgEabove19.50": 1.6}  # fmt: skip
+    return RunSummary(Path(name), name, "cnn", "airshower", 10, 60.0, 2, metrics)
+
+
+def test_compare_per_energy_bin_tables_and_plot(tmp_path):
+    from reco import compare
+
+    rows = [_binned_run("s-classical_sd", 1.0, False), _binned_run("s-cnn", 0.5, True)]
+    assert compare.short_names(rows) == ["classical_sd", "cnn"]
+    assert compare.short_names(rows[:1]) == ["s-classical_sd"]
+    assert compare.binned(rows[1], "energy_resolution_68") == {
+        (18.5, 19.0): (0.06, 0.002),
+        (19.0, 19.5): (0.06, 0.002),
+    }
+    assert compare.binned(rows[1], "xmax_resolution_68")[(19.5, None)] == (
+        20.0,
+        pytest.approx(float("nan"), nan_ok=True),
+    )
+    text = compare.render_markdown(rows)
+    assert "| log10(E/eV) | classical_sd | cnn |" in text
+    assert "| 18.50-19.00 | 12.0 ± 0.2 (-1.0) | 6.0 ± 0.2 (-1.0) |" in text
+    assert "| >= 19.50 | – | 20.0 ± nan |" not in text  # NaN errors print as a dash
+    assert "| >= 19.50 | – | 20.0 ± – |" in text
+    assert "| 19.00-19.50 | 1.50 ± 0.05 | – |" in text  # merit: cnn (Xmax), true Xmax
+    assert "| >= 19.50 | – | 1.60 ± – |" in text  # the true-Xmax limit alone
+    png = compare.plot_binned(rows, tmp_path / "cmp.png")
+    assert png is not None and png.stat().st_size > 10_000
+    flat = [RunSummary(Path("x"), "x", "cnn", "airshower", 1, 1.0, 1, {"test/energy_bias": 0.0})]
+    assert compare.plot_binned(flat, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists() and compare.render_binned(flat) == ""
