@@ -159,7 +159,7 @@ def jagged_path(group: str, name: str) -> str:
 
 def validate_group(g: InputGroupConfig, file: EventFile | None) -> None:
     """Check a jagged group's config (and, given a file, its group, fields and jet datasets)."""
-    from pipeline.features import REDUCING
+    from pipeline.transforms import REDUCING
 
     if not g.source_group:
         raise ValueError(f"jagged feature group {g.name!r} needs source_group (e.g. 'part')")
@@ -255,7 +255,7 @@ def _values(
     event_index: np.ndarray | None,
 ) -> np.ndarray:
     """Transformed values of a variable on the kept particles, (k,) float32, checked finite."""
-    from pipeline.features import TRANSFORMS
+    from pipeline.transforms import TRANSFORMS
 
     with np.errstate(all="ignore"):  # out-of-domain values are caught just below
         x = TRANSFORMS[v.transform](get(v.source), None).astype(np.float32, copy=False)

@@ -20,6 +20,7 @@ from pipeline.features import (
     input_spec,
     sources,
 )
+from pipeline.transforms import TRANSFORMS
 
 R, C = 6, 7
 
@@ -157,10 +158,10 @@ def test_stats_json_round_trip(train: EventFile) -> None:
 def test_relative_time_closed_form() -> None:
     t = np.array([[[5.0, 3.0], [100.0, 9.0]]], np.float32)
     m = np.array([[[True, True], [False, True]]])
-    got = feat.TRANSFORMS["relative_time"](t, m)
+    got = TRANSFORMS["relative_time"](t, m)
     np.testing.assert_array_equal(got, [[[2.0, 0.0], [0.0, 6.0]]])
     # nothing triggered: all zeros, no inf
-    got = feat.TRANSFORMS["relative_time"](t, np.zeros_like(m))
+    got = TRANSFORMS["relative_time"](t, np.zeros_like(m))
     np.testing.assert_array_equal(got, np.zeros_like(t))
 
 

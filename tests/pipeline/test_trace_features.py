@@ -7,7 +7,6 @@ import pytest
 
 from pipeline.events import open_events, write_events
 from pipeline.features import (
-    TRANSFORMS,
     FeatureConfig,
     InputGroupConfig,
     VariableConfig,
@@ -15,6 +14,7 @@ from pipeline.features import (
     fit_stats,
     input_spec,
 )
+from pipeline.transforms import TRANSFORMS
 
 
 def test_rise_time_of_flat_pulse():
