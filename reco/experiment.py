@@ -292,7 +292,8 @@ def train(
         val_file.close()
         raise
     args = (cfg.loader, cfg.features, stats, cfg.task.targets)
-    train_loader = Loader.from_config(train_file, *args, shuffle=True, seed=cfg.seed)
+    seed = cfg.seed if cfg.train.seed is None else cfg.train.seed
+    train_loader = Loader.from_config(train_file, *args, shuffle=True, seed=seed)
     # validation keeps every event (no drop_last): padding rows carry valid = 0
     val_loader = Loader(
         val_file,
@@ -301,7 +302,7 @@ def train(
         cfg.task.targets,
         batch_size=cfg.loader.batch_size,
         shuffle=False,
-        seed=cfg.seed,
+        seed=seed,
         prefetch=cfg.loader.prefetch,
         cache=cfg.loader.cache,
         trim_buckets=cfg.loader.trim_buckets,
@@ -346,7 +347,7 @@ def train(
             stats.to_dict(),
             run_dir=run_dir,
             tracker=tracker,
-            seed=cfg.seed,
+            seed=seed,
             config_dict=C.to_dict(cfg),
             resume=resume,
             progress=progress,

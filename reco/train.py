@@ -36,8 +36,10 @@ NON_INPUT_KEYS = ("target", "valid", "index")  # batch keys that are not model i
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation and the training loop (the seed is the experiment's, not part of this)."""
+    """Optimisation and the training loop."""
 
+    seed: int | None = None  # initialisation and shuffling; None = the experiment's seed (which
+    # also seeds the simulation): another value trains again on the same events
     epochs: int = 20  # passes over the training split
     max_steps: int | None = None  # stop after this many optimiser steps (None: epochs decide)
     lr: float = 2e-3  # peak learning rate

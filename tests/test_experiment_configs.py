@@ -67,3 +67,28 @@ def test_jets_problem_simulates_toy_jets(tmp_path):
         assert "truth/label" in ev.names
     with pytest.raises(ConfigError, match="does not match problem"):
         from_dict(ExperimentConfig, {**data, "problem": "airshower"})
+
+
+def test_train_seed_retrains_on_the_same_events(tmp_path, monkeypatch):
+    """``train.seed`` sets initialisation and shuffling; the data stay the experiment seed's."""
+    import dataclasses
+
+    from reco import experiment
+
+    path = CONFIGS[0].parent / "airshower_cnn_energy.yaml"
+    tiny = ["simulation.n_train=24", "simulation.n_val=12", "simulation.n_test=12"]
+    overrides = [*tiny, f"data.dir={tmp_path}", f"runs_dir={tmp_path / 'runs'}"]
+    cfg = load_config(path, [*overrides, "train.seed=7"], smoke=True)
+    base = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=None))
+    assert experiment.data_dir(cfg) == experiment.data_dir(base)
+    seen: dict[str, int] = {}
+
+    def fake_fit(model, task, train, train_loader, val_loader, *args, seed, **kwargs):
+        seen.update(init=seed, shuffle=train_loader.seed, val=val_loader.seed)
+        raise RuntimeError("stop before training")
+
+    monkeypatch.setattr("reco.train.fit", fake_fit)
+    for config, expected in ((cfg, 7), (base, base.seed)):
+        with pytest.raises(RuntimeError, match="stop before training"):
+            experiment.train(config, experiment.simulate(config))
+        assert seen == {"init": expected, "shuffle": expected, "val": expected}
