@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from analysis.report import AnalysisConfig
+from analysis.sd_calibration import CalibrationConfig
 from pipeline import config as C
 from pipeline import provenance
 from pipeline.config import DataConfig
@@ -57,6 +58,7 @@ class ExperimentConfig:
     task: TaskConfig = TaskConfig()  # targets and loss
     train: TrainConfig = TrainConfig()  # optimiser, schedule, epochs
     analysis: AnalysisConfig = AnalysisConfig()  # resolution analysis
+    classical_sd: CalibrationConfig = CalibrationConfig()  # the classical SD baseline (air showers)
     tracking: TrackingConfig = TrackingConfig()  # MLflow
     suite: str = ""  # the suite file this experiment is a variant of (set by reco.suite); a tag
 
@@ -464,7 +466,7 @@ def run_baseline(cfg: ExperimentConfig, paths: dict[str, Path], run_dir: Path | 
     try:
         tracker.set_tags(run_tags(cfg) | {"model": "classical_sd"})
         started = time.perf_counter()
-        calibration = calibrate_file(paths["train"])
+        calibration = calibrate_file(paths["train"], cfg.classical_sd)
         calibration.save(run_dir / "calibration.json")
         wall = time.perf_counter() - started
         predictions = reconstruct_file(

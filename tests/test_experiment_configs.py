@@ -92,3 +92,26 @@ def test_train_seed_retrains_on_the_same_events(tmp_path, monkeypatch):
         with pytest.raises(RuntimeError, match="stop before training"):
             experiment.train(config, experiment.simulate(config))
         assert seen == {"init": expected, "shuffle": expected, "val": expected}
+
+
+def test_classical_sd_section_reaches_the_baseline_calibration(tmp_path, monkeypatch):
+    from pipeline.config import ConfigError
+    from reco import experiment
+
+    path = CONFIGS[0].parent / "airshower_cnn_energy.yaml"
+    section = ["classical_sd.cic_bins=6", "classical_sd.reconstruction.min_stations=4"]
+    cfg = load_config(path, [*section, f"runs_dir={tmp_path}"], smoke=True)
+    assert cfg.classical_sd.cic_bins == 6 and cfg.classical_sd.reconstruction.min_stations == 4
+    with pytest.raises(ConfigError, match="'classical_sd.cic_binz'"):
+        load_config(path, ["classical_sd.cic_binz=6"])
+    seen = []
+
+    def fake_calibrate(events, calibration_cfg):
+        seen.append(calibration_cfg)
+        raise RuntimeError("stop before calibrating")
+
+    monkeypatch.setattr("analysis.baselines.calibrate_file", fake_calibrate)
+    monkeypatch.setattr(experiment, "make_tracker", lambda *a, **k: experiment.NoopTracker())
+    with pytest.raises(RuntimeError, match="stop before calibrating"):
+        experiment.run_baseline(cfg, {"train": tmp_path / "train.h5"}, tmp_path / "run")
+    assert seen == [cfg.classical_sd]
