@@ -129,18 +129,28 @@ def _cluster(p: np.ndarray, jet: np.ndarray, axis: np.ndarray, radius: float) ->
     return keep
 
 
-def _substructure(
+def jet_substructure(
     offsets: np.ndarray,
     p: np.ndarray,
     deta: np.ndarray,
     dphi: np.ndarray,
     energy: np.ndarray,
-    cfg: JetsConfig,
+    radius: float,
     n_buckets: int = 4,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """tau_1..4 (n, 4) and soft-drop mass (n,) GeV from flat constituents.
+    """tau_1..4 (n, 4) and soft-drop mass (n,) GeV of n jets from their flat constituents.
 
-    Jets are padded in buckets of similar multiplicity (float32), which keeps padding small.
+    Args:
+        offsets: Int[Array, "n+1"] constituent offsets of the jets.
+        p: Float[Array, "m 3"] constituent momenta (px, py, pz), GeV.
+        deta, dphi: Float[Array, "m"] constituent eta and (wrapped) phi minus the jet's.
+        energy: Float[Array, "m"] constituent energies, GeV.
+        radius: jet radius R (the N-subjettiness normalisation R0).
+        n_buckets: jets are padded in this many buckets of similar multiplicity, which keeps
+            the padding small.
+
+    The definitions of :mod:`simulation.jets.substructure`, shared by the toy and the readers of
+    real files, so toy and real jets are compared on the same observables.
     """
     counts = np.diff(offsets)
     n = counts.size
@@ -158,7 +168,7 @@ def _substructure(
         pad = max(int(counts[rows].max()), 1)
         x, mask = pad_jagged(sub_off, {k: v[src] for k, v in flat.items()}, pad, list(flat))
         pt, de, dp = x[..., 0], x[..., 1], x[..., 2]
-        taus[rows] = nsubjettiness(pt, de, dp, mask, 4, cfg.kinematics.radius)
+        taus[rows] = nsubjettiness(pt, de, dp, mask, 4, radius)
         sdmass[rows] = softdrop_mass(x[..., 3:7], pt, de, dp, mask)
     return taus, sdmass
 
@@ -208,7 +218,9 @@ def _simulate_chunk(
     }
     content = {k: np.asarray(v, dtype=f32) for k, v in content.items()}
 
-    taus, sdmass = _substructure(offsets, p, eta - eta_j[jet], content["part_dphi"], energy, cfg)
+    taus, sdmass = jet_substructure(
+        offsets, p, eta - eta_j[jet], content["part_dphi"], energy, cfg.kinematics.radius
+    )
     arrays = {
         "jet/jet_pt": pt_j,
         "jet/jet_eta": eta_j,

@@ -2,7 +2,9 @@
 
 Public API (:mod:`simulation.readers.jetclass`): :func:`read_jetclass_root`,
 :func:`write_jetclass_root`, :func:`convert_jetclass`, the JetClass schema constants and
-:class:`JetClassFileError`.
+:class:`JetClassFileError`. The Delphes reader (:mod:`simulation.readers.delphes`, needs the
+``jets`` extra: FastJet) and the top-tagging reader (:mod:`simulation.readers.toptagging`) are
+imported from their modules.
 """
 
 from simulation.readers.jetclass import (
