@@ -13,17 +13,23 @@ loads). Each checkpoint holds the items
 
 Orbax writes each checkpoint under a temporary name and renames it when complete, so a killed job
 never leaves a checkpoint that looks whole.
+
+Fine-tuning (:func:`init_from_checkpoint`) starts a new model from another run's checkpoint: the
+parameters and the other non-RNG variables (BatchNorm running statistics) are copied, the head
+(:func:`reco.state.head_modules`) too or not, after every path and shape has been checked.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from reco.state import TrainState, abstract, merge_model, split_model
+from reco.state import TrainState, abstract, head_modules, in_head, merge_model, split_model
 
 KINDS = ("best", "last")
 
@@ -190,3 +196,166 @@ def load_for_inference(
     finally:
         checkpointer.close()
     return merge_model(graphdef, restored.model["params"], restored.model["rest"]), config, stats
+
+
+def _restore_model(step_dir: Path, params: nnx.State, rest: nnx.State) -> Any:
+    """The ``model`` item of a step folder, restored into the structure of ``params``/``rest``."""
+    checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+    try:
+        restored = checkpointer.restore(
+            step_dir,
+            args=ocp.args.Composite(
+                model=ocp.args.StandardRestore(abstract({"params": params, "rest": rest}))
+            ),
+        )
+    finally:
+        checkpointer.close()
+    return restored.model
+
+
+def _copyable(*states: nnx.State) -> dict[tuple[Any, ...], nnx.Variable]:
+    """Flat ``{path: variable}`` of the variables fine-tuning copies: all but RNG streams (the
+    new run draws its own dropout randomness from its seed)."""
+    return {
+        tuple(path): var
+        for state in states
+        for path, var in nnx.to_flat_state(state)
+        if not isinstance(var, nnx.RngState)
+    }
+
+
+def _names(paths: Iterable[tuple[Any, ...]]) -> list[str]:
+    return sorted(".".join(str(k) for k in path) for path in paths)
+
+
+def _task_mismatch(source: Mapping[str, Any] | None, task: Mapping[str, Any] | None) -> str | None:
+    """Why a kept head would predict something else than ``task`` (None: nothing known against)."""
+    if not source or not task:
+        return None
+    for key in ("loss", "targets", "classes"):
+        a, b = source.get(key), task.get(key)
+        a, b = (list(v) if isinstance(v, list | tuple) else v for v in (a, b))
+        if a != b:
+            return f"{key} {a!r} in the checkpoint, {b!r} in this run"
+    return None
+
+
+def init_from_checkpoint(
+    model: nnx.Module,
+    model_cfg: Any,
+    path: Path,
+    init_head: Literal["replace", "keep"] = "replace",
+    task: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Copy a pre-trained checkpoint's weights into ``model`` (in place): fine-tuning.
+
+    Every parameter and every non-RNG variable (BatchNorm running statistics) is copied, except
+    the head's (``model``'s class ``head_modules``) with ``init_head="replace"``: those keep the
+    fresh initialisation ``model`` was built with (this run's seed). Nothing is copied unless
+    everything matches.
+
+    Args:
+        model: the freshly built model of the new run.
+        model_cfg: its config section (``reco.models.ModelConfig``); the architecture name must be
+            the checkpoint's.
+        path: a run dir, its ``checkpoints`` dir, ``.../best`` or ``.../last``, or a step folder;
+            run and checkpoints dirs give their best checkpoint (as ``reco evaluate``).
+        init_head: ``"replace"`` (a new head, e.g. other classes) or ``"keep"`` (copy the head
+            too: it must have the same shapes and, when both are known, the same task).
+        task: the new run's task section (``to_dict(TaskConfig)``), checked with ``"keep"``.
+
+    Returns:
+        The record of what was done (JSON-serialisable): ``checkpoint`` (the step folder),
+        ``model``, the source's ``epoch``, ``step`` and ``val_loss``, ``init_head``, ``copied``
+        (number of variables), ``reinitialised`` (head variable paths), ``model_differences``
+        (model config fields that differ from the checkpoint's, ``[checkpoint, this run]``) and
+        ``imported_from`` when the checkpoint was imported (``reco import-part``).
+
+    Raises:
+        FileNotFoundError: no checkpoint at ``path``.
+        ValueError: another architecture, variable paths missing on either side, or shapes that
+            differ (all named, with the checkpoint), or a kept head of another task.
+    """
+    from pipeline.config import from_dict, to_dict
+    from reco.models import ModelConfig, build_model
+
+    if init_head not in ("replace", "keep"):
+        raise ValueError(f"init_head must be 'replace' or 'keep', got {init_head!r}")
+    step_dir = resolve(path, "best")
+    meta, _, _ = _read_json(step_dir)
+    source_name = meta["model"]["name"]
+    if source_name != model_cfg.name:
+        raise ValueError(
+            f"cannot fine-tune from {step_dir}: it holds a {source_name!r} model, this run "
+            f"builds {model_cfg.name!r} (the architecture must be the same)"
+        )
+    head = head_modules(model)
+    if init_head == "keep":
+        why = _task_mismatch(meta.get("task"), task)
+        if why is not None:
+            raise ValueError(
+                f"cannot keep the head of {step_dir}: it was trained for another task ({why}); "
+                f"use train.init_head=replace for a new head"
+            )
+    # the checkpoint's structure, from its own model section (abstract: nothing is allocated)
+    source_cfg = from_dict(ModelConfig, meta["model"], source=f"{step_dir}/meta")
+    spec = {k: tuple(v) for k, v in meta["input_spec"].items()}
+    skeleton = nnx.eval_shape(lambda: build_model(source_cfg, spec, int(meta["n_outputs"]), 0))
+    _, params, rest = split_model(skeleton)
+    restored = _restore_model(step_dir, params, rest)
+    source = _copyable(restored["params"], restored["rest"])
+    target = _copyable(nnx.state(model))
+
+    def wanted(paths: Iterable[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
+        return {p for p in paths if init_head == "keep" or not in_head(p, head)}
+
+    src_paths, dst_paths = wanted(source), wanted(target)
+    missing, unknown = dst_paths - src_paths, src_paths - dst_paths
+    shapes = sorted(
+        f"{'.'.join(map(str, p))}: checkpoint {tuple(source[p].shape)}, "
+        f"this model {tuple(target[p].shape)}"
+        for p in src_paths & dst_paths
+        if tuple(source[p].shape) != tuple(target[p].shape)
+    )
+    new_cfg = to_dict(model_cfg)
+    differences = {
+        k: [meta["model"].get(k), new_cfg.get(k)]
+        for k in sorted(set(meta["model"]) | set(new_cfg))
+        if meta["model"].get(k) != new_cfg.get(k)
+    }
+    if missing or unknown or shapes:
+        problems = []
+        if shapes:
+            problems.append(f"shapes differ: {'; '.join(shapes)}")
+        if missing:
+            problems.append(f"not in the checkpoint: {_names(missing)}")
+        if unknown:
+            problems.append(f"not in this model: {_names(unknown)}")
+        hint = "The model config and the input features must be those of the pre-trained run"
+        if differences:
+            hint += f" (model fields [checkpoint, this run]: {differences})"
+        if init_head == "keep":
+            hint += "; with init_head=keep the head too (init_head=replace gives a new head)"
+        raise ValueError(
+            f"cannot fine-tune from {step_dir} ({init_head} head {list(head)}): "
+            f"{' | '.join(problems)}. {hint}."
+        )
+    copied = [
+        (p, target[p].replace(jnp.asarray(source[p].get_value(), target[p].get_value().dtype)))
+        for p in sorted(dst_paths, key=str)
+    ]
+    nnx.update(model, nnx.from_flat_state(copied))
+    record: dict[str, Any] = {
+        "checkpoint": str(step_dir),
+        "model": source_name,
+        "epoch": meta.get("epoch"),
+        "step": meta.get("step"),
+        "val_loss": meta.get("val_loss"),
+        "init_head": init_head,
+        "copied": len(copied),
+        "reinitialised": _names(set(target) - dst_paths),
+        "model_differences": differences,
+    }
+    if meta.get("imported_from") is not None:
+        record["imported_from"] = meta["imported_from"]
+    return record

@@ -32,12 +32,31 @@ SmokeOpt = Annotated[
 VariantOpt = Annotated[
     str | None, typer.Option("--variant", help="The experiment of a suite file to act on")
 ]
+InitFromOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--init-from",
+        help="Fine-tune: start from this run's best checkpoint (or a checkpoint folder); sets "
+        "train.init_from (pass it again with --resume)",
+    ),
+]
 
 
 def _console():
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+def _with_init_from(overrides: list[str] | None, init_from: Path | None) -> list[str]:
+    """``--set`` overrides plus ``train.init_from`` for ``--init-from`` (made absolute, so that a
+    ``--resume`` from another working folder gives the same config)."""
+    import json
+
+    out = list(overrides or ())
+    if init_from is not None:
+        out.append(f"train.init_from={json.dumps(str(init_from.absolute()))}")  # quoted YAML
+    return out
 
 
 def _load(config: Path, overrides: list[str] | None, smoke: bool, variant: str | None = None):
@@ -121,11 +140,12 @@ def train(
         Path | None, typer.Option(help="Run folder to create, or to resume with --resume")
     ] = None,
     variant: VariantOpt = None,
+    init_from: InitFromOpt = None,
 ) -> None:
     """Train the model (simulating the events first if they do not exist yet)."""
     from reco import experiment
 
-    cfg = _load(config, set_, smoke, variant)
+    cfg = _load(config, _with_init_from(set_, init_from), smoke, variant)
     try:
         paths = _simulate(cfg)
         out, result = experiment.train(cfg, paths, run_dir=run_dir, resume=resume)
@@ -193,6 +213,7 @@ def run(
         list[str] | None,
         typer.Option("--variant", help="Only these experiments of a suite file (repeatable)"),
     ] = None,
+    init_from: InitFromOpt = None,
 ) -> None:
     """The whole chain: simulate -> train -> evaluate -> analyze, one MLflow run.
 
@@ -201,6 +222,7 @@ def run(
     """
     from reco import experiment, suite
 
+    set_ = _with_init_from(set_, init_from)
     try:
         is_suite = suite.is_suite(config)
     except ValueError as err:  # ConfigError: missing or unreadable file
@@ -257,6 +279,40 @@ def baseline(
         _fail(err)
     print(result.table_markdown)
     _console().print(f"run folder: {run_dir}")
+
+
+@app.command("import-part")
+def import_part(
+    weights: Annotated[
+        Path, typer.Argument(help="weaver-core ParT state_dict: .npz (or .pt/.pth with torch)")
+    ],
+    config: Annotated[
+        Path,
+        typer.Option(help="Experiment YAML whose model (part) and features match the weights"),
+    ],
+    out: Annotated[Path, typer.Option(help="Run folder to create (then: reco train --init-from)")],
+    version: Annotated[
+        str, typer.Option(help="weaver-core version: 0.4 (the published models) or 0.5")
+    ] = "0.4",
+    classes: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated names of the weights' outputs, in order"),
+    ] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Imported weaver ParT weights as a reco checkpoint, to fine-tune with --init-from."""
+    from reco import finetune
+
+    cfg = _load(config, set_, False)
+    names = [c.strip() for c in classes.split(",")] if classes else None
+    try:
+        if version not in ("0.4", "0.5"):
+            raise ValueError(f"--version must be 0.4 or 0.5, got {version!r}")
+        weaver = "0.4" if version == "0.4" else "0.5"
+        step_dir = finetune.import_part(cfg, weights, out, weaver, names)
+    except (OSError, ValueError, ImportError) as err:
+        _fail(err)
+    _console().print(f"checkpoint: {step_dir}\nfine-tune: reco train CONFIG --init-from {out}")
 
 
 @app.command("convert-jetclass")

@@ -269,9 +269,15 @@ def train(
     resume: bool = False,
     progress: bool = True,
 ):
-    """Fit the model on the train split with early stopping on val; returns (run_dir, FitResult)."""
+    """Fit the model on the train split with early stopping on val; returns (run_dir, FitResult).
+
+    With ``train.init_from`` (fine-tuning) the model starts from that run's best checkpoint; the
+    source (checkpoint, run folder, MLflow run id) is recorded in run.json (``init_from``) and as
+    MLflow tags. A resume continues from the run's own checkpoint and keeps that record.
+    """
     from pipeline.features import fit_stats, validate
     from pipeline.loader import Loader
+    from reco import finetune
     from reco.train import fit
 
     if resume and run_dir is None:
@@ -310,6 +316,20 @@ def train(
         trim_buckets=cfg.loader.trim_buckets,
     )
 
+    train_cfg, source = cfg.train, None
+    try:
+        if resume:  # continues from its own checkpoint: the source stays as first recorded
+            previous = run_dir / RUN_INFO if run_dir else None
+            if previous is not None and previous.is_file():
+                source = json.loads(previous.read_text()).get("init_from")
+        elif cfg.train.init_from is not None:
+            source = finetune.init_source(cfg.train.init_from)
+            train_cfg = dataclasses.replace(cfg.train, init_from=source["checkpoint"])
+    except Exception:
+        train_file.close()
+        val_file.close()
+        raise
+
     # the run folder appears only once the inputs are known to be good
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -325,8 +345,10 @@ def train(
             "experiment": cfg.problem,
             "data": {s: str(Path(p).resolve()) for s, p in paths.items()},
         }
+        if source is not None:
+            info["init_from"] = source
         _write_json_atomic(run_dir / RUN_INFO, info)
-        tracker.set_tags(run_tags(cfg))
+        tracker.set_tags(run_tags(cfg) | finetune.init_tags(source))
         tracker.log_params(C.flatten(cfg))
         for split, path in paths.items():
             with open_events(path) as ev:
@@ -343,7 +365,7 @@ def train(
         result = fit(
             cfg.model,
             cfg.task,
-            cfg.train,
+            train_cfg,
             train_loader,
             val_loader,
             stats.to_dict(),
@@ -363,6 +385,8 @@ def train(
             "best_val_loss": result.best_val_loss,
             "wall_s": round(time.perf_counter() - started, 1),  # this call (a resume: its part)
         }
+        if result.init_from is not None:  # what was copied (from the checkpoint's meta)
+            info["init_from"] = {**(source or {}), **result.init_from}
         _write_json_atomic(run_dir / RUN_INFO, info)
         status = "FINISHED"
         return run_dir, result

@@ -21,6 +21,14 @@ weights restart from them) around RAdam with decoupled weight decay, as ParT was
 
 Weight decay applies to kernels only (arrays of rank >= 2) and never to the cls token; biases and
 normalisation scales/offsets (rank 1) are not decayed.
+
+Head learning rate (``train.head_lr_multiplier``, fine-tuning as in the ParT paper: lr 1e-4, the
+new head x50): the head's updates are multiplied after the learning-rate step of AdamW/RAdam and
+before Lookahead. For these optimisers that is exactly a learning rate ``multiplier x lr`` on the
+head (as a PyTorch parameter group with its own lr): the Adam step does not depend on the lr, the
+decoupled weight decay is scaled by the lr (so by the multiplier too), the schedule and a plateau
+scale apply to both groups alike, and Lookahead's interpolation does not involve the lr. Gradient
+clipping stays global over all parameters. With a multiplier of 1 the chain is unchanged.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+
+from reco.state import head_mask
 
 if TYPE_CHECKING:
     from reco.train import TrainConfig
@@ -130,15 +140,33 @@ def make_schedule(
     )
 
 
+def scale_head(multiplier: float, head: tuple[str, ...]) -> optax.GradientTransformation:
+    """Multiply the updates of the head's parameters (top-level modules ``head``) by
+    ``multiplier``; the other updates pass unchanged. Stateless."""
+    return optax.masked(optax.scale(multiplier), lambda tree: head_mask(tree, head))
+
+
 def make_optimizer(
-    cfg: TrainConfig, total_steps: int, steps_per_epoch: int
+    cfg: TrainConfig, total_steps: int, steps_per_epoch: int, head: tuple[str, ...] = ()
 ) -> tuple[optax.GradientTransformationExtraArgs, optax.Schedule]:
     """The optimiser chain and its learning-rate schedule.
 
     The chain's ``update`` must be called with ``value=<loss>`` (used by the plateau schedule,
     ignored by the others). Returns ``(tx, schedule)``; see :func:`current_lr` for logging.
+
+    Args:
+        head: the model's head modules (:func:`reco.state.head_modules`); their learning rate is
+            ``cfg.head_lr_multiplier`` times the others'. Needed when the multiplier is not 1.
+
+    Raises:
+        ValueError: ``head_lr_multiplier`` is not 1 and ``head`` is empty.
     """
     schedule = make_schedule(cfg, total_steps, steps_per_epoch)
+    head_lr = cfg.head_lr_multiplier != 1.0
+    if head_lr and not head:
+        raise ValueError(
+            f"train.head_lr_multiplier = {cfg.head_lr_multiplier} needs the model's head modules"
+        )
     parts: list[optax.GradientTransformation] = []
     if cfg.grad_clip is not None:
         parts.append(optax.clip_by_global_norm(cfg.grad_clip))
@@ -148,6 +176,7 @@ def make_optimizer(
             optax.scale_by_radam(b1=b1, b2=b2, eps=cfg.eps),
             optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),  # decoupled decay
             optax.scale_by_learning_rate(schedule),
+            *([scale_head(cfg.head_lr_multiplier, head)] if head_lr else []),
         )
         parts.append(lookahead(radam, cfg.lookahead_steps, cfg.lookahead_alpha))
     else:
@@ -156,6 +185,8 @@ def make_optimizer(
                 schedule, b1=b1, b2=b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask
             )
         )
+        if head_lr:
+            parts.append(scale_head(cfg.head_lr_multiplier, head))
     if cfg.schedule == "plateau":
         parts.append(
             optax.contrib.reduce_on_plateau(

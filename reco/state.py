@@ -49,6 +49,32 @@ def init_state(
     return graphdef, state
 
 
+def head_modules(model: nnx.Module) -> tuple[str, ...]:
+    """The top-level attribute names of ``model``'s head (its class's ``head_modules``).
+
+    Raises:
+        TypeError: the model class does not declare its head.
+    """
+    names = getattr(type(model), "head_modules", None)
+    if not names:
+        raise TypeError(
+            f"{type(model).__name__} does not declare its head: give the class a "
+            f"head_modules = (attribute names, ...) class attribute"
+        )
+    return tuple(names)
+
+
+def in_head(path: tuple[Any, ...], head: tuple[str, ...]) -> bool:
+    """Whether a variable path (a flat-state tuple or a pytree key path) lies in the head."""
+    first = path[0] if path else None
+    return getattr(first, "key", first) in head
+
+
+def head_mask(tree: Any, head: tuple[str, ...]) -> Any:
+    """The structure of ``tree`` (a state or parameter pytree) with True on the head's leaves."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: in_head(path, head), tree)
+
+
 def count_params(params: Any) -> int:
     """Number of scalar parameters in a parameter pytree."""
     return int(sum(x.size for x in jax.tree.leaves(params)))

@@ -60,6 +60,11 @@ class TrainConfig:
     early_stopping_patience: int | None = 5  # epochs without val improvement to stop (None: off)
     min_delta: float = 0.0  # smallest val-loss decrease that counts as an improvement
     log_every_steps: int = 50  # steps between train-metric logs (host syncs)
+    init_from: str | None = None  # fine-tuning: a run folder or checkpoint to start from (a run's
+    # best checkpoint); None = random initialisation. A resumed run continues from its own
+    init_head: Literal["replace", "keep"] = "replace"  # init_from: replace = new head from this
+    # run's seed, keep = copy it too (same output shapes)
+    head_lr_multiplier: float = 1.0  # learning rate of the head's parameters / lr (ParT: 50)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -70,6 +75,14 @@ class TrainConfig:
             raise ValueError("lr and log_every_steps must be positive, warmup_steps >= 0")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ValueError("early_stopping_patience must be >= 1 or null")
+        if self.init_from is not None and not self.init_from.strip():
+            raise ValueError("init_from must be a run folder or checkpoint path, or null")
+        if self.init_head not in ("replace", "keep"):
+            raise ValueError(f"init_head must be 'replace' or 'keep', got {self.init_head!r}")
+        if not (math.isfinite(self.head_lr_multiplier) and self.head_lr_multiplier > 0):
+            raise ValueError(
+                f"head_lr_multiplier must be a positive number, got {self.head_lr_multiplier}"
+            )
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -225,6 +238,8 @@ class FitResult:
     best_checkpoint: Path  # folder of the best checkpoint (load_for_inference/evaluate take it)
     last_checkpoint: Path  # folder of the last checkpoint (resume continues from it)
     n_params: int  # trainable parameters of the model
+    init_from: dict[str, Any] | None = None  # fine-tuning: what the model started from
+    # (reco.checkpoint.init_from_checkpoint's record), also after a resume; None = random init
 
 
 def _progress(enabled: bool) -> Any:
@@ -271,6 +286,9 @@ def fit(
             steps and validation metrics once per epoch (``val/loss``, ``val/rmse/<target>``).
         seed: model initialisation seed (the loaders carry their own shuffling seed).
         resume: continue from ``run_dir/checkpoints/last`` (at the epoch after it).
+            With ``train_cfg.init_from`` the model starts from that checkpoint's weights (see
+            :func:`reco.checkpoint.init_from_checkpoint`), except on a resume, which continues
+            from the run's own checkpoint (the record of the source is kept in its meta).
 
     Raises:
         NonFiniteLossError: a train or validation loss became NaN/inf.
@@ -278,16 +296,22 @@ def fit(
         FileNotFoundError: ``resume`` is True and there is no ``last`` checkpoint.
     """
     from pipeline.config import to_dict
-    from reco.checkpoint import Checkpoints
+    from reco.checkpoint import Checkpoints, init_from_checkpoint
     from reco.models import build_model
     from reco.optim import current_lr, make_optimizer
-    from reco.state import count_params, init_state
+    from reco.state import count_params, head_modules, init_state
 
     cfg = train_cfg
     input_spec = {k: tuple(int(d) for d in v) for k, v in train_loader.input_spec.items()}
     scaler = tasks.make_scaler(task_cfg, stats_dict)
     n_outputs = task_cfg.n_outputs
     model = build_model(model_cfg, input_spec, n_outputs, seed)
+    head = head_modules(model)
+    init_record = None
+    if cfg.init_from is not None and not resume:  # before init_state: Lookahead copies params
+        init_record = init_from_checkpoint(
+            model, model_cfg, Path(cfg.init_from), cfg.init_head, task=to_dict(task_cfg)
+        )
     steps_per_epoch = len(train_loader)
     if steps_per_epoch < 1:
         raise ValueError(
@@ -297,7 +321,7 @@ def fit(
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
-    tx, schedule = make_optimizer(cfg, total_steps, steps_per_epoch)
+    tx, schedule = make_optimizer(cfg, total_steps, steps_per_epoch, head)
     graphdef, state = init_state(model, tx)
     del model
     n_params = count_params(state.params)
@@ -311,6 +335,7 @@ def fit(
         "input_spec": {k: list(v) for k, v in input_spec.items()},
         "n_outputs": n_outputs,
         "seed": seed,
+        "init_from": init_record,
     }
     config, stats = to_dict(dict(config_dict)), to_dict(dict(stats_dict))
     start_epoch, best, best_epoch, stale = 0, math.inf, -1, 0
@@ -323,6 +348,7 @@ def fit(
         start_epoch = int(meta["epoch"]) + 1
         best, best_epoch = float(meta["best_val_loss"]), int(meta["best_epoch"])
         stale = int(meta["epochs_without_improvement"])
+        init_record = meta_base["init_from"] = meta.get("init_from")
     elif ckpt.latest_step("last") is not None:
         ckpt.close()
         raise FileExistsError(
@@ -346,6 +372,8 @@ def fit(
             raise NonFiniteLossError(window[0] + bad + 1, epoch, "train", ckpt.path("last"))
         metrics = {f"train/{k}": v for k, v in means.items()}
         metrics["train/lr"] = current_lr(schedule, state.opt_state, step)
+        if cfg.head_lr_multiplier != 1.0:
+            metrics["train/lr_head"] = metrics["train/lr"] * cfg.head_lr_multiplier
         metrics["train/steps_per_s"] = len(pending) / (time.perf_counter() - window[1])
         tracker.log_metrics(metrics, step)
         bar.update(task_id, description=f"epoch {epoch} loss {means['loss']:.4g}")
@@ -419,4 +447,5 @@ def fit(
         best_checkpoint=best_path,
         last_checkpoint=last_path,
         n_params=n_params,
+        init_from=init_record,
     )

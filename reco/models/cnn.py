@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Literal
+from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
@@ -79,6 +79,8 @@ class ResidualBlock(nnx.Module):
 
 class CNN(nnx.Module):
     """Residual CNN regressor: ``model(inputs, train=...)`` -> Float[Array, "batch n_outputs"]."""
+
+    head_modules: ClassVar[tuple[str, ...]] = ("head", "out")  # the dense head (fine-tuning)
 
     def __init__(self, cfg: CNNConfig, in_channels: int, n_outputs: int, *, rngs: nnx.Rngs) -> None:
         self.cfg = cfg

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -244,6 +245,8 @@ class Block(nnx.Module):
 
 class ParticleTransformer(nnx.Module):
     """ParT: ``model(inputs, train=...)`` -> Float[Array, "batch n_outputs"] (class logits)."""
+
+    head_modules: ClassVar[tuple[str, ...]] = ("fc_hidden", "fc")  # weaver's fc (fine-tuning)
 
     def __init__(self, cfg: PartConfig, input_dim: int, n_outputs: int, *, rngs: nnx.Rngs) -> None:
         self.cfg = cfg

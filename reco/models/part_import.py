@@ -15,18 +15,28 @@ Name and layout conventions (see ``shared/anchors/README.md``):
 The class names of the sequential containers follow weaver: ``embed.embed.{3i, 3i+1}`` are the
 LayerNorm and Linear of embedding layer i; ``pair_embed.embed.0`` is the input BatchNorm and
 ``pair_embed.embed.{1+3j, 2+3j}`` the Conv1d and BatchNorm of pair layer j.
+
+Wrapper prefixes are stripped: ``module.`` (DataParallel) and ``mod.`` (weaver's
+``ParticleTransformerWrapper``, whose fine-tuning variant keeps its new ``fc`` outside ``mod``).
+
+For fine-tuning, :func:`write_weaver_checkpoint` writes imported weights as a reco checkpoint
+(``reco import-part``), which ``train.init_from`` reads like any run's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from reco.models.part import Block, ParticleTransformer
+from reco.models.part import Block, PartConfig, ParticleTransformer
+
+if TYPE_CHECKING:
+    from pipeline.features import FeatureConfig
 
 Version = Literal["0.4", "0.5"]
 Transform = Callable[[np.ndarray], np.ndarray]
@@ -100,6 +110,27 @@ def weaver_targets(model: ParticleTransformer, version: Version) -> Targets:
     return t
 
 
+def strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """The state_dict without wrapper prefixes (``module.`` on every key, ``mod.`` where present)
+    and without PyTorch's ``num_batches_tracked`` counters.
+
+    Raises:
+        ValueError: two keys become the same name.
+    """
+    sd = dict(state_dict)
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    out: dict[str, Any] = {}
+    for key, value in sd.items():
+        if key.endswith(_IGNORED_SUFFIX):
+            continue
+        name = key.removeprefix("mod.")
+        if name in out:
+            raise ValueError(f"state_dict: {key!r} and another key both map to {name!r}")
+        out[name] = value
+    return out
+
+
 def load_weaver_state_dict(
     model: ParticleTransformer, state_dict: Mapping[str, np.ndarray], version: Version
 ) -> None:
@@ -123,10 +154,7 @@ def load_weaver_state_dict(
             f"weaver {version} checkpoints need classic_head_layout={version == '0.4'}, "
             f"the model has {model.cfg.classic_head_layout}"
         )
-    sd = dict(state_dict)
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    sd = {k: v for k, v in sd.items() if not k.endswith(_IGNORED_SUFFIX)}
+    sd = strip_wrappers(state_dict)
     targets = weaver_targets(model, version)
     unknown = sorted(set(sd) - set(targets))
     missing = sorted(set(targets) - set(sd))
@@ -146,3 +174,119 @@ def load_weaver_state_dict(
         converted[name] = jnp.asarray(value, dtype=current.dtype)
     for name, (var, _) in targets.items():  # assign only once everything has been checked
         var.set_value(converted[name])
+
+
+def read_state_dict(path: Path) -> dict[str, np.ndarray]:
+    """weaver weights from a file: a ``.npz`` of the state_dict (keys = its names, or
+    ``param/<name>`` as in shared/anchors) or a PyTorch ``.pt``/``.pth`` (needs torch).
+
+    Raises:
+        FileNotFoundError: no such file. ImportError: a PyTorch file and no torch installed.
+        ValueError: an unknown suffix, or a file that holds no state_dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            sd = {k: np.asarray(data[k]) for k in data.files}
+        params = {k.removeprefix("param/"): v for k, v in sd.items() if k.startswith("param/")}
+        return params or sd
+    if path.suffix in (".pt", ".pth"):
+        try:
+            import torch
+        except ImportError as err:
+            raise ImportError(
+                f"{path}: reading PyTorch weights needs torch; or save the state_dict as .npz "
+                f"(numpy.savez(out, **{{k: v.numpy() for k, v in state_dict.items()}}))"
+            ) from err
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+            obj = obj["state_dict"]
+        if not isinstance(obj, Mapping):
+            raise ValueError(f"{path}: holds a {type(obj).__name__}, not a state_dict")
+        return {k: v.detach().cpu().numpy() for k, v in obj.items()}
+    raise ValueError(f"{path}: expected a .npz, .pt or .pth file of weaver weights")
+
+
+def jagged_input_spec(features: FeatureConfig) -> dict[str, tuple[int, ...]]:
+    """Per-jet input shapes ``(P, V)`` of the jagged groups of a feature config (what the
+    loader gives a ParT; no event file needed)."""
+    from pipeline.jet_features import group_length
+
+    return {
+        g.name: (group_length(g), len(g.variables)) for g in features.groups if g.layout == "jagged"
+    }
+
+
+def weaver_n_outputs(state_dict: Mapping[str, Any], cfg: PartConfig) -> int:
+    """Number of outputs (classes) of a weaver ParT state_dict: rows of its last ``fc`` Linear.
+
+    Raises:
+        ValueError: the last layer ``fc.<len(cfg.fc_widths)>.weight`` is not there.
+    """
+    sd = strip_wrappers(state_dict)
+    name = f"fc.{len(cfg.fc_widths)}.weight"
+    if name not in sd:
+        raise ValueError(
+            f"state_dict has no {name!r} (the output layer of a head with fc_widths "
+            f"{list(cfg.fc_widths)}); its fc keys: {sorted(k for k in sd if k.startswith('fc.'))}"
+        )
+    return int(np.shape(sd[name])[0])
+
+
+def write_weaver_checkpoint(
+    state_dict: Mapping[str, Any],
+    version: Version,
+    cfg: PartConfig,
+    input_spec: Mapping[str, tuple[int, ...]],
+    out_dir: Path,
+    task: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+    source: Mapping[str, Any] | None = None,
+) -> Path:
+    """Import weaver weights into a ParT of ``cfg`` and write them as the ``best`` checkpoint
+    of ``out_dir/checkpoints`` (step 0, no optimiser state, no feature statistics): a source for
+    ``train.init_from``. Returns the checkpoint's folder.
+
+    Args:
+        input_spec: the per-jet input shapes (:func:`jagged_input_spec`); the features must be
+            those the weights were trained on (their count is checked against the weights).
+        task: the task the weights' outputs answer (``to_dict(TaskConfig)``), or None when the
+            class names are not known (then only ``init_head=replace`` can check against them).
+        config: stored as the checkpoint's ``config`` item (the importing experiment's).
+        source: what was imported (file, digest), stored in the meta as ``imported_from``.
+
+    Raises:
+        FileExistsError: ``out_dir`` already holds checkpoints.
+        ValueError: the weights do not fit the model (names and shapes, all listed).
+    """
+    from pipeline.config import to_dict
+    from reco.checkpoint import Checkpoints
+    from reco.models.registry import build_model
+    from reco.state import TrainState, split_model
+
+    n_outputs = weaver_n_outputs(state_dict, cfg)
+    model = build_model(cfg, input_spec, n_outputs, seed=0)
+    assert isinstance(model, ParticleTransformer)
+    load_weaver_state_dict(model, state_dict, version)
+    ckpt = Checkpoints(Path(out_dir) / "checkpoints")
+    try:
+        if ckpt.latest_step("best") is not None or ckpt.latest_step("last") is not None:
+            raise FileExistsError(f"{ckpt.directory} already holds checkpoints")
+        _, params, rest = split_model(model)
+        meta = {
+            "model": to_dict(cfg),
+            "task": None if task is None else dict(task),
+            "input_spec": {k: list(v) for k, v in input_spec.items()},
+            "n_outputs": n_outputs,
+            "seed": None,
+            "epoch": None,
+            "step": 0,
+            "val_loss": None,
+            "imported_from": {"format": "weaver", "version": version, **dict(source or {})},
+        }
+        state = TrainState(jnp.zeros((), jnp.int32), params, rest, ())
+        return ckpt.save("best", state, meta, dict(config or {}), {})
+    finally:
+        ckpt.close()

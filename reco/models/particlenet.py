@@ -43,6 +43,7 @@ as weaver does (weaver relies on the self distance being the smallest; here it i
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -164,6 +165,8 @@ class EdgeConvBlock(nnx.Module):
 
 class ParticleNet(nnx.Module):
     """``model(inputs, train=...)``: points, features and mask -> (B, n_outputs) logits."""
+
+    head_modules: ClassVar[tuple[str, ...]] = ("fc", "head")  # the dense head (fine-tuning)
 
     def __init__(
         self, cfg: ParticleNetConfig, input_dim: int, n_outputs: int, *, rngs: nnx.Rngs

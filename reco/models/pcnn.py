@@ -35,6 +35,7 @@ model is not permutation invariant.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -139,6 +140,8 @@ class ResidualUnit(nnx.Module):
 
 class PCNN(nnx.Module):
     """``model(inputs, train=...)``: (B, P, C) particles + (B, P) mask -> (B, n_outputs) logits."""
+
+    head_modules: ClassVar[tuple[str, ...]] = ("fc", "head")  # the dense head (fine-tuning)
 
     def __init__(self, cfg: PCNNConfig, input_dim: int, n_outputs: int, *, rngs: nnx.Rngs) -> None:
         self.cfg = cfg

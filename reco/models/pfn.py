@@ -11,6 +11,7 @@ layers of 128 with ReLU: 86,188 parameters for 17 features and 10 classes, the p
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +42,8 @@ class PFNConfig(ModelConfig):
 
 class ParticleFlowNetwork(nnx.Module):
     """``model(inputs, train=...)``: (B, P, C) particles + (B, P) mask -> (B, n_outputs) logits."""
+
+    head_modules: ClassVar[tuple[str, ...]] = ("f", "head")  # F and the output (fine-tuning)
 
     def __init__(self, cfg: PFNConfig, input_dim: int, n_outputs: int, *, rngs: nnx.Rngs) -> None:
         self.cfg = cfg

@@ -45,7 +45,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Literal
+from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
@@ -203,6 +203,8 @@ class TraceEncoder(nnx.Module):
 
 class SetTransformer(nnx.Module):
     """``model(inputs, train=...)`` -> Float[Array, "batch n_outputs"] (see the module docstring)."""
+
+    head_modules: ClassVar[tuple[str, ...]] = ("head",)  # the output layer (fine-tuning)
 
     def __init__(
         self,
