@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.config import read_yaml
 from pipeline.events import open_events
 from pipeline.features import input_spec
 from reco.experiment import ExperimentConfig, load_config
@@ -24,6 +25,10 @@ def test_config_loads_and_features_match_events(path, smoke, tmp_path):
     from reco import experiment, suite
 
     tiny = ["simulation.n_train=24", "simulation.n_val=12", "simulation.n_test=12"]
+    if read_yaml(path).get("simulation", {}).get("engine") == "pythia":  # optional extras
+        pytest.importorskip("pythia8mc")
+        pytest.importorskip("fastjet")
+        tiny.append("simulation.pythia.workers=1")
     overrides = [*tiny, f"data.dir={tmp_path}"]
     if suite.is_suite(path):  # every variant of a suite file
         cfgs = list(suite.load_suite(path, overrides, smoke=smoke).values())

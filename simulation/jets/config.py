@@ -1,4 +1,5 @@
-"""Config of the toy jet simulator: frozen dataclasses, one section per step of the model.
+"""Config of the jet simulator: frozen dataclasses, one section per step of the toy model,
+plus the section of the Pythia 8 engine (``engine: pythia``).
 
 Built from YAML by ``pipeline.config.from_dict`` (strict keys, typed fields); every field has a
 default. Units are in the comment of each field (GeV, rad, mm). The defaults aim at JetClass-like
@@ -159,10 +160,69 @@ class DetectorConfig:
 
 
 @dataclass(frozen=True)
+class PythiaConfig:
+    """The Pythia 8 engine (``engine: pythia``, simulation/jets/pythia.py, docs/jets.md).
+
+    pp collisions at ``ecm``, one hard process per class; hadron-level visible final-state
+    particles clustered with FastJet anti-kT (R = kinematics.radius); jets kept in the pT / eta
+    window of ``kinematics``; signal jets truth-matched to a hadronic resonance decay. The
+    impact-parameter resolution is the toy's (``detector``); nothing else is smeared.
+    """
+
+    ecm: float = 13000.0  # GeV, proton-proton centre-of-mass energy
+    pthat_min: float | None = None  # GeV, hard-process pT-hat lower edge; None: 0.9 pt_min
+    pthat_max: float | None = None  # GeV, hard-process pT-hat upper edge; None: 1.1 pt_max
+    particle_eta_max: float = 3.0  # |eta| limit of the final-state particles clustered
+    particle_pt_min: float = 0.0  # GeV, pT threshold of the final-state particles clustered
+    tau0_max: float | None = None  # mm, stable above this c tau0 (CMS: 10); None: K0S, Lambda decay
+    match_radius: float | None = None  # Delta R of resonance and decay quarks to the jet; None: R
+    max_jets_per_event: int = 2  # hardest passing (and matched) jets kept per event
+    seed_offset: int = 0  # enters every Pythia seed: another sample for the same experiment seed
+    shard_size: int = 500  # jets per Pythia instance (own seed); results do not depend on workers
+    batch_events: int = 20  # events per Pythia.nextBatch call (awkward arrays, vectorised)
+    workers: int | None = None  # worker processes, each its own Pythia; None: one per usable core
+    max_tries: int = 40  # a shard fails after generating max_tries x its jets events
+
+    def __post_init__(self) -> None:
+        if not self.ecm > 0:
+            raise ValueError(f"ecm: must be positive, got {self.ecm}")
+        for name in ("pthat_min", "pthat_max", "match_radius"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name}: must be positive or null, got {value}")
+        if (
+            self.pthat_min is not None
+            and self.pthat_max is not None
+            and not self.pthat_min < self.pthat_max
+        ):
+            raise ValueError(
+                f"pthat_min: must be below pthat_max, got {self.pthat_min}, {self.pthat_max}"
+            )
+        if not self.particle_eta_max > 0:
+            raise ValueError(f"particle_eta_max: must be positive, got {self.particle_eta_max}")
+        if self.tau0_max is not None and not self.tau0_max > 0:
+            raise ValueError(f"tau0_max: must be positive or null, got {self.tau0_max}")
+        for name in ("particle_pt_min", "seed_offset"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        for name in ("max_jets_per_event", "shard_size", "batch_events", "max_tries"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers: must be >= 1 or null, got {self.workers}")
+
+
+@dataclass(frozen=True)
 class JetsConfig:
-    """The toy jet simulator: classes, sample sizes and the model sections."""
+    """The jet simulator: engine, classes, sample sizes and the model sections.
+
+    ``engine: toy`` runs the numpy model of the sections below; ``engine: pythia`` generates the
+    same classes with Pythia 8 (section ``pythia``; uses ``kinematics`` for the jet window and
+    radius and ``detector`` for the impact-parameter resolution, ignores the other sections).
+    """
 
     kind: Literal["jets"] = "jets"  # simulator variant (YAML key simulation.kind)
+    engine: Literal["toy", "pythia"] = "toy"  # generator: the numpy toy or Pythia 8 (pythia8mc)
     classes: tuple[str, ...] = SIMULATED_CLASSES  # JetClass names simulated, label = position
     n_train: int = 6000  # jets in the train split (balanced over classes)
     n_val: int = 1200  # jets in the validation split
@@ -173,6 +233,7 @@ class JetsConfig:
     shower: ShowerConfig = field(default_factory=ShowerConfig)  # parton shower
     hadronisation: HadronisationConfig = field(default_factory=HadronisationConfig)  # hadrons
     detector: DetectorConfig = field(default_factory=DetectorConfig)  # smearing, thresholds
+    pythia: PythiaConfig = field(default_factory=PythiaConfig)  # engine: pythia only
 
     def __post_init__(self) -> None:
         if not self.classes:
@@ -189,3 +250,25 @@ class JetsConfig:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size: must be >= 1, got {self.chunk_size}")
+        if self.engine == "pythia":
+            kin, py = self.kinematics, self.pythia
+            lo, hi = self.pthat_window
+            if not lo < hi:
+                raise ValueError(
+                    f"pythia.pthat_min: the pT-hat window [{lo}, {hi}] GeV is empty "
+                    f"(kinematics.pt_min {kin.pt_min}, pt_max {kin.pt_max})"
+                )
+            if py.particle_eta_max < kin.eta_max + kin.radius:
+                raise ValueError(
+                    f"pythia.particle_eta_max: {py.particle_eta_max} cuts into jets of "
+                    f"|eta| < kinematics.eta_max = {kin.eta_max} and R = {kin.radius}; "
+                    f"needs >= {kin.eta_max + kin.radius}"
+                )
+
+    @property
+    def pthat_window(self) -> tuple[float, float]:
+        """(min, max) pT-hat of the Pythia hard process in GeV, defaults resolved."""
+        py, kin = self.pythia, self.kinematics
+        lo = 0.9 * kin.pt_min if py.pthat_min is None else py.pthat_min
+        hi = 1.1 * kin.pt_max if py.pthat_max is None else py.pthat_max
+        return lo, hi

@@ -9,7 +9,7 @@ import numpy as np
 
 from pipeline.events import write_events
 from simulation.jets.config import JetsConfig
-from simulation.jets.simulate import concatenate, simulate_chunks
+from simulation.jets.simulate import JetSample, concatenate, simulate_chunks
 
 SPLITS = ("train", "val", "test")
 
@@ -20,6 +20,24 @@ def split_seeds(seed: int) -> dict[str, int]:
     return {
         name: int(child.generate_state(1)[0]) for name, child in zip(SPLITS, children, strict=True)
     }
+
+
+def _simulate_split(
+    cfg: JetsConfig, n_jets: int, split_seed: int, report: Callable[[int], None]
+) -> tuple[JetSample, dict[str, str]]:
+    """The jets of one split and the engine's extra file attributes; report(jets_done) as they
+    come (after each chunk of the toy, each shard of Pythia)."""
+    if cfg.engine == "pythia":
+        from simulation.jets import pythia  # pythia8mc is optional: imported only when asked
+
+        sample = pythia.simulate_pythia(cfg, n_jets, split_seed, lambda k, _: report(k))
+        return sample, {"engine": "pythia", "generator": f"pythia8mc {pythia.pythia_version()}"}
+    chunks, done = [], 0
+    for chunk in simulate_chunks(cfg, n_jets, split_seed):
+        chunks.append(chunk)
+        done += chunk.n_jets
+        report(done)
+    return concatenate(chunks), {}
 
 
 def write_dataset(
@@ -34,10 +52,14 @@ def write_dataset(
     Classes are balanced (labels cycle through cfg.classes). Each file holds jet/* and truth/*
     (n,) datasets and the particles as the jagged group ``part`` (pipeline.events), with attributes
     kind = "jets", split, config_hash, seed, split_seed (simulate(cfg, n, split_seed) reproduces
-    the file) and classes (the label names in index order).
+    the file) and classes (the label names in index order). With ``cfg.engine == "pythia"`` the
+    jets come from :func:`simulation.jets.pythia.simulate_pythia` (same layout; reproduced by
+    simulate_pythia(cfg, n, split_seed)) and the files also carry engine = "pythia" and
+    generator (the pythia8mc version).
 
     Args:
-        progress: called as progress(jets_done, jets_total) after every chunk, over all splits.
+        progress: called as progress(jets_done, jets_total) after every chunk (toy) or shard
+            (Pythia), over all splits.
 
     Returns:
         split name -> path of the written file (written atomically, one split at a time).
@@ -47,13 +69,13 @@ def write_dataset(
     total, done = sum(counts.values()), 0
     paths = {}
     for split, split_seed in split_seeds(seed).items():
-        chunks = []
-        for chunk in simulate_chunks(cfg, counts[split], split_seed):
-            chunks.append(chunk)
-            done += chunk.n_jets
+
+        def report(k: int, before: int = done) -> None:
             if progress is not None:
-                progress(done, total)
-        sample = concatenate(chunks)
+                progress(before + k, total)
+
+        sample, extra = _simulate_split(cfg, counts[split], split_seed, report)
+        done += sample.n_jets
         attrs = {
             "kind": "jets",
             "split": split,
@@ -61,6 +83,7 @@ def write_dataset(
             "seed": seed,
             "split_seed": split_seed,
             "classes": list(cfg.classes),
+            **extra,
         }
         paths[split] = write_events(
             out_dir / f"{split}.h5", sample.arrays, attrs, jagged=sample.jagged

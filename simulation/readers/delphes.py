@@ -48,6 +48,7 @@ import uproot
 
 from pipeline.config import config_hash
 from pipeline.events import JaggedGroup, write_events
+from simulation.jets.clustering import antikt, require_fastjet
 from simulation.jets.dataset import SPLITS
 from simulation.jets.kinematics import invariant_mass, pt_eta_phi, pt_eta_phi_m_to_p4, wrap_phi
 from simulation.jets.simulate import JET_FIELDS, PARTICLE_FIELDS, jet_substructure
@@ -255,43 +256,11 @@ def _candidates(path: Path, start: int, block: dict[str, ak.Array]) -> _Candidat
     )
 
 
-def _fastjet():
-    try:
-        import fastjet
-    except ImportError as err:
-        raise ImportError(
-            "the Delphes reader clusters jets with FastJet: pip install 'reco[jets]' "
-            "(the scikit-hep fastjet package)"
-        ) from err
-    return fastjet
-
-
 def _cluster(
     cand: _Candidates, radius: float, min_pt: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Anti-kT jets of every event with pT >= min_pt GeV.
-
-    Returns the jets' four-momenta (j, 4) = (px, py, pz, E) GeV, their event (j,), constituent
-    offsets (j + 1,) and the constituents' indices into the flat candidates (offsets[-1],).
-    """
-    fastjet = _fastjet()
-    fields = (cand.p[:, 0], cand.p[:, 1], cand.p[:, 2], cand.energy)
-    record = ak.contents.RecordArray(
-        [ak.contents.NumpyArray(np.ascontiguousarray(x, np.float64)) for x in fields],
-        ["px", "py", "pz", "E"],
-    )
-    events = ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(cand.offsets), record))
-    sequence = fastjet.ClusterSequence(
-        events, fastjet.JetDefinition(fastjet.antikt_algorithm, radius)
-    )
-    jets = sequence.inclusive_jets(min_pt)
-    index = sequence.constituent_index(min_pt)  # (events, jets, constituents), event-local
-    p4 = np.stack([_flat(jets[k], np.float64) for k in ("px", "py", "pz", "E")], axis=1)
-    jet_event = np.repeat(np.arange(len(cand.offsets) - 1), ak.to_numpy(ak.num(jets, axis=1)))
-    n_const = ak.to_numpy(ak.flatten(ak.num(index, axis=2), axis=1)).astype(np.int64)
-    const_offsets = np.concatenate([[0], np.cumsum(n_const)]).astype(np.int64)
-    local = ak.to_numpy(ak.flatten(index, axis=None)).astype(np.int64)
-    return p4, jet_event, const_offsets, local + np.repeat(cand.offsets[jet_event], n_const)
+    """:func:`simulation.jets.clustering.antikt` of the candidates of every event."""
+    return antikt(cand.p, cand.energy, cand.offsets, radius, min_pt, "the Delphes reader")
 
 
 def _select(
@@ -452,7 +421,7 @@ def read_delphes(
         raise ValueError(f"max_jets_per_event: must be >= 1 or None, got {max_jets_per_event}")
     if step_size < 1:
         raise ValueError(f"step_size: must be >= 1, got {step_size}")
-    _fastjet()  # fail before reading anything when the optional dependency is missing
+    require_fastjet("the Delphes reader")  # fail before reading anything without it
     jets: list[dict[str, np.ndarray]] = []
     parts: list[JaggedGroup] = []
     n_events = n_candidates = n_dropped = 0
