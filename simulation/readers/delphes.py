@@ -35,16 +35,12 @@ only right for a sample selected as such (or for evaluation studies that accept 
 
 from __future__ import annotations
 
-import os
-import zlib
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import awkward as ak
 import numpy as np
-import uproot
 
 from pipeline.config import config_hash
 from pipeline.events import JaggedGroup, write_events
@@ -53,6 +49,7 @@ from simulation.jets.dataset import SPLITS
 from simulation.jets.kinematics import invariant_mass, pt_eta_phi, pt_eta_phi_m_to_p4, wrap_phi
 from simulation.jets.simulate import JET_FIELDS, PARTICLE_FIELDS, jet_substructure
 from simulation.readers.jetclass import JETCLASS_CLASSES, JetClassSample
+from simulation.readers.rootfiles import UPROOT_ERRORS, as_paths, open_tree
 
 TREE_NAME = "Delphes"
 TRACKS, PHOTONS, NEUTRAL_HADRONS = "EFlowTrack", "EFlowPhoton", "EFlowNeutralHadron"
@@ -65,7 +62,6 @@ BRANCHES: tuple[str, ...] = tuple(f"{c}.{f}" for c, fs in COLLECTION_FIELDS.item
 PION_MASS = 0.13957039  # GeV, charged pion (PDG 2022): the mass given to every track
 ELECTRON_PID, MUON_PID = 11, 13
 # What uproot raises on damaged files (header, TTree metadata, baskets).
-_UPROOT_ERRORS = (OSError, ValueError, KeyError, TypeError, zlib.error, uproot.DeserializationError)
 _TRACK_INFO = {  # part_* field <- EFlowTrack field, for tracks (0 for neutral candidates)
     "part_d0val": "D0",
     "part_d0err": "ErrorD0",
@@ -101,54 +97,11 @@ class DelphesSample(JetClassSample):
 # opening files
 
 
-def _as_paths(paths: Path | str | Sequence[Path | str]) -> list[Path]:
-    if isinstance(paths, str | os.PathLike):
-        return [Path(paths)]
-    out = [Path(p) for p in paths]
-    if not out:
-        raise ValueError("paths: no Delphes files given")
-    return out
-
-
-@contextmanager
-def _open_tree(path: Path) -> Iterator[uproot.TTree]:
-    """The TTree ``Delphes`` of ``path``, with every branch of :data:`BRANCHES` checked present."""
-    if not path.is_file():
-        raise DelphesFileError(f"{path}: file does not exist")
-    try:
-        # A Path (not a str) so that uproot does not read "file.root:object" syntax into it.
-        f = uproot.open(path)
-    except _UPROOT_ERRORS as err:
-        raise DelphesFileError(
-            f"{path}: cannot be read as a ROOT file (not ROOT, truncated or corrupt): {err}"
-        ) from err
-    with f:
-        try:
-            classes = {k.split(";")[0]: v for k, v in f.classnames(recursive=False).items()}
-            if classes.get(TREE_NAME) != "TTree":
-                found = ", ".join(f"{k} ({v})" for k, v in classes.items()) or "nothing"
-                raise DelphesFileError(
-                    f"{path}: no TTree {TREE_NAME!r}; not a Delphes file (it holds {found})"
-                )
-            tree = f[TREE_NAME]
-            names = set(tree.keys(recursive=True, full_paths=False))
-        except _UPROOT_ERRORS as err:
-            if isinstance(err, DelphesFileError):
-                raise
-            raise DelphesFileError(f"{path}: cannot read TTree {TREE_NAME!r}: {err}") from err
-        missing = [b for b in BRANCHES if b not in names]
-        if missing:
-            raise DelphesFileError(
-                f"{path}: TTree {TREE_NAME!r} lacks the Delphes branches {missing}"
-            )
-        yield tree
-
-
 def _read_blocks(
     path: Path, entry_stop: int | None, step_size: int
 ) -> Iterator[tuple[int, dict[str, ak.Array]]]:
     """(first entry, branch -> jagged (events, candidates) array) per uproot step of one file."""
-    with _open_tree(path) as tree:
+    with open_tree(path, TREE_NAME, BRANCHES, DelphesFileError, "Delphes") as tree:
         blocks = tree.iterate(
             filter_name=list(BRANCHES),
             step_size=step_size,
@@ -162,7 +115,7 @@ def _read_blocks(
                 block, report = next(blocks)
             except StopIteration:
                 return
-            except _UPROOT_ERRORS as err:
+            except UPROOT_ERRORS as err:
                 raise DelphesFileError(f"{path}: cannot read TTree {TREE_NAME!r}: {err}") from err
             yield int(report.tree_entry_start), block
 
@@ -407,7 +360,7 @@ def read_delphes(
         ValueError: a bad argument (a label or class that is not a JetClass label, ...).
         ImportError: fastjet is not installed (``pip install 'reco[jets]'``).
     """
-    files = _as_paths(paths)
+    files = as_paths(paths, "Delphes files")
     classes = _check_label(label, classes)
     if not radius > 0:
         raise ValueError(f"radius: must be > 0, got {radius}")

@@ -30,7 +30,6 @@ the branch and the first bad entry: nothing half-valid reaches training.
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from pipeline.events import JaggedGroup, open_events, write_events
 from simulation.jets.config import JETCLASS_LABELS
 from simulation.jets.dataset import SPLITS
 from simulation.jets.simulate import JET_FIELDS, PARTICLE_FIELDS, PARTICLE_GROUP, JetSample
+from simulation.readers.rootfiles import UPROOT_ERRORS, as_paths, open_tree
 
 TREE_NAME = "tree"
 JETCLASS_CLASSES: tuple[str, ...] = JETCLASS_LABELS  # label names, in JetClass index order
@@ -64,7 +64,6 @@ LABEL_DTYPES: dict[str, np.dtype] = {
 }
 _REQUIRED = (*PARTICLE_BRANCHES, *JET_BRANCHES, *LABEL_BRANCHES)
 # What uproot raises on damaged files (header, TTree metadata, baskets).
-_UPROOT_ERRORS = (OSError, ValueError, KeyError, TypeError, zlib.error, uproot.DeserializationError)
 _ONEHOT = "truth/label_"
 
 
@@ -291,57 +290,11 @@ def write_jetclass_root(
 # reading
 
 
-def _as_paths(paths: Path | str | Sequence[Path | str]) -> list[Path]:
-    if isinstance(paths, str | os.PathLike):
-        return [Path(paths)]
-    out = [Path(p) for p in paths]
-    if not out:
-        raise ValueError("paths: no JetClass files given")
-    return out
-
-
-@contextmanager
-def _open_tree(path: Path) -> Iterator[uproot.TTree]:
-    if not path.is_file():
-        raise JetClassFileError(f"{path}: file does not exist")
-    try:
-        # A Path (not a str) so that uproot does not read "file.root:object" syntax into it.
-        f = uproot.open(path)
-    except _UPROOT_ERRORS as err:
-        raise JetClassFileError(
-            f"{path}: cannot be read as a ROOT file (not ROOT, truncated or corrupt): {err}"
-        ) from err
-    with f:
-        try:
-            classes = {k.split(";")[0]: v for k, v in f.classnames(recursive=False).items()}
-        except _UPROOT_ERRORS as err:
-            raise JetClassFileError(f"{path}: corrupt ROOT file: {err}") from err
-        if TREE_NAME not in classes:
-            found = ", ".join(f"{k} ({v})" for k, v in classes.items()) or "nothing"
-            raise JetClassFileError(
-                f"{path}: no TTree {TREE_NAME!r}; not a JetClass file (it holds {found})"
-            )
-        if classes[TREE_NAME] != "TTree":
-            raise JetClassFileError(
-                f"{path}: {TREE_NAME!r} is a {classes[TREE_NAME]}, but JetClass needs a TTree"
-            )
-        try:
-            tree = f[TREE_NAME]
-        except _UPROOT_ERRORS as err:
-            raise JetClassFileError(f"{path}: cannot read TTree {TREE_NAME!r}: {err}") from err
-        missing = [b for b in _REQUIRED if b not in tree]
-        if missing:
-            raise JetClassFileError(
-                f"{path}: TTree {TREE_NAME!r} lacks the JetClass branches {missing}"
-            )
-        yield tree
-
-
 def _read_blocks(
     path: Path, entry_stop: int | None, step_size: int
 ) -> Iterator[tuple[int, dict[str, np.ndarray], np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
     """Validated blocks of one file: (first entry, jets, JetClass label index, offsets, parts)."""
-    with _open_tree(path) as tree:
+    with open_tree(path, TREE_NAME, _REQUIRED, JetClassFileError, "JetClass") as tree:
         blocks = tree.iterate(
             filter_name=list(_REQUIRED),
             step_size=step_size,
@@ -355,7 +308,7 @@ def _read_blocks(
                 block, report = next(blocks)
             except StopIteration:
                 return
-            except _UPROOT_ERRORS as err:
+            except UPROOT_ERRORS as err:
                 raise JetClassFileError(f"{path}: cannot read TTree {TREE_NAME!r}: {err}") from err
             start = int(report.tree_entry_start)
             counts = ak.to_numpy(ak.num(block["part_px"], axis=1)).astype(np.int64)
@@ -413,7 +366,7 @@ def read_jetclass_root(
             ``part_px``, a label not in ``classes`` (unless ``drop_unlisted``).
         ValueError: ``classes`` with a name that is not a JetClass label.
     """
-    files = _as_paths(paths)
+    files = as_paths(paths, "JetClass files")
     if classes is not None:
         classes = tuple(classes)
         _check_classes(classes, "classes")
