@@ -185,17 +185,8 @@ def load_for_inference(
     input_spec = {k: tuple(v) for k, v in meta["input_spec"].items()}
     model = build_model(model_cfg, input_spec, int(meta["n_outputs"]), seed=0)
     graphdef, params, rest = split_model(model)
-    checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
-    try:
-        restored = checkpointer.restore(
-            step_dir,
-            args=ocp.args.Composite(
-                model=ocp.args.StandardRestore(abstract({"params": params, "rest": rest}))
-            ),
-        )
-    finally:
-        checkpointer.close()
-    return merge_model(graphdef, restored.model["params"], restored.model["rest"]), config, stats
+    restored = _restore_model(step_dir, params, rest)
+    return merge_model(graphdef, restored["params"], restored["rest"]), config, stats
 
 
 def _restore_model(step_dir: Path, params: nnx.State, rest: nnx.State) -> Any:
