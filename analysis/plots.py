@@ -203,6 +203,8 @@ def plot_comparison_vs_energy(
         fig = Figure(figsize=(6.5 * len(quantities), 8), layout="constrained")
         axes = fig.subplots(2, len(quantities), sharex=True, squeeze=False)
         markers = "osD^vP*X"
+        ncol = 1 if len(series) <= 3 else 2
+        ncol_rows = -(-len(series) // ncol)
         for i, (name, per_q) in enumerate(series.items()):
             for j, q in enumerate(quantities):
                 if q not in per_q:
@@ -216,11 +218,11 @@ def plot_comparison_vs_energy(
                 axes[1, j].errorbar(x, a[:, 4], yerr=np.nan_to_num(a[:, 5]), **style)
         for j, q in enumerate(quantities):
             axes[0, j].set_ylabel(f"$\\sigma_{{68}}$ {labels[q]}")
-            _headroom(axes[0, j])
+            _headroom(axes[0, j], 1.3 + 0.15 * ncol_rows)  # room for the legend's rows
             axes[1, j].axhline(0.0, color="grey", lw=1, ls="--")
             axes[1, j].set_ylabel(f"median bias {labels[q]}")
             axes[1, j].set_xlabel(r"true $\log_{10}(E/\mathrm{eV})$")
             _label(axes[0, j])
-        axes[0, 0].legend(loc="upper right")
+        axes[0, 0].legend(loc="upper right", ncol=ncol, fontsize="small")
         _save(fig, path)
     return path
