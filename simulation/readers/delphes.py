@@ -49,7 +49,7 @@ from simulation.jets.dataset import SPLITS
 from simulation.jets.kinematics import invariant_mass, pt_eta_phi, pt_eta_phi_m_to_p4, wrap_phi
 from simulation.jets.simulate import JET_FIELDS, PARTICLE_FIELDS, jet_substructure
 from simulation.readers.jetclass import JETCLASS_CLASSES, JetClassSample
-from simulation.readers.rootfiles import UPROOT_ERRORS, as_paths, open_tree
+from simulation.readers.rootfiles import as_paths, iterate_tree
 
 TREE_NAME = "Delphes"
 TRACKS, PHOTONS, NEUTRAL_HADRONS = "EFlowTrack", "EFlowPhoton", "EFlowNeutralHadron"
@@ -101,23 +101,9 @@ def _read_blocks(
     path: Path, entry_stop: int | None, step_size: int
 ) -> Iterator[tuple[int, dict[str, ak.Array]]]:
     """(first entry, branch -> jagged (events, candidates) array) per uproot step of one file."""
-    with open_tree(path, TREE_NAME, BRANCHES, DelphesFileError, "Delphes") as tree:
-        blocks = tree.iterate(
-            filter_name=list(BRANCHES),
-            step_size=step_size,
-            entry_stop=entry_stop,
-            library="ak",
-            how=dict,
-            report=True,
-        )
-        while True:
-            try:
-                block, report = next(blocks)
-            except StopIteration:
-                return
-            except UPROOT_ERRORS as err:
-                raise DelphesFileError(f"{path}: cannot read TTree {TREE_NAME!r}: {err}") from err
-            yield int(report.tree_entry_start), block
+    yield from iterate_tree(
+        path, TREE_NAME, BRANCHES, DelphesFileError, "Delphes", entry_stop, step_size
+    )
 
 
 # ------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from pipeline.events import JaggedGroup, open_events, write_events
 from simulation.jets.config import JETCLASS_LABELS
 from simulation.jets.dataset import SPLITS
 from simulation.jets.simulate import JET_FIELDS, PARTICLE_FIELDS, PARTICLE_GROUP, JetSample
-from simulation.readers.rootfiles import UPROOT_ERRORS, as_paths, open_tree
+from simulation.readers.rootfiles import as_paths, iterate_tree
 
 TREE_NAME = "tree"
 JETCLASS_CLASSES: tuple[str, ...] = JETCLASS_LABELS  # label names, in JetClass index order
@@ -294,45 +294,32 @@ def _read_blocks(
     path: Path, entry_stop: int | None, step_size: int
 ) -> Iterator[tuple[int, dict[str, np.ndarray], np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
     """Validated blocks of one file: (first entry, jets, JetClass label index, offsets, parts)."""
-    with open_tree(path, TREE_NAME, _REQUIRED, JetClassFileError, "JetClass") as tree:
-        blocks = tree.iterate(
-            filter_name=list(_REQUIRED),
-            step_size=step_size,
-            entry_stop=entry_stop,
-            library="ak",
-            how=dict,
-            report=True,
-        )
-        while True:
-            try:
-                block, report = next(blocks)
-            except StopIteration:
-                return
-            except UPROOT_ERRORS as err:
-                raise JetClassFileError(f"{path}: cannot read TTree {TREE_NAME!r}: {err}") from err
-            start = int(report.tree_entry_start)
-            counts = ak.to_numpy(ak.num(block["part_px"], axis=1)).astype(np.int64)
-            content = {}
-            for b in PARTICLE_BRANCHES:
-                if b != "part_px":
-                    other = ak.to_numpy(ak.num(block[b], axis=1))
-                    bad = np.flatnonzero(other != counts)
-                    if bad.size:
-                        i = int(bad[0])
-                        raise JetClassFileError(
-                            f"{path}: entry {start + i}: branch {b!r} has {other[i]} particles, "
-                            f"but 'part_px' has {counts[i]}"
-                        )
-                content[b] = ak.to_numpy(ak.flatten(block[b], axis=1))
-            offsets = np.concatenate([[0], np.cumsum(counts)])
-            jets = {b: ak.to_numpy(block[b]) for b in JET_BRANCHES}
-            labels = {b: ak.to_numpy(block[b]) for b in LABEL_BRANCHES}
-            problem = _first_problem(jets | labels, offsets, content)
-            onehot = np.stack([labels[b] != 0 for b in LABEL_BRANCHES], axis=1)
-            problem = problem or _check_labels(onehot, LABEL_BRANCHES)
-            if problem is not None:
-                raise JetClassFileError(f"{path}: entry {start + problem[0]}: {problem[1]}")
-            yield start, jets, np.argmax(onehot, axis=1), offsets, content
+    blocks = iterate_tree(
+        path, TREE_NAME, _REQUIRED, JetClassFileError, "JetClass", entry_stop, step_size
+    )
+    for start, block in blocks:
+        counts = ak.to_numpy(ak.num(block["part_px"], axis=1)).astype(np.int64)
+        content = {}
+        for b in PARTICLE_BRANCHES:
+            if b != "part_px":
+                other = ak.to_numpy(ak.num(block[b], axis=1))
+                bad = np.flatnonzero(other != counts)
+                if bad.size:
+                    i = int(bad[0])
+                    raise JetClassFileError(
+                        f"{path}: entry {start + i}: branch {b!r} has {other[i]} particles, "
+                        f"but 'part_px' has {counts[i]}"
+                    )
+            content[b] = ak.to_numpy(ak.flatten(block[b], axis=1))
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        jets = {b: ak.to_numpy(block[b]) for b in JET_BRANCHES}
+        labels = {b: ak.to_numpy(block[b]) for b in LABEL_BRANCHES}
+        problem = _first_problem(jets | labels, offsets, content)
+        onehot = np.stack([labels[b] != 0 for b in LABEL_BRANCHES], axis=1)
+        problem = problem or _check_labels(onehot, LABEL_BRANCHES)
+        if problem is not None:
+            raise JetClassFileError(f"{path}: entry {start + problem[0]}: {problem[1]}")
+        yield start, jets, np.argmax(onehot, axis=1), offsets, content
 
 
 def read_jetclass_root(

@@ -74,3 +74,33 @@ def open_tree(
         if missing:
             raise error(f"{path}: TTree {tree_name!r} lacks the {fmt} branches {missing}")
         yield tree
+
+
+def iterate_tree(
+    path: Path,
+    tree_name: str,
+    branches: Collection[str],
+    error: type[ValueError],
+    fmt: str,
+    entry_stop: int | None,
+    step_size: int,
+) -> Iterator[tuple[int, dict]]:
+    """(first entry, branch -> awkward array) per uproot step of the ``branches`` of one file,
+    opened with :func:`open_tree` (same arguments); read errors become ``error``."""
+    with open_tree(path, tree_name, branches, error, fmt) as tree:
+        blocks = tree.iterate(
+            filter_name=list(branches),
+            step_size=step_size,
+            entry_stop=entry_stop,
+            library="ak",
+            how=dict,
+            report=True,
+        )
+        while True:
+            try:
+                block, report = next(blocks)
+            except StopIteration:
+                return
+            except UPROOT_ERRORS as err:
+                raise error(f"{path}: cannot read TTree {tree_name!r}: {err}") from err
+            yield int(report.tree_entry_start), block

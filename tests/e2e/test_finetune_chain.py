@@ -3,37 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from test_run_chain import CONFIG, ROOT, reco
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "configs" / "experiments" / "airshower_cnn_energy.yaml"
 ANCHOR = ROOT.parent / "shared" / "anchors" / "part_reference_small.npz"
 
 pytestmark = pytest.mark.e2e
-
-
-def reco(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run(
-        [sys.executable, "-m", "reco", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"reco {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-        )
-    return proc
 
 
 def test_train_init_from_fine_tunes_records_lineage_and_resumes(tmp_path):
