@@ -49,8 +49,14 @@ from pipeline.events import JaggedGroup
 from simulation.jets.clustering import antikt, require_fastjet
 from simulation.jets.config import JETCLASS_LABELS, JetsConfig
 from simulation.jets.detector import impact_parameters, ip_resolution
-from simulation.jets.kinematics import group_sum, invariant_mass, pt_eta_phi, wrap_phi
-from simulation.jets.simulate import PARTICLE_FIELDS, JetSample, concatenate, jet_substructure
+from simulation.jets.kinematics import group_sum, pt_eta_phi, wrap_phi
+from simulation.jets.simulate import (
+    PARTICLE_FIELDS,
+    JetSample,
+    concatenate,
+    jet_arrays,
+    jet_substructure,
+)
 
 TOP, Z, W, HIGGS = 6, 23, 24, 25  # PDG ids of the resonances
 RESONANCE: dict[str, int | None] = {
@@ -365,15 +371,7 @@ def _jet_sample(
     content = {k: np.asarray(content[k], np.float32) for k in PARTICLE_FIELDS}
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     taus, sdmass = jet_substructure(offsets, p, deta, dphi, energy, cfg.kinematics.radius)
-    arrays = {
-        "jet/jet_pt": pt_j,
-        "jet/jet_eta": eta_j,
-        "jet/jet_phi": phi_j,
-        "jet/jet_energy": e_jet,
-        "jet/jet_nparticles": counts,
-        "jet/jet_sdmass": sdmass,
-        "jet/jet_mass": invariant_mass(p_jet, e_jet),
-    } | {f"jet/jet_tau{k + 1}": taus[:, k] for k in range(4)}
+    arrays = jet_arrays(pt_j, eta_j, phi_j, e_jet, counts, sdmass, p_jet, taus)
     arrays = {k: np.asarray(v, np.float32) for k, v in arrays.items()}
     arrays["truth/label"] = np.full(n, shard.label, np.int16)
     for i, name in enumerate(cfg.classes):

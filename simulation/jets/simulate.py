@@ -28,7 +28,14 @@ from simulation.jets.hadronisation import (
     hadronise,
     underlying_event,
 )
-from simulation.jets.kinematics import boost, group_sum, pt_eta_phi, rescale_to_mass, wrap_phi
+from simulation.jets.kinematics import (
+    boost,
+    group_sum,
+    invariant_mass,
+    pt_eta_phi,
+    rescale_to_mass,
+    wrap_phi,
+)
 from simulation.jets.shower import shower
 from simulation.jets.substructure import nsubjettiness, softdrop_mass
 
@@ -173,6 +180,30 @@ def jet_substructure(
     return taus, sdmass
 
 
+def jet_arrays(
+    pt: np.ndarray,
+    eta: np.ndarray,
+    phi: np.ndarray,
+    energy: np.ndarray,
+    counts: np.ndarray,
+    sdmass: np.ndarray,
+    p_jet: np.ndarray,
+    taus: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The ``jet/*`` datasets of n jets: kinematics (n,) in GeV, constituent counts (n,),
+    soft-drop mass (n,), momenta (n, 3) for the mass, and tau_1..4 (n, 4)."""
+    mass = invariant_mass(p_jet, energy)
+    return {
+        "jet/jet_pt": pt,
+        "jet/jet_eta": eta,
+        "jet/jet_phi": phi,
+        "jet/jet_energy": energy,
+        "jet/jet_nparticles": counts,
+        "jet/jet_sdmass": sdmass,
+        "jet/jet_mass": mass,
+    } | {f"jet/jet_tau{k + 1}": taus[:, k] for k in range(4)}
+
+
 def _simulate_chunk(
     cfg: JetsConfig, start: int, n: int, seeds: np.random.SeedSequence
 ) -> JetSample:
@@ -221,15 +252,7 @@ def _simulate_chunk(
     taus, sdmass = jet_substructure(
         offsets, p, eta - eta_j[jet], content["part_dphi"], energy, cfg.kinematics.radius
     )
-    arrays = {
-        "jet/jet_pt": pt_j,
-        "jet/jet_eta": eta_j,
-        "jet/jet_phi": phi_j,
-        "jet/jet_energy": e_jet,
-        "jet/jet_nparticles": counts,
-        "jet/jet_sdmass": sdmass,
-        "jet/jet_mass": np.sqrt(np.maximum(e_jet**2 - np.sum(p_jet**2, axis=-1), 0.0)),
-    } | {f"jet/jet_tau{k + 1}": taus[:, k] for k in range(4)}
+    arrays = jet_arrays(pt_j, eta_j, phi_j, e_jet, counts, sdmass, p_jet, taus)
     arrays = {k: v.astype(f32) for k, v in arrays.items()}
     arrays["truth/label"] = label.astype(np.int16)
     for i, name in enumerate(cfg.classes):

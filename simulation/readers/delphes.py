@@ -48,7 +48,7 @@ from simulation.jets.clustering import antikt, require_fastjet
 from simulation.jets.dataset import SPLITS
 from simulation.jets.kinematics import invariant_mass, pt_eta_phi, pt_eta_phi_m_to_p4, wrap_phi
 from simulation.jets.simulate import JET_FIELDS, PARTICLE_FIELDS, jet_substructure
-from simulation.readers.jetclass import JETCLASS_CLASSES, JetClassSample
+from simulation.readers.jetclass import JetClassSample, check_classes
 from simulation.readers.rootfiles import as_paths, iterate_tree
 
 TREE_NAME = "Delphes"
@@ -288,14 +288,7 @@ def _jets(
 
 def _check_label(label: str, classes: Sequence[str] | None) -> tuple[str, ...]:
     names = (label,) if classes is None else tuple(classes)
-    unknown = [c for c in (label, *names) if c not in JETCLASS_CLASSES]
-    if unknown:
-        raise ValueError(
-            f"class {unknown[0]!r} is not a JetClass label; JetClass labels are "
-            f"{', '.join(JETCLASS_CLASSES)}"
-        )
-    if len(set(names)) != len(names):
-        raise ValueError(f"classes: duplicate classes in {list(names)}")
+    check_classes((label, *names) if label not in names else names, "classes")
     if label not in names:
         raise ValueError(f"label {label!r} is not among classes {list(names)}")
     return names

@@ -140,7 +140,8 @@ def _check_labels(onehot: np.ndarray, names: Sequence[str]) -> tuple[int, str] |
     )
 
 
-def _check_classes(classes: Sequence[str], where: str) -> None:
+def check_classes(classes: Sequence[str], where: str) -> None:
+    """``classes`` must be distinct JetClass label names (errors start with ``where``)."""
     unknown = [c for c in classes if c not in JETCLASS_CLASSES]
     if unknown:
         raise ValueError(
@@ -265,7 +266,7 @@ def write_jetclass_root(
     with _open_source(sample_or_h5) as (where, n_jets, classes, read):
         if not classes:
             raise ValueError(f"{where}: no {_ONEHOT}<class> one-hot datasets to take labels from")
-        _check_classes(classes, where)
+        check_classes(classes, where)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
         try:
@@ -356,7 +357,7 @@ def read_jetclass_root(
     files = as_paths(paths, "JetClass files")
     if classes is not None:
         classes = tuple(classes)
-        _check_classes(classes, "classes")
+        check_classes(classes, "classes")
     if step_size < 1:
         raise ValueError(f"step_size: must be >= 1, got {step_size}")
     listed = None if classes is None else [JETCLASS_CLASSES.index(c) for c in classes]
