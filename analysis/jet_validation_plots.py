@@ -81,6 +81,8 @@ def plot_observable(
             ax.set_xlim(edges[0], edges[-1])
             top = ax.get_ylim()[1]
             ax.set_ylim(0.0, 1.45 * top if top > 0 else 1.0)
+            # plain tick labels: a "x10^-2" offset text would overlap the experiment label
+            ax.ticklabel_format(axis="y", style="plain", useOffset=False)
             ax.legend(loc="upper right", fontsize="x-small", frameon=False)
         for ax in flat[len(per_class) :]:
             ax.set_visible(False)

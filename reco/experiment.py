@@ -117,7 +117,11 @@ def smoke_overlay() -> Path:
 
 
 def simulation_hash(cfg: ExperimentConfig) -> str:
-    return C.config_hash({"simulation": C.to_dict(cfg.simulation), "seed": cfg.seed})
+    """Identity of the event files: the simulation config (jets: the fields its engine uses,
+    ``JetsConfig.identity``) and the seed."""
+    sim = cfg.simulation
+    fields = sim.identity() if isinstance(sim, JetsConfig) else sim
+    return C.config_hash({"simulation": C.to_dict(fields), "seed": cfg.seed})
 
 
 def data_dir(cfg: ExperimentConfig) -> Path:

@@ -120,3 +120,25 @@ def test_classical_sd_section_reaches_the_baseline_calibration(tmp_path, monkeyp
     with pytest.raises(RuntimeError, match="stop before calibrating"):
         experiment.run_baseline(cfg, {"train": tmp_path / "train.h5"}, tmp_path / "run")
     assert seen == [cfg.classical_sd]
+
+
+def test_jets_data_hash_ignores_sections_the_engine_does_not_use():
+    """Toy settings do not move Pythia data and Pythia settings do not move toy data."""
+    import dataclasses
+
+    from reco.experiment import simulation_hash
+    from simulation.jets.config import HadronisationConfig, KinematicsConfig, PythiaConfig
+
+    def with_sim(path: str, **sim):
+        cfg = load_config(CONFIGS[0].parent / path, variant="scratch" if "pythia" in path else None)
+        return simulation_hash(
+            dataclasses.replace(cfg, simulation=dataclasses.replace(cfg.simulation, **sim))
+        )
+
+    pythia, toy = "jets_pythia_top.yaml", "jets_toy_top.yaml"
+    other_had = HadronisationConfig(photon_fraction=0.1)
+    assert with_sim(pythia) == with_sim(pythia, hadronisation=other_had)
+    assert with_sim(pythia) != with_sim(pythia, pythia=PythiaConfig(seed_offset=3))
+    assert with_sim(toy) == with_sim(toy, pythia=PythiaConfig(seed_offset=3))
+    assert with_sim(toy) != with_sim(toy, hadronisation=other_had)
+    assert with_sim(toy) != with_sim(toy, kinematics=KinematicsConfig(pt_min=600.0))

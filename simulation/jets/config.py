@@ -8,7 +8,7 @@ jets (anti-kT R = 0.8, 500 < pT < 1000 GeV, |eta| < 2); see docs/jets.md for the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 # JetClass class names in JetClass label order (PART.md); the toy simulates this subset.
@@ -49,6 +49,8 @@ class ResonanceConfig:
     mass_t: float = 172.5  # GeV, top mass
     width_t: float = 1.42  # GeV, top width
     qcd_gluon_fraction: float = 0.55  # fraction of QCD jets started by a gluon (rest light quarks)
+    contained: bool = False  # redraw decay orientations until every prong is within R (matching)
+    max_redraws: int = 50  # most redraws of an uncontained decay (it keeps its last draw)
 
     def __post_init__(self) -> None:
         for name in ("mass_w", "mass_z", "mass_h", "mass_t"):
@@ -57,6 +59,8 @@ class ResonanceConfig:
         for name in ("width_w", "width_z", "width_h", "width_t"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.max_redraws < 0:
+            raise ValueError(f"max_redraws: must be >= 0, got {self.max_redraws}")
         if not 0 <= self.qcd_gluon_fraction <= 1:
             raise ValueError(
                 f"qcd_gluon_fraction: must be in [0, 1], got {self.qcd_gluon_fraction}"
@@ -90,12 +94,20 @@ class HadronisationConfig:
 
     hadrons_per_log_e: float = 5.0  # mean hadrons per unit ln(1 + E / hadron_e0) of a parton
     hadron_e0: float = 2.0  # GeV, energy scale of the hadron multiplicity of a parton
-    lab_energy_scale: float = 0.2  # QCD jets: parton energy -> dipole-frame energy (tuned, ~R / 4)
+    lab_energy_scale: float = 1.0  # QCD jets: lab parton energy -> multiplicity energy scale
+    resonance_energy_scale: float = 1.0  # resonance prongs: rest-frame energy -> multiplicity scale
+    fragmentation_shape: float = (
+        1.0  # Gamma shape of the hadrons' momentum shares (1: flat; <1 harder)
+    )
     gluon_factor: float = 1.0  # hadron multiplicity of a gluon relative to a quark of equal E
     kick_sigma: float = 0.35  # GeV, Gaussian transverse momentum of a hadron to its parton
     photon_fraction: float = 0.26  # fraction of light hadrons that are photons (pi0 -> gamma)
     neutral_fraction: float = 0.11  # fraction that are long-lived neutral hadrons (K0L, n)
     lepton_fraction: float = 0.006  # fraction that are leptons (half e, half mu)
+    k0s_fraction: float = 0.0  # fraction of light hadrons that are K0S, decaying displaced (V0)
+    lambda_fraction: float = 0.0  # fraction of light hadrons that are Lambda (V0)
+    k0s_ctau: float = 26.84  # mm, c*tau of the K0S (PDG)
+    lambda_ctau: float = 78.9  # mm, c*tau of the Lambda (PDG)
     b_mean_fraction: float = 0.70  # mean momentum fraction of the b hadron (Beta distribution)
     c_mean_fraction: float = 0.55  # mean momentum fraction of the c hadron
     b_ctau: float = 0.455  # mm, c*tau of b hadrons (B0 455, B+ 491, Bs 453 um: mean)
@@ -113,6 +125,10 @@ class HadronisationConfig:
             raise ValueError(
                 "photon_fraction, neutral_fraction, lepton_fraction: must be >= 0 with sum < 1"
             )
+        if min(self.k0s_fraction, self.lambda_fraction) < 0 or (
+            self.k0s_fraction + self.lambda_fraction >= 1
+        ):
+            raise ValueError("k0s_fraction, lambda_fraction: must be >= 0 with sum < 1")
         for name in ("b_mean_fraction", "c_mean_fraction", "semileptonic_fraction"):
             if not 0 < getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be in (0, 1), got {getattr(self, name)}")
@@ -122,9 +138,13 @@ class HadronisationConfig:
             "hadrons_per_log_e",
             "hadron_e0",
             "lab_energy_scale",
+            "resonance_energy_scale",
+            "fragmentation_shape",
             "gluon_factor",
             "kick_sigma",
             "b_ctau",
+            "k0s_ctau",
+            "lambda_ctau",
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
@@ -264,6 +284,13 @@ class JetsConfig:
                     f"|eta| < kinematics.eta_max = {kin.eta_max} and R = {kin.radius}; "
                     f"needs >= {kin.eta_max + kin.radius}"
                 )
+
+    def identity(self) -> dict[str, object]:
+        """The fields that determine the jets, for the data hash: the sections the engine
+        ignores are left out (toy: ``pythia``; pythia: the toy's resonances, shower and
+        hadronisation), so editing or extending them does not orphan existing event files."""
+        ignored = ("pythia",) if self.engine == "toy" else ("resonances", "shower", "hadronisation")
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ignored}
 
     @property
     def pthat_window(self) -> tuple[float, float]:

@@ -9,7 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 from simulation.jets.config import JetsConfig
-from simulation.jets.kinematics import boost, isotropic_directions, pt_eta_phi_m_to_p4
+from simulation.jets.kinematics import (
+    boost,
+    isotropic_directions,
+    pt_eta_phi,
+    pt_eta_phi_m_to_p4,
+    wrap_phi,
+)
 
 GLUON, LIGHT, CHARM, BOTTOM = 21, 1, 4, 5
 
@@ -56,6 +62,59 @@ def _opening_angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
     cos = np.sum(a * b, axis=-1) / np.maximum(norm, 1e-300)
     return np.arccos(np.clip(cos, -1.0, 1.0))
+
+
+def random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n rotation matrices (n, 3, 3) uniform on SO(3) (normalised Gaussian quaternions)."""
+    q = rng.normal(size=(n, 4))
+    w, x, y, z = (q / np.linalg.norm(q, axis=-1, keepdims=True)).T
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        axis=1,
+    )
+
+
+def contain_prongs(
+    rng: np.random.Generator,
+    prongs_rest: list[np.ndarray],
+    present: list[np.ndarray],
+    beta: np.ndarray,
+    axis: np.ndarray,
+    radius: float,
+    max_redraws: int,
+) -> list[np.ndarray]:
+    """Rotate each decay in its rest frame at random until every present prong, boosted by beta
+    (n, 3), lies within Delta R < radius of `axis` (n, 3): the decay orientation conditioned on a
+    contained decay, as truth matching selects jets in generator samples (Pythia engine).
+
+    Args:
+        prongs_rest: rest-frame prong momenta, each (n, 3) GeV; present: (n,) bool per prong.
+    Returns the rotated prongs; decays still uncontained after max_redraws keep their last draw.
+    """
+    prongs = [q.copy() for q in prongs_rest]
+    _, eta_j, phi_j = pt_eta_phi(axis)
+
+    def outside() -> np.ndarray:
+        bad = np.zeros(len(axis), bool)
+        for q, here in zip(prongs, present, strict=True):
+            _, eta, phi = pt_eta_phi(boost(q, np.linalg.norm(q, axis=-1), beta)[0])
+            dr2 = (eta - eta_j) ** 2 + wrap_phi(phi - phi_j) ** 2
+            bad |= here & (dr2 >= radius * radius)
+        return bad
+
+    bad = np.flatnonzero(outside())
+    for _ in range(max_redraws):
+        if bad.size == 0:
+            break
+        rot = random_rotations(rng, bad.size)
+        for q in prongs:
+            q[bad] = np.einsum("nij,nj->ni", rot, q[bad])
+        bad = bad[outside()[bad]]
+    return prongs
 
 
 def hard_process(
@@ -125,10 +184,11 @@ def hard_process(
     w_cs_top = rng.random(n) < 0.5  # W -> cs' in half of the top's W decays
     flav = [np.where(top, BOTTOM, f1), np.where(top, LIGHT, f2), np.where(w_cs_top, CHARM, LIGHT)]
     present = [~qcd, ~qcd, top]
-    lab = []
-    for p_rest in prongs_rest:
-        p_lab, _ = boost(p_rest, np.linalg.norm(p_rest, axis=-1), beta)
-        lab.append(p_lab)
+    if res.contained:
+        prongs_rest = contain_prongs(
+            rng, prongs_rest, present, beta, p_jet, cfg.kinematics.radius, res.max_redraws
+        )
+    lab = [boost(q, np.linalg.norm(q, axis=-1), beta)[0] for q in prongs_rest]
 
     # QCD: one massless parton along the jet direction.
     lab[0] = np.where(qcd[:, None], p_jet, lab[0])

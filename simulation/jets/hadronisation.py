@@ -8,6 +8,10 @@ charged pions. Heavy flavour: the b (c) quark gives a B (D) hadron carrying a Be
 fraction of its momentum (mean ~0.70 / 0.55), the rest fragments like a light quark; the heavy
 hadron flies L = (p / M) c tau Exp(1) and decays isotropically in its rest frame into a few
 charged pions, photons, K0L and, in semileptonic decays, a lepton and an invisible neutrino.
+Long-lived light hadrons (V0s, off by default): fractions of the light hadrons are K0S or Lambda,
+which fly (p / M) c tau Exp(1) and decay isotropically into two bodies: pi+ pi- (69.2 %) or
+pi0 pi0 (each pi0 a photon here) for the K0S, p pi- (63.9 %) or n pi0 for the Lambda. Their
+charged daughters are the displaced tracks (|d0| of millimetres) that Pythia's decays give.
 Species codes: 0 charged hadron, 1 neutral hadron, 2 photon, 3 electron, 4 muon, 5 neutrino.
 """
 
@@ -16,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from simulation.jets.config import HadronisationConfig
-from simulation.jets.decays import BOTTOM, CHARM, GLUON
+from simulation.jets.decays import BOTTOM, CHARM, GLUON, two_body_decay
 from simulation.jets.kinematics import (
     boost,
     group_sum,
@@ -28,6 +32,8 @@ from simulation.jets.kinematics import (
 CHARGED, NEUTRAL, PHOTON, ELECTRON, MUON, NEUTRINO = 0, 1, 2, 3, 4, 5
 M_PION, M_K0L, M_NEUTRON, M_ELECTRON, M_MUON = 0.13957, 0.49761, 0.93957, 0.000511, 0.10566
 M_B, M_D = 5.279, 1.867  # GeV, heavy-hadron masses (B0/B+, D0/D+ average)
+M_K0S, M_LAMBDA, M_PROTON = 0.49761, 1.11568, 0.93827  # GeV (PDG)
+K0S_CHARGED_BR, LAMBDA_CHARGED_BR = 0.692, 0.639  # K0S -> pi+ pi-, Lambda -> p pi- (PDG)
 
 
 def _species(rng: np.random.Generator, k: int, cfg: HadronisationConfig) -> np.ndarray:
@@ -73,12 +79,12 @@ def fragment(
     e = np.linalg.norm(p, axis=-1)
     mean = (
         cfg.hadrons_per_log_e
-        * np.log1p(e / cfg.hadron_e0)
+        * np.log1p(scale * e / cfg.hadron_e0)
         * np.where(is_gluon, cfg.gluon_factor, 1.0)
     )
     n = np.maximum(rng.poisson(mean), 1)
     parent = np.repeat(np.arange(len(p)), n)
-    w = rng.exponential(size=parent.size)
+    w = rng.gamma(cfg.fragmentation_shape, size=parent.size)
     x = w / group_sum(w, parent, len(p))[parent]
     u, v = perpendicular_basis(p / np.maximum(e, 1e-12)[:, None])
     kick = rng.normal(0.0, cfg.kick_sigma, (parent.size, 2))
@@ -142,6 +148,49 @@ def heavy_hadron_decay(
     }
 
 
+def v0_decays(
+    rng: np.random.Generator, had: dict[str, np.ndarray], cfg: HadronisationConfig
+) -> dict[str, np.ndarray]:
+    """Turn fractions cfg.k0s_fraction / cfg.lambda_fraction of the light hadrons `had` (the
+    output of :func:`fragment`) into K0S / Lambda and replace each by its two decay products.
+
+    Returns `had`'s fields for the prompt hadrons followed by the daughters, plus v0_id (k,)
+    (the V0 a daughter comes from, -1 if prompt), proper_length (k,) mm (c t, Exp(c tau)) and
+    v0_mass (k,) GeV of that V0 (0 if prompt), for :func:`decay_vertices`. Each V0's
+    three-momentum is its daughters' sum.
+    """
+    k = len(had["p"])
+    u = rng.random(k)
+    kind = np.where(u < cfg.k0s_fraction, 1, 0)
+    kind[(u >= cfg.k0s_fraction) & (u < cfg.k0s_fraction + cfg.lambda_fraction)] = 2
+    v0 = np.flatnonzero(kind > 0)
+    prompt = np.flatnonzero(kind == 0)
+    is_k = kind[v0] == 1
+    m_v0 = np.where(is_k, M_K0S, M_LAMBDA)
+    charged = rng.random(v0.size) < np.where(is_k, K0S_CHARGED_BR, LAMBDA_CHARGED_BR)
+    # Daughters 1, 2: K0S -> pi pi (or two photons), Lambda -> p pi (or n and a photon).
+    sp1 = np.where(charged, CHARGED, np.where(is_k, PHOTON, NEUTRAL)).astype(np.int8)
+    sp2 = np.where(charged, CHARGED, PHOTON).astype(np.int8)
+    m1 = np.where(is_k, np.where(charged, M_PION, 0.0), np.where(charged, M_PROTON, M_NEUTRON))
+    m2 = np.where(charged, M_PION, 0.0)
+    q1, q2 = two_body_decay(rng, m_v0, m1, m2)
+    p_v0 = had["p"][v0]
+    beta = p_v0 / np.sqrt(np.sum(p_v0 * p_v0, axis=-1) + m_v0 * m_v0)[:, None]
+    d1, _ = boost(q1, np.sqrt(np.sum(q1 * q1, axis=-1) + m1 * m1), beta)
+    d2, _ = boost(q2, np.sqrt(np.sum(q2 * q2, axis=-1) + m2 * m2), beta)
+    ctau = np.where(is_k, cfg.k0s_ctau, cfg.lambda_ctau) * rng.exponential(size=v0.size)
+    n_p, n_v = prompt.size, v0.size
+    return {
+        "parent": np.concatenate([had["parent"][prompt], had["parent"][v0], had["parent"][v0]]),
+        "p": np.concatenate([had["p"][prompt], d1, d2]),
+        "species": np.concatenate([had["species"][prompt], sp1, sp2]),
+        "mass": np.concatenate([had["mass"][prompt], m1, m2]),
+        "v0_id": np.concatenate([np.full(n_p, -1), np.arange(n_v), np.arange(n_v)]),
+        "proper_length": np.concatenate([np.zeros(n_p), ctau, ctau]),
+        "v0_mass": np.concatenate([np.zeros(n_p), m_v0, m_v0]),
+    }
+
+
 def decay_vertices(
     p: np.ndarray, heavy_id: np.ndarray, proper_length: np.ndarray, heavy_mass: np.ndarray
 ) -> np.ndarray:
@@ -177,9 +226,9 @@ def hadronise(
 
     Returns:
         parent (k,) parton index, p (k, 3) GeV, species (k,) int8, mass (k,) GeV; heavy_id (k,)
-        the heavy hadron a particle comes from (-1 if prompt), proper_length (k,) mm and
-        heavy_mass (k,) GeV of that hadron (0 if prompt), for :func:`decay_vertices`. Momentum is
-        conserved parton by parton (heavy-hadron decays conserve four-momentum).
+        the decaying hadron (heavy hadron or V0) a particle comes from (-1 if prompt),
+        proper_length (k,) mm and heavy_mass (k,) GeV of that hadron (0 if prompt), for
+        :func:`decay_vertices`. Three-momentum is conserved parton by parton.
     """
     frac = np.zeros(len(p))
     is_b = heavy & (flavour == BOTTOM)
@@ -190,14 +239,22 @@ def hadronise(
     light = fragment(rng, p * (1.0 - frac)[:, None], flavour == GLUON, scale, cfg)
     hv = np.flatnonzero(heavy)
     dec = heavy_hadron_decay(rng, p[hv] * frac[hv, None], flavour[hv], cfg)
+    if cfg.k0s_fraction > 0 or cfg.lambda_fraction > 0:
+        light = v0_decays(rng, light, cfg)
+        # V0s are decaying hadrons numbered after the heavy ones.
+        light_id = np.where(light["v0_id"] >= 0, light["v0_id"] + hv.size, -1)
+        light_length, light_mass = light["proper_length"], light["v0_mass"]
+    else:
+        light_id = np.full(len(light["p"]), -1)
+        light_length = light_mass = np.zeros(len(light["p"]))
     return {
         "parent": np.concatenate([light["parent"], hv[dec["parent"]]]),
         "p": np.concatenate([light["p"], dec["p"]]),
         "species": np.concatenate([light["species"], dec["species"]]),
         "mass": np.concatenate([light["mass"], dec["mass"]]),
-        "heavy_id": np.concatenate([np.full(len(light["p"]), -1), dec["parent"]]),
-        "proper_length": np.concatenate([np.zeros(len(light["p"])), dec["proper_length"]]),
-        "heavy_mass": np.concatenate([np.zeros(len(light["p"])), dec["heavy_mass"]]),
+        "heavy_id": np.concatenate([light_id, dec["parent"]]),
+        "proper_length": np.concatenate([light_length, dec["proper_length"]]),
+        "heavy_mass": np.concatenate([light_mass, dec["heavy_mass"]]),
     }
 
 

@@ -93,8 +93,11 @@ def generate_particles(
     # QCD jets fragment in the lab; their colour partner is far away, and lab_energy_scale (~R / 2)
     # scales a parton's energy to that of a dipole frame (E theta / 2 ~ invariant), as for
     # resonance prongs in their rest frame.
-    scale = np.where(hp["resonance"][parton_jet], 1.0, cfg.hadronisation.lab_energy_scale)
-    had = hadronise(rng, p_frame, flav, heavy, scale, cfg.hadronisation)
+    hcfg = cfg.hadronisation
+    scale = np.where(
+        hp["resonance"][parton_jet], hcfg.resonance_energy_scale, hcfg.lab_energy_scale
+    )
+    had = hadronise(rng, p_frame, flav, heavy, scale, hcfg)
     jet = parton_jet[had["parent"]]
     p_had = had["p"].copy()
     res_jets = np.flatnonzero(hp["resonance"])

@@ -40,6 +40,12 @@ def test_defaults_are_valid() -> None:
         (lambda: HadronisationConfig(c_ctau=(0.1,)), "c_ctau"),
         (lambda: HadronisationConfig(kick_sigma=0), "kick_sigma"),
         (lambda: HadronisationConfig(ue_pt_mean=0), "ue_pt_mean"),
+        (lambda: HadronisationConfig(fragmentation_shape=0), "fragmentation_shape"),
+        (lambda: HadronisationConfig(resonance_energy_scale=-1), "resonance_energy_scale"),
+        (lambda: HadronisationConfig(k0s_fraction=0.7, lambda_fraction=0.4), "k0s_fraction"),
+        (lambda: HadronisationConfig(k0s_fraction=-0.1), "k0s_fraction"),
+        (lambda: HadronisationConfig(lambda_ctau=0), "lambda_ctau"),
+        (lambda: ResonanceConfig(max_redraws=-1), "max_redraws"),
         (lambda: DetectorConfig(track_pt_min=-1), "track_pt_min"),
     ],
 )

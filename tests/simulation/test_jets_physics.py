@@ -6,7 +6,18 @@ import pytest
 from simulation.jets.config import DetectorConfig, HadronisationConfig, ShowerConfig
 from simulation.jets.decays import BOTTOM, CHARM, GLUON, LIGHT, breit_wigner, two_body_decay
 from simulation.jets.detector import impact_parameters, ip_resolution
-from simulation.jets.hadronisation import M_B, fragment, heavy_hadron_decay
+from simulation.jets.hadronisation import (
+    CHARGED,
+    K0S_CHARGED_BR,
+    M_B,
+    M_K0S,
+    M_LAMBDA,
+    decay_vertices,
+    fragment,
+    hadronise,
+    heavy_hadron_decay,
+    v0_decays,
+)
 from simulation.jets.kinematics import (
     boost,
     group_sum,
@@ -128,6 +139,43 @@ def test_heavy_decay_products_have_hadron_mass() -> None:
     assert np.unique(many["proper_length"]).mean() == pytest.approx(
         0.6 * 0.123 + 0.25 * 0.312 + 0.15 * 0.151, rel=0.06
     )
+
+
+def test_v0_decays_conserve_momentum_and_fly_p_over_m_ctau() -> None:
+    rng = np.random.default_rng(8)
+    n = 20_000
+    p = np.tile([[3.0, 4.0, 0.0]], (n, 1))  # |p| = 5 GeV
+    had = {"parent": np.arange(n), "p": p, "species": np.zeros(n, np.int8), "mass": np.zeros(n)}
+    cfg = HadronisationConfig(k0s_fraction=0.6, lambda_fraction=0.3)
+    out = v0_decays(rng, had, cfg)
+    v0, ids = out["v0_id"] >= 0, out["v0_id"][out["v0_id"] >= 0]
+    n_v0 = int(ids.max()) + 1
+    assert len(out["p"]) == n + n_v0  # each V0 became two daughters
+    assert n_v0 / n == pytest.approx(0.9, abs=0.01)
+    e = np.sqrt((out["p"][v0] ** 2).sum(1) + out["mass"][v0] ** 2)
+    p_v0 = group_sum(out["p"][v0], ids, n_v0)
+    np.testing.assert_allclose(p_v0, np.tile([3.0, 4.0, 0.0], (n_v0, 1)), atol=1e-9)
+    m_v0 = invariant_mass(p_v0, group_sum(e, ids, n_v0))
+    is_k = np.isclose(m_v0, M_K0S, rtol=1e-9)
+    assert (is_k | np.isclose(m_v0, M_LAMBDA, rtol=1e-9)).all()
+    assert is_k.mean() == pytest.approx(0.6 / 0.9, abs=0.015)
+    # Charged decays: both daughters tracks, at the PDG branching fraction (K0S -> pi+ pi-).
+    n_charged = group_sum((out["species"][v0] == CHARGED).astype(float), ids, n_v0)
+    assert set(np.unique(n_charged)) <= {0.0, 2.0}
+    assert (n_charged[is_k] == 2).mean() == pytest.approx(K0S_CHARGED_BR, abs=0.015)
+    # Flight: (|p| / M) c tau Exp(1) from the origin, along the V0 momentum.
+    vertex = decay_vertices(out["p"], out["v0_id"], out["proper_length"], out["v0_mass"])
+    flight = np.linalg.norm(vertex[v0], axis=1)
+    k_daughter = is_k[ids]
+    assert flight[k_daughter].mean() == pytest.approx(5.0 / M_K0S * 26.84, rel=0.03)
+    assert (vertex[~v0] == 0).all()
+    # Off by default: hadronise is unchanged (no V0 daughters, all light hadrons prompt).
+    full = hadronise(rng, p[:50], np.full(50, 1), np.zeros(50, bool), np.ones(50), cfg)
+    assert (full["heavy_id"] >= 0).any()
+    plain = hadronise(
+        rng, p[:50], np.full(50, 1), np.zeros(50, bool), np.ones(50), HadronisationConfig()
+    )
+    assert (plain["heavy_id"] == -1).all()
 
 
 def test_impact_parameters_closed_form() -> None:

@@ -312,7 +312,7 @@ def test_shipped_config_simulates(tmp_path) -> None:
 
     tiny = ["simulation.n_train=6", "simulation.n_val=2", "simulation.n_test=2"]
     overrides = [*tiny, "simulation.pythia.workers=1", f"data.dir={tmp_path}"]
-    cfg = experiment.load_config(CONFIG, overrides, smoke=True)
+    cfg = experiment.load_config(CONFIG, overrides, smoke=True, variant="scratch")
     assert cfg.simulation.engine == "pythia"
     paths = experiment.simulate(cfg)
     with open_events(paths["train"], kind="jets") as ev:

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from simulation.jets import JET_FIELDS, PARTICLE_FIELDS, JetsConfig, simulate
-from simulation.jets.config import ResonanceConfig
+from simulation.jets.config import HadronisationConfig, ResonanceConfig
+from simulation.jets.decays import hard_process, random_rotations
+from simulation.jets.kinematics import pt_eta_phi, wrap_phi
 from simulation.jets.simulate import simulate_chunks
 
 N_PER_CLASS = 500
@@ -126,6 +128,63 @@ def test_gluon_jets_have_more_constituents() -> None:
         cfg = JetsConfig(classes=("QCD",), resonances=ResonanceConfig(qcd_gluon_fraction=frac))
         mult[frac] = simulate(cfg, 1500, seed=3).arrays["jet/jet_nparticles"].mean()
     assert 1.3 < mult[1.0] / mult[0.0] < 1.8
+
+
+def test_random_rotations_are_uniform_proper_rotations() -> None:
+    rot = random_rotations(np.random.default_rng(0), 4000)
+    eye = np.broadcast_to(np.eye(3), rot.shape)
+    np.testing.assert_allclose(rot @ rot.transpose(0, 2, 1), eye, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.det(rot), 1.0, atol=1e-12)
+    # Uniform on SO(3): a fixed vector goes to a direction uniform on the sphere (<z> = 0, <z^2> = 1/3).
+    z = rot[:, 2, 2]
+    assert abs(z.mean()) < 0.03 and abs((z * z).mean() - 1 / 3) < 0.02
+
+
+def _prong_dr(hp: dict[str, np.ndarray]) -> np.ndarray:
+    _, eta_j, phi_j = pt_eta_phi(hp["axis"][hp["parton_jet"]])
+    _, eta, phi = pt_eta_phi(hp["parton_p"])
+    return np.hypot(eta - eta_j, wrap_phi(phi - phi_j))
+
+
+def test_contained_decays_keep_every_prong_in_the_jet() -> None:
+    # Low-pT tops (wide decays): a sizeable fraction has a prong outside R unless contained.
+    kin = {"pt_min": 300.0, "pt_max": 400.0}
+    label = np.zeros(3000, int)
+    loose = JetsConfig(classes=("Tbqq",), kinematics=replace(JetsConfig().kinematics, **kin))
+    tight = replace(loose, resonances=ResonanceConfig(contained=True))
+    out = _prong_dr(hard_process(np.random.default_rng(1), loose, label))
+    inside = _prong_dr(hard_process(np.random.default_rng(1), tight, label))
+    assert (out >= 0.8).mean() > 0.1
+    assert (inside < 0.8).all()
+    # End to end: most contained tops carry the top mass (the rest lose out-of-cone radiation);
+    # without containment most of these wide tops do not.
+    mass = {
+        c.resonances.contained: simulate(replace(c, chunk_size=500), 600, seed=2).arrays[
+            "jet/jet_mass"
+        ]
+        for c in (loose, tight)
+    }
+    assert (mass[True] > 120).mean() > 0.8 > 0.5 > (mass[False] > 120).mean()
+    assert np.median(mass[True]) == pytest.approx(172.5, abs=12)
+
+
+def test_tune_knobs_move_multiplicity_and_displacement() -> None:
+    """resonance_energy_scale raises top-jet multiplicity; V0s make displaced tracks in QCD jets."""
+    base = JetsConfig(classes=("QCD", "Tbqq"))
+    had = HadronisationConfig(resonance_energy_scale=4.0, k0s_fraction=0.05, lambda_fraction=0.02)
+    a, b = simulate(base, 1000, 4), simulate(replace(base, hadronisation=had), 1000, 4)
+    top = a.arrays["truth/label"] == 1
+    n_a, n_b = a.arrays["jet/jet_nparticles"], b.arrays["jet/jet_nparticles"]
+    assert np.median(n_b[top]) > np.median(n_a[top]) + 15
+    assert abs(np.median(n_b[~top]) - np.median(n_a[~top])) < 6  # QCD: lab scale unchanged
+
+    def displaced(s):
+        c = s.particles.content
+        qcd = np.repeat(s.arrays["truth/label"] == 0, np.diff(s.particles.offsets))
+        trk = qcd & (c["part_d0err"] > 0)
+        return np.mean(np.abs(c["part_d0val"][trk]) > 5 * c["part_d0err"][trk])
+
+    assert displaced(a) < 0.01 < 0.05 < displaced(b)
 
 
 def test_reproducible_by_seed_and_chunking() -> None:

@@ -338,6 +338,20 @@ def test_decode_names() -> None:
     assert decode_pytables_names(None) is None
 
 
+def test_committed_pandas_file(tmp_path) -> None:
+    """tests/data/toptagging_pandas_12jets.h5, written by pandas + PyTables (tests/data/README.md)
+    from these rows, reads as the same rows written in the h5py layout."""
+    frame, _ = _frame(np.random.default_rng(5), 12)
+    here = Path(__file__).resolve().parents[1] / "data" / "toptagging_pandas_12jets.h5"
+    ours = write_table(tmp_path / "h5py.h5", frame, list(DOCUMENTED_COLUMNS))
+    a, b = read_toptagging(here), read_toptagging(ours)
+    assert a.n_jets == 12
+    for k in a.arrays:
+        np.testing.assert_array_equal(a.arrays[k], b.arrays[k], k)
+    for k in a.particles.content:
+        np.testing.assert_array_equal(a.particles.content[k], b.particles.content[k], k)
+
+
 def test_pandas_written_file_if_available(frame, table_file, tmp_path) -> None:
     pd = pytest.importorskip("pandas")
     pytest.importorskip("tables")
