@@ -96,9 +96,7 @@ class HadronisationConfig:
     hadron_e0: float = 2.0  # GeV, energy scale of the hadron multiplicity of a parton
     lab_energy_scale: float = 1.0  # QCD jets: lab parton energy -> multiplicity energy scale
     resonance_energy_scale: float = 1.0  # resonance prongs: rest-frame energy -> multiplicity scale
-    fragmentation_shape: float = (
-        1.0  # Gamma shape of the hadrons' momentum shares (1: flat; <1 harder)
-    )
+    fragmentation_shape: float = 1.0  # Gamma shape of the momentum shares (1 flat, < 1 harder)
     gluon_factor: float = 1.0  # hadron multiplicity of a gluon relative to a quark of equal E
     kick_sigma: float = 0.35  # GeV, Gaussian transverse momentum of a hadron to its parton
     photon_fraction: float = 0.26  # fraction of light hadrons that are photons (pi0 -> gamma)

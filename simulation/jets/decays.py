@@ -98,22 +98,24 @@ def contain_prongs(
     prongs = [q.copy() for q in prongs_rest]
     _, eta_j, phi_j = pt_eta_phi(axis)
 
-    def outside() -> np.ndarray:
-        bad = np.zeros(len(axis), bool)
+    def outside(rows: np.ndarray) -> np.ndarray:
+        """The decays among `rows` with a present prong outside the radius."""
+        bad = np.zeros(rows.size, bool)
         for q, here in zip(prongs, present, strict=True):
-            _, eta, phi = pt_eta_phi(boost(q, np.linalg.norm(q, axis=-1), beta)[0])
-            dr2 = (eta - eta_j) ** 2 + wrap_phi(phi - phi_j) ** 2
-            bad |= here & (dr2 >= radius * radius)
-        return bad
+            q_lab, _ = boost(q[rows], np.linalg.norm(q[rows], axis=-1), beta[rows])
+            _, eta, phi = pt_eta_phi(q_lab)
+            dr2 = (eta - eta_j[rows]) ** 2 + wrap_phi(phi - phi_j[rows]) ** 2
+            bad |= here[rows] & (dr2 >= radius * radius)
+        return rows[bad]
 
-    bad = np.flatnonzero(outside())
+    bad = outside(np.arange(len(axis)))
     for _ in range(max_redraws):
         if bad.size == 0:
             break
         rot = random_rotations(rng, bad.size)
         for q in prongs:
             q[bad] = np.einsum("nij,nj->ni", rot, q[bad])
-        bad = bad[outside()[bad]]
+        bad = outside(bad)  # only the redrawn decays are checked again
     return prongs
 
 

@@ -239,7 +239,7 @@ def hadronise(
     light = fragment(rng, p * (1.0 - frac)[:, None], flavour == GLUON, scale, cfg)
     hv = np.flatnonzero(heavy)
     dec = heavy_hadron_decay(rng, p[hv] * frac[hv, None], flavour[hv], cfg)
-    if cfg.k0s_fraction > 0 or cfg.lambda_fraction > 0:
+    if cfg.k0s_fraction > 0 or cfg.lambda_fraction > 0:  # off: no draws, the default stream
         light = v0_decays(rng, light, cfg)
         # V0s are decaying hadrons numbered after the heavy ones.
         light_id = np.where(light["v0_id"] >= 0, light["v0_id"] + hv.size, -1)

@@ -90,9 +90,10 @@ def generate_particles(
     beta = np.where(hp["resonance"][:, None], hp["p"] / hp["energy"][:, None], 0.0)
     parton_jet = hp["parton_jet"][origin]
     p_frame, _ = boost(p, np.linalg.norm(p, axis=-1), -beta[parton_jet])
-    # QCD jets fragment in the lab; their colour partner is far away, and lab_energy_scale (~R / 2)
-    # scales a parton's energy to that of a dipole frame (E theta / 2 ~ invariant), as for
-    # resonance prongs in their rest frame.
+    # QCD jets fragment in the lab (their colour partner is far away). The multiplicity scales
+    # lab_energy_scale / resonance_energy_scale map a parton's lab / rest-frame energy to the
+    # energy its hadron multiplicity grows with (both 1 by default; the Pythia tune raises the
+    # resonance one, docs/jets.md).
     hcfg = cfg.hadronisation
     scale = np.where(
         hp["resonance"][parton_jet], hcfg.resonance_energy_scale, hcfg.lab_energy_scale
