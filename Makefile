@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= configs/experiments/airshower_cnn_energy.yaml
 
-.PHONY: run test test-all smoke lint bench mlflow-ui
+.PHONY: run test test-slow test-all smoke lint bench mlflow-ui
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,6 +16,9 @@ run: $(VENV)/.installed  ## simulate, train, evaluate and analyse the default ex
 
 test: $(VENV)/.installed  ## the default test run (minutes; no slow tests)
 	$(VENV)/bin/pytest -q -m "not slow"
+
+test-slow: $(VENV)/.installed  ## the slow tests only (whole-chain suites, multi-process chains)
+	$(VENV)/bin/pytest -q -m slow
 
 test-all: $(VENV)/.installed
 	$(VENV)/bin/pytest -q

@@ -42,6 +42,32 @@ InitFromOpt = Annotated[
 ]
 
 
+CoordinatorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--coordinator",
+        help="Multi-process training: host:port of process 0 (with --num-processes and "
+        "--process-id; under SLURM's srun they come from the job)",
+    ),
+]
+NumProcessesOpt = Annotated[
+    int | None, typer.Option("--num-processes", help="Multi-process: number of processes")
+]
+ProcessIdOpt = Annotated[
+    int | None, typer.Option("--process-id", help="Multi-process: this process's index")
+]
+
+
+def _join(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
+    """Join a multi-process job (explicit settings, RECO_* variables or SLURM's srun)."""
+    from reco import distributed
+
+    try:
+        distributed.initialize(coordinator, num_processes, process_id)
+    except ValueError as err:
+        _fail(err)
+
+
 def _console():
     from rich.console import Console
 
@@ -141,17 +167,37 @@ def train(
     ] = None,
     variant: VariantOpt = None,
     init_from: InitFromOpt = None,
+    requeue: Annotated[
+        bool,
+        typer.Option(
+            "--requeue",
+            help="With --run-dir: resume if the run has a checkpoint, else start it (what a "
+            "requeued batch job runs)",
+        ),
+    ] = False,
+    coordinator: CoordinatorOpt = None,
+    num_processes: NumProcessesOpt = None,
+    process_id: ProcessIdOpt = None,
 ) -> None:
-    """Train the model (simulating the events first if they do not exist yet)."""
+    """Train the model (simulating the events first if they do not exist yet).
+
+    Under SLURM's srun with several tasks (or with --coordinator/--num-processes/--process-id)
+    the processes train one model together, one process per GPU.
+    """
     from reco import experiment
 
+    _join(coordinator, num_processes, process_id)
     cfg = _load(config, _with_init_from(set_, init_from), smoke, variant)
+    if requeue:
+        if run_dir is None:
+            _fail(ValueError("--requeue needs --run-dir (the run folder to resume or start)"))
+        resume = experiment.has_checkpoint(run_dir)
     try:
         paths = _simulate(cfg)
         out, result = experiment.train(cfg, paths, run_dir=run_dir, resume=resume)
     except (OSError, ValueError, FloatingPointError) as err:
         _fail(err)
-    _console().print(f"run folder: {out}\n{result}")
+    _console().print(f"{result.summary()}\nrun folder: {out}", soft_wrap=True)
 
 
 @app.command()
@@ -233,10 +279,11 @@ def run(
     if variant:
         _load(config, set_, smoke, variant[0])  # reports that the file has no variants
     cfg = _load(config, set_, smoke)
+    _single_process("reco run")
     try:
         paths = _simulate(cfg)
         run_dir, result = experiment.train(cfg, paths)
-        _console().print(f"trained: {result}")
+        _console().print(result.summary(), soft_wrap=True)
         predictions, analysis = experiment.evaluate_and_analyze(run_dir)
     except (OSError, ValueError, FloatingPointError) as err:
         _fail(err)
@@ -244,6 +291,20 @@ def run(
     _console().print(
         f"run folder: {run_dir}\npredictions: {predictions}\nMLflow: mlflow ui --backend-store-uri sqlite:///mlflow.db"
     )
+
+
+def _single_process(what: str) -> None:
+    """Stop with an explanation when launched as several processes (srun with many tasks)."""
+    from reco import distributed
+
+    if distributed._slurm_tasks() > 1:
+        _fail(
+            ValueError(
+                f"{what} runs in one process, but this is a SLURM step of "
+                f"{distributed._slurm_tasks()} tasks: train with `srun reco train ...`, then "
+                f"evaluate in one task (`reco submit --stage run` writes such jobs)"
+            )
+        )
 
 
 def _run_suite(config: Path, set_: list[str] | None, smoke: bool, only: list[str] | None) -> None:
@@ -501,6 +562,10 @@ def validate_jets(
         finally:
             tracker.finish(status)
         _console().print(f"MLflow run: {getattr(tracker, 'run_id', None)} (experiment jets)")
+
+
+# commands in other modules register on ``app`` when imported
+from reco import cli_cluster  # noqa: E402, F401  (reco submit)
 
 
 def main() -> None:  # pragma: no cover - entry point

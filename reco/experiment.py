@@ -139,7 +139,23 @@ def data_dir(cfg: ExperimentConfig) -> Path:
 def simulate(
     cfg: ExperimentConfig, progress: Callable[[int, int], None] | None = None
 ) -> dict[str, Path]:
-    """Event files for the experiment: reused when files of the same simulation config exist."""
+    """Event files for the experiment: reused when files of the same simulation config exist.
+
+    In a multi-process job process 0 simulates while the others wait, then find its files.
+    """
+    from reco import distributed
+
+    if distributed.process_count() > 1:
+        main = distributed.is_main()
+        paths = _simulate(cfg, progress) if main else None
+        distributed.barrier("reco-simulate")
+        return paths if paths is not None else _simulate(cfg, None)
+    return _simulate(cfg, progress)
+
+
+def _simulate(
+    cfg: ExperimentConfig, progress: Callable[[int, int], None] | None
+) -> dict[str, Path]:
     if cfg.simulation.kind == "jets":
         from simulation.jets.dataset import write_dataset
     else:
@@ -224,6 +240,17 @@ def latest_run_dir(cfg: ExperimentConfig) -> Path | None:
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether a run folder holds a complete ``last`` checkpoint (what ``--resume`` needs)."""
+    from reco.checkpoint import resolve
+
+    try:
+        resolve(Path(run_dir) / "checkpoints", "last")
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def read_run_info(run_dir: Path) -> dict:
     path = Path(run_dir) / RUN_INFO
     if not path.is_file():
@@ -263,6 +290,7 @@ def run_tags(cfg: ExperimentConfig) -> dict[str, str]:
         "problem": cfg.problem,
         "device_kind": devices[0].device_kind,
         "device_count": str(len(devices)),
+        "process_count": str(jax.process_count()),
     } | ({"suite": cfg.suite} if cfg.suite else {})
 
 
@@ -281,8 +309,16 @@ def train(
     """
     from pipeline.features import fit_stats, validate
     from pipeline.loader import Loader
-    from reco import finetune
+    from reco import distributed, finetune
     from reco.train import fit
+
+    n_proc, main = distributed.process_count(), distributed.is_main()
+    if n_proc > 1 and cfg.loader.trim_buckets:
+        raise ValueError(
+            f"loader.trim_buckets crops every process's batches to their own longest list, so "
+            f"the {n_proc} processes' batches would differ in shape; set loader.trim_buckets=[] "
+            f"for a multi-process run"
+        )
 
     if resume and run_dir is None:
         run_dir = latest_run_dir(cfg)
@@ -305,7 +341,8 @@ def train(
         raise
     args = (cfg.loader, cfg.features, stats, cfg.task.targets)
     seed = cfg.seed if cfg.train.seed is None else cfg.train.seed
-    train_loader = Loader.from_config(train_file, *args, shuffle=True, seed=seed)
+    shard = {"process_index": distributed.process_index(), "process_count": n_proc}
+    train_loader = Loader.from_config(train_file, *args, shuffle=True, seed=seed, **shard)
     # validation keeps every event (no drop_last): padding rows carry valid = 0
     val_loader = Loader(
         val_file,
@@ -318,6 +355,7 @@ def train(
         prefetch=cfg.loader.prefetch,
         cache=cfg.loader.cache,
         trim_buckets=cfg.loader.trim_buckets,
+        **shard,
     )
 
     train_cfg, source = cfg.train, None
@@ -334,11 +372,14 @@ def train(
         val_file.close()
         raise
 
-    # the run folder appears only once the inputs are known to be good
-    run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(C.dump_yaml(cfg))
-    tracker = open_tracker(cfg, run_dir)
+    # the run folder appears only once the inputs are known to be good; process 0 names it,
+    # writes its files and logs to MLflow (the other processes train and checkpoint with it)
+    if main:
+        run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(C.dump_yaml(cfg))
+    run_dir = Path(distributed.broadcast_str(str(run_dir) if main else None))
+    tracker = open_tracker(cfg, run_dir) if main else NoopTracker()
     status = "FAILED"
     started = time.perf_counter()
     try:
@@ -351,10 +392,11 @@ def train(
         }
         if source is not None:
             info["init_from"] = source
-        _write_json_atomic(run_dir / RUN_INFO, info)
+        if main:
+            _write_json_atomic(run_dir / RUN_INFO, info)
         tracker.set_tags(run_tags(cfg) | finetune.init_tags(source))
         tracker.log_params(C.flatten(cfg))
-        for split, path in paths.items():
+        for split, path in paths.items() if main else ():
             with open_events(path) as ev:
                 n = ev.n_events
             tracker.log_input(
@@ -391,7 +433,8 @@ def train(
         }
         if result.init_from is not None:  # what was copied (from the checkpoint's meta)
             info["init_from"] = {**(source or {}), **result.init_from}
-        _write_json_atomic(run_dir / RUN_INFO, info)
+        if main:
+            _write_json_atomic(run_dir / RUN_INFO, info)
         status = "FINISHED"
         return run_dir, result
     except KeyboardInterrupt:

@@ -81,5 +81,10 @@ def count_params(params: Any) -> int:
 
 
 def abstract(tree: Any) -> Any:
-    """Shape/dtype skeleton of a pytree (what Orbax restores into)."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+    """Shape/dtype/sharding skeleton of a pytree (what Orbax restores into: a checkpoint is
+    restored onto the devices and in the layout of ``tree``, whatever layout wrote it)."""
+
+    def skeleton(x: Any) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+
+    return jax.tree.map(skeleton, tree)

@@ -25,6 +25,7 @@ import optax
 from flax import nnx
 
 from reco import tasks
+from reco.distributed import DataParallel
 from reco.state import TrainState, merge_model
 
 if TYPE_CHECKING:
@@ -65,6 +66,10 @@ class TrainConfig:
     init_head: Literal["replace", "keep"] = "replace"  # init_from: replace = new head from this
     # run's seed, keep = copy it too (same output shapes)
     head_lr_multiplier: float = 1.0  # learning rate of the head's parameters / lr (ParT: 50)
+    precision: Literal["float32", "bfloat16"] = "float32"  # compute dtype; weights, optimiser
+    # state, norm statistics, softmax and loss stay float32 (reco.precision)
+    param_sharding: Literal["replicated", "fsdp"] = "replicated"  # parameters and optimiser
+    # state on every device, or split over the devices (FSDP; reco.distributed)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -79,6 +84,12 @@ class TrainConfig:
             raise ValueError("init_from must be a run folder or checkpoint path, or null")
         if self.init_head not in ("replace", "keep"):
             raise ValueError(f"init_head must be 'replace' or 'keep', got {self.init_head!r}")
+        if self.precision not in ("float32", "bfloat16"):
+            raise ValueError(f"precision must be float32 or bfloat16, got {self.precision!r}")
+        if self.param_sharding not in ("replicated", "fsdp"):
+            raise ValueError(
+                f"param_sharding must be 'replicated' or 'fsdp', got {self.param_sharding!r}"
+            )
         if not (math.isfinite(self.head_lr_multiplier) and self.head_lr_multiplier > 0):
             raise ValueError(
                 f"head_lr_multiplier must be a positive number, got {self.head_lr_multiplier}"
@@ -129,16 +140,20 @@ def make_train_step(
     tx: optax.GradientTransformationExtraArgs,
     task: tasks.TaskConfig,
     scaler: tasks.TargetScaler,
+    parallel: DataParallel | None = None,
+    state_shardings: Any = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
     """The jitted ``train_step(state, batch) -> (state, {"loss", "n", "grad_norm"})``.
 
-    ``state`` is donated: do not use the state passed in after the call.
+    ``state`` is donated: do not use the state passed in after the call. With ``parallel`` the
+    new state keeps ``state_shardings`` (:meth:`DataParallel.state_shardings`) and the metrics
+    are replicated; the step itself is the same function (the batch's sharding drives it).
     """
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         def loss_fn(params: nnx.State) -> tuple[jax.Array, nnx.State]:
             model = merge_model(graphdef, params, state.rest)
-            pred = model(model_inputs(batch), train=True)
+            pred = model(model_inputs(batch), train=True).astype(jnp.float32)
             value = tasks.loss(task, pred, batch["target"], batch["valid"], scaler)
             _, _, rest = nnx.split(model, nnx.Param, ...)  # updated BatchNorm stats, RNG counts
             return value, rest
@@ -149,7 +164,10 @@ def make_train_step(
         metrics = {"loss": value, "n": batch["valid"].sum(), "grad_norm": optax.tree.norm(grads)}
         return TrainState(state.step + 1, params, rest, opt_state), metrics
 
-    return jax.jit(train_step, donate_argnums=0)
+    if parallel is None:
+        return jax.jit(train_step, donate_argnums=0)
+    out = (state_shardings, parallel.replicated)
+    return jax.jit(train_step, donate_argnums=0, out_shardings=out)
 
 
 def make_eval_step(
@@ -159,7 +177,7 @@ def make_eval_step(
 
     def eval_step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
         model = merge_model(graphdef, state.params, state.rest)
-        pred = model(model_inputs(batch), train=False)
+        pred = model(model_inputs(batch), train=False).astype(jnp.float32)
         per_event = tasks.per_event_loss(task, pred, batch["target"], scaler)
         sums = tasks.metric_sums(task, pred, batch["target"], batch["valid"], scaler)
         return {"loss_sum": jnp.sum(per_event * batch["valid"]), **sums}
@@ -173,7 +191,7 @@ def make_predict_fn(
     """Jitted ``predict(params, rest, inputs) -> Float[Array, "batch n_outputs"]`` (normalised)."""
 
     def predict(params: nnx.State, rest: nnx.State, inputs: Mapping[str, Any]) -> jax.Array:
-        return merge_model(graphdef, params, rest)(inputs, train=False)
+        return merge_model(graphdef, params, rest)(inputs, train=False).astype(jnp.float32)
 
     return jax.jit(predict)
 
@@ -183,15 +201,18 @@ def evaluate_loss(
     state: TrainState,
     batches: Iterable[Batch],
     task: tasks.TaskConfig,
+    put: Callable[[Batch], Any] = lambda b: b,
 ) -> dict[str, float]:
     """Validation metrics over ``batches``: ``loss`` and the task's metrics
     (:func:`reco.tasks.summarise_sums`: ``rmse/<t>``, ``bias/<t>`` or ``accuracy``).
 
-    Sums stay on the device until the end (one host transfer).
+    Sums stay on the device until the end (one host transfer). ``put`` moves a host batch to
+    the devices (:meth:`DataParallel.batch`: every process's batch into one global batch, whose
+    sums are then global too).
     """
     total: dict[str, jax.Array] | None = None
     for batch in batches:
-        sums = eval_step(state, device_batch(batch))
+        sums = eval_step(state, put(device_batch(batch)))
         total = sums if total is None else jax.tree.map(jnp.add, total, sums)
     if total is None:
         raise ValueError("the validation loader yielded no batches")
@@ -241,6 +262,15 @@ class FitResult:
     init_from: dict[str, Any] | None = None  # fine-tuning: what the model started from
     # (reco.checkpoint.init_from_checkpoint's record), also after a resume; None = random init
 
+    def summary(self) -> str:
+        """One line for a log: steps, epochs, the best validation loss and where it is."""
+        early = ", stopped early" if self.stopped_early else ""
+        return (
+            f"trained {self.steps} steps, {self.epochs_run} epochs{early} ({self.n_params:,} "
+            f"parameters); best val loss {self.best_val_loss:.5g} at epoch {self.best_epoch}: "
+            f"{self.best_checkpoint}"
+        )
+
 
 def _progress(enabled: bool) -> Any:
     from rich.progress import (
@@ -275,6 +305,7 @@ def fit(
     config_dict: Mapping[str, Any],
     resume: bool = False,
     progress: bool = True,
+    parallel: DataParallel | None = None,
 ) -> FitResult:
     """Train ``model_cfg`` on ``train_loader``; checkpoints go to ``run_dir/checkpoints``.
 
@@ -289,6 +320,11 @@ def fit(
             With ``train_cfg.init_from`` the model starts from that checkpoint's weights (see
             :func:`reco.checkpoint.init_from_checkpoint`), except on a resume, which continues
             from the run's own checkpoint (the record of the source is kept in its meta).
+        parallel: the device mesh and state layout (default: every device of every process,
+            ``train_cfg.param_sharding``). With several processes every process calls ``fit``
+            with its own share of the events (its loaders); a batch is then the union of every
+            process's batch, and the state is restored into this layout on a resume, whatever
+            the device count of the run that wrote the checkpoint.
 
     Raises:
         NonFiniteLossError: a train or validation loss became NaN/inf.
@@ -296,7 +332,9 @@ def fit(
         FileNotFoundError: ``resume`` is True and there is no ``last`` checkpoint.
     """
     from pipeline.config import to_dict
+    from reco import precision
     from reco.checkpoint import Checkpoints, init_from_checkpoint
+    from reco.distributed import data_mesh, is_main
     from reco.models import build_model
     from reco.optim import current_lr, make_optimizer
     from reco.state import count_params, head_modules, init_state
@@ -306,7 +344,14 @@ def fit(
     scaler = tasks.make_scaler(task_cfg, stats_dict)
     n_outputs = task_cfg.n_outputs
     model = build_model(model_cfg, input_spec, n_outputs, seed)
+    precision.apply(model, cfg.precision)
     head = head_modules(model)
+    if parallel is None:
+        parallel = DataParallel(data_mesh(), cfg.param_sharding)
+    batch_size = getattr(train_loader, "batch_size", None)
+    if batch_size is not None:
+        parallel.check_batch_size(int(batch_size))
+    progress = progress and is_main()
     init_record = None
     if cfg.init_from is not None and not resume:  # before init_state: Lookahead copies params
         init_record = init_from_checkpoint(
@@ -314,9 +359,16 @@ def fit(
         )
     steps_per_epoch = len(train_loader)
     if steps_per_epoch < 1:
+        hint = "with drop_last a split needs at least one full batch"
+        if jax.process_count() > 1:
+            hint += (
+                f"; the file's blocks (loader.shuffle_block events) are dealt to the "
+                f"{jax.process_count()} processes, so every process needs a full batch of "
+                f"whole blocks: lower loader.shuffle_block or the process count"
+            )
         raise ValueError(
-            f"the training loader yields no batches ({train_loader.n_events} events; with "
-            f"drop_last a split needs at least one full batch)"
+            f"the training loader yields no batches ({train_loader.n_events} events on this "
+            f"process; {hint})"
         )
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
@@ -325,7 +377,9 @@ def fit(
     graphdef, state = init_state(model, tx)
     del model
     n_params = count_params(state.params)
-    train_step = make_train_step(graphdef, tx, task_cfg, scaler)
+    shardings = parallel.state_shardings(state)
+    state = parallel.place(state, shardings)
+    train_step = make_train_step(graphdef, tx, task_cfg, scaler, parallel, shardings)
     eval_step = make_eval_step(graphdef, task_cfg, scaler)
 
     ckpt = Checkpoints(Path(run_dir) / "checkpoints")
@@ -355,7 +409,11 @@ def fit(
             f"{ckpt.directory} already holds checkpoints; resume, or train into a new run dir"
         )
     step = int(state.step)
-    tracker.log_params({"model.n_params": n_params, "train.steps_per_epoch": steps_per_epoch})
+    params = {"model.n_params": n_params, "train.steps_per_epoch": steps_per_epoch}
+    params |= {"train.devices": parallel.n_devices, "train.processes": jax.process_count()}
+    if batch_size is not None:
+        params["train.global_batch_size"] = int(batch_size) * jax.process_count()
+    tracker.log_params(params)
 
     epochs_done = start_epoch
     stopped_early = cfg.early_stopping_patience is not None and (
@@ -385,7 +443,7 @@ def fit(
                 if done:
                     break
                 for batch in train_loader.epoch(epoch):
-                    state, metrics = train_step(state, device_batch(batch))
+                    state, metrics = train_step(state, parallel.batch(device_batch(batch)))
                     pending.append(metrics)
                     step += 1
                     bar.advance(task_id)
@@ -400,7 +458,9 @@ def fit(
                     flush(epoch)
                     pending.clear()
 
-                val = evaluate_loss(eval_step, state, val_loader.epoch(0), task_cfg)
+                val = evaluate_loss(
+                    eval_step, state, val_loader.epoch(0), task_cfg, put=parallel.batch
+                )
                 if not math.isfinite(val["loss"]):
                     raise NonFiniteLossError(step, epoch, "validation", ckpt.path("last"))
                 improved = val["loss"] < best - cfg.min_delta

@@ -22,6 +22,7 @@ import math
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.nnx.nn.dtypes import promote_dtype
 
 
 def torch_uniform_init(fan_in: int) -> nnx.Initializer:
@@ -40,6 +41,35 @@ def torch_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs) -> nnx.
     return nnx.Linear(in_features, out_features, kernel_init=init, bias_init=init, rngs=rngs)
 
 
+_HALF = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+
+def fused_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None, key_mask: jax.Array | None
+) -> jax.Array:
+    """``softmax(q k^T / sqrt(D) + bias) v`` over real keys, (B, L, H, D) -> (B, L, H, D).
+
+    cuDNN's fused kernel on a GPU in half precision (the mask folded into the bias: cuDNN's
+    boolean masks are causal or sequence lengths only); XLA's elsewhere, and also on a GPU where
+    JAX's cuDNN wrapper refuses the call while tracing (GPU generation, cuDNN version, shapes).
+    """
+    if jax.default_backend() == "gpu" and q.dtype in _HALF:
+        # the large negative number JAX's cuDNN path uses (cuDNN mishandles the dtype's minimum)
+        neg = jnp.asarray(-(2 << 40) if q.dtype == jnp.bfloat16 else -(2 << 14), q.dtype)
+        shape = (q.shape[0], q.shape[2], q.shape[1], k.shape[1])  # (B, H, Lq, Lk)
+        full = jnp.zeros(shape, q.dtype) if bias is None else bias.astype(q.dtype)
+        if key_mask is not None:
+            full = full + jnp.where(key_mask[:, None, None, :], 0, neg).astype(q.dtype)
+        full = jnp.broadcast_to(full, shape)
+        try:
+            return jax.nn.dot_product_attention(q, k, v, bias=full, implementation="cudnn")
+        except (RuntimeError, ValueError, NotImplementedError, TypeError):
+            pass  # fall back to XLA below
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    bias = None if bias is None else bias.astype(q.dtype)
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
+
+
 class BiasedMultiHeadAttention(nnx.Module):
     """Multi-head attention ``(query, key_value) -> (B, Lq, E)`` with an additive logit bias.
 
@@ -48,9 +78,12 @@ class BiasedMultiHeadAttention(nnx.Module):
         num_heads: H; the head width is D = E / H.
         attn_dropout: dropout rate on the attention probabilities (training only).
         fused: compute softmax(q k^T / sqrt(D) + bias) v with ``jax.nn.dot_product_attention``
-            (XLA's fused kernel; cuDNN's flash attention for half precision on GPUs) wherever no
-            dropout acts on the probabilities, i.e. at inference or with ``attn_dropout`` 0;
-            training with attention dropout always takes the explicit path.
+            wherever no dropout acts on the probabilities, i.e. at inference or with
+            ``attn_dropout`` 0 (training with attention dropout always takes the explicit path).
+            On a GPU in half precision (``train.precision: bfloat16``) this is cuDNN's fused
+            flash attention, with the pair bias and the key mask folded into one additive bias;
+            where cuDNN refuses (an older GPU or cuDNN, an unsupported head width) and on CPU
+            and TPU it is XLA's implementation (:func:`fused_attention`).
     """
 
     def __init__(
@@ -88,6 +121,8 @@ class BiasedMultiHeadAttention(nnx.Module):
         """Apply columns ``part`` of the packed projection: (B, L, E) -> (B, L, H, D)."""
         kernel = self.in_proj.kernel[...][:, part]
         bias = self.in_proj.bias[...][part]
+        # the packed projection's compute dtype (reco.precision sets it; None = as the inputs)
+        x, kernel, bias = promote_dtype((x, kernel, bias), dtype=self.in_proj.dtype)
         y = x @ kernel + bias.reshape((1,) * (x.ndim - 1) + (-1,))
         return y.reshape(*x.shape[:-1], self.num_heads, self.head_dim)
 
@@ -118,17 +153,18 @@ class BiasedMultiHeadAttention(nnx.Module):
         k = self._project(key_value, slice(e, 2 * e))
         v = self._project(key_value, slice(2 * e, 3 * e))
         if self.fused and (self.attn_dropout is None or not train):
-            mask = None if key_mask is None else key_mask[:, None, None, :]
-            out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
+            out = fused_attention(q, k, v, bias, key_mask)
             return self.out_proj(out.reshape(*out.shape[:-2], e))
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.head_dim)
+        # logits, bias and softmax in float32 also when the projections compute in bfloat16
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+        logits = logits / math.sqrt(self.head_dim)
         if bias is not None:
-            logits = logits + bias
+            logits = logits + bias.astype(jnp.float32)
         if key_mask is not None:
             neg = jnp.finfo(logits.dtype).min
             logits = jnp.where(key_mask[:, None, None, :], logits, neg)
         probs = jax.nn.softmax(logits, axis=-1)
         if self.attn_dropout is not None:
             probs = self.attn_dropout(probs, deterministic=not train)
-        out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+        out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
         return self.out_proj(out.reshape(*out.shape[:-2], e))

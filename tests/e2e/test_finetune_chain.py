@@ -14,6 +14,7 @@ ANCHOR = ROOT.parent / "shared" / "anchors" / "part_reference_small.npz"
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.slow  # minutes on 2 cores: CI runs it in its second pass (-m slow)
 def test_train_init_from_fine_tunes_records_lineage_and_resumes(tmp_path):
     from mlflow.tracking import MlflowClient
 

@@ -167,6 +167,7 @@ def test_resume_continues_the_same_mlflow_run(smoke_run):
     assert len(client.search_runs([exp.experiment_id])) == 1
 
 
+@pytest.mark.slow  # minutes on 2 cores: CI runs it in its second pass (-m slow)
 def test_jets_part_chain_smoke(tmp_path):
     """Toy jets -> ParT (shrunk for the CPU) -> classification analysis, one MLflow run."""
     from mlflow.tracking import MlflowClient

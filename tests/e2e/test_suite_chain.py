@@ -57,6 +57,7 @@ SUITE = {
 }
 
 
+@pytest.mark.slow  # minutes on 2 cores: CI runs it in its second pass (-m slow)
 def test_suite_runs_every_variant_on_shared_data_and_compares(tmp_path):
     from mlflow.tracking import MlflowClient
 
@@ -95,6 +96,7 @@ def test_suite_with_a_bad_variant_fails_before_any_work(tmp_path):
     assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow  # minutes on 2 cores: CI runs it in its second pass (-m slow)
 def test_airshower_comparison_suite_with_the_classical_baseline(tmp_path):
     """The shipped comparison suite, shrunk: classical, CNN and transformer rows, per-bin tables
     and the plot, all three runs on the same test showers."""
