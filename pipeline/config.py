@@ -41,10 +41,14 @@ class DataConfig:
     regenerate: bool = False  # simulate again even if files of another config are in `dir`
     simulate: bool = True  # False: use the train/val/test.h5 in `dir` as they are (files made
     # elsewhere, e.g. converted with reco convert-jetclass); the simulation section is not run
+    shards: int = 1  # simulate each split as this many files (reco simulate --shard I, e.g. a
+    # SLURM job array), read through a manifest; the same events as unsharded
 
     def __post_init__(self) -> None:
         if not self.simulate and not self.dir:
             raise ValueError("data.simulate: false needs data.dir, the folder of the event files")
+        if self.shards < 1:
+            raise ValueError(f"data.shards must be >= 1, got {self.shards}")
 
 
 # --------------------------------------------------------------------------------------------

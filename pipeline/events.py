@@ -497,9 +497,13 @@ def open_events(path: Path, kind: str | None = None, require: Iterable[str] = ()
         kind: expected ``kind`` attribute (e.g. ``"airshower"``); None accepts any.
         require: dataset paths that must be present (e.g. the feature sources and targets).
 
+    A *manifest* (a split written in shards, :mod:`pipeline.shards`) opens as an
+    ``EventFileSet``, which reads like one file over all its shards.
+
     Raises:
         EventFileError: missing file; not HDF5, truncated or corrupt; other schema version; wrong
-            kind; a required dataset missing; a dataset whose length is not ``n_events``.
+            kind; a required dataset missing; a dataset whose length is not ``n_events``; a
+            manifest whose shard is missing (named).
     """
     path = Path(path)
     if not path.exists():
@@ -510,6 +514,11 @@ def open_events(path: Path, kind: str | None = None, require: Iterable[str] = ()
         raise EventFileError(
             f"{path}: cannot be read as HDF5 (truncated, corrupt or not an HDF5 file): {err}"
         ) from err
+    if "shard_files" in handle.attrs:  # a manifest: the split is in several files
+        from pipeline.shards import EventFileSet
+
+        handle.close()
+        return EventFileSet.open(path, kind=kind, require=tuple(require))  # type: ignore[return-value]
     try:
         names = _dataset_names(handle)
         _validate(path, handle, names, kind, tuple(require))

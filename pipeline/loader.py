@@ -17,6 +17,7 @@ group's lists are read per block with ``EventFile.read_jagged``), ``target`` (B,
 from __future__ import annotations
 
 import math
+import os
 import queue
 import threading
 from collections.abc import Iterator
@@ -143,8 +144,8 @@ class Loader:
             f"observer/{o.rsplit('/', 1)[-1]}": (o if "/" in o else f"truth/{o}") for o in observers
         }
         self._target_paths = tuple(f"truth/{t}" for t in targets)
-        self._own_file = not isinstance(file, EventFile)
-        if isinstance(file, EventFile):
+        self._own_file = isinstance(file, str | os.PathLike)
+        if not self._own_file:  # an open EventFile (or the EventFileSet of a sharded split)
             self.file = file
             missing = [
                 p

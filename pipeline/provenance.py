@@ -46,11 +46,18 @@ def reco_version() -> str:
 
 
 def file_digest(path: Path, length: int = 16) -> str:
-    """sha256 of a file's bytes (streamed), shortened; identical files give identical digests."""
+    """sha256 of a file's bytes (streamed), shortened; identical files give identical digests.
+
+    A shard manifest (:mod:`pipeline.shards`) digests its shards' bytes in order (not its own,
+    which carry the time it was written), so rewriting a manifest keeps the digest.
+    """
+    from pipeline.shards import shard_paths
+
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
+    for part in shard_paths(Path(path)) or [Path(path)]:
+        with open(part, "rb") as f:
+            for block in iter(lambda f=f: f.read(1 << 22), b""):
+                h.update(block)
     return h.hexdigest()[:length]
 
 

@@ -141,12 +141,32 @@ def _simulate(cfg):
 
 @app.command()
 def simulate(
-    config: ConfigArg, set_: SetOpt = None, smoke: SmokeOpt = False, variant: VariantOpt = None
+    config: ConfigArg,
+    set_: SetOpt = None,
+    smoke: SmokeOpt = False,
+    variant: VariantOpt = None,
+    shard: Annotated[
+        int | None,
+        typer.Option(
+            help="Only this shard of data.shards (0-based; one task of a job array), no manifest"
+        ),
+    ] = None,
 ) -> None:
-    """Simulate the experiment's events into data/<problem>-<hash>/{train,val,test}.h5."""
+    """Simulate the experiment's events into data/<problem>-<hash>/{train,val,test}.h5.
+
+    With data.shards > 1 each split is written as shard files read through a manifest; --shard I
+    simulates one shard (the manifests are written once all shards exist, by the next
+    reco simulate/train/run).
+    """
+    from reco import experiment
+
     cfg = _load(config, set_, smoke, variant)
     try:
-        _simulate(cfg)
+        if shard is None:
+            _simulate(cfg)
+        else:
+            files = experiment.simulate_shard(cfg, shard)
+            _console().print(f"shard {shard}: {', '.join(str(p) for p in files.values())}")
     except (OSError, ValueError, FloatingPointError) as err:
         _fail(err)
 

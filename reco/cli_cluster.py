@@ -62,7 +62,7 @@ def submit(
         )
         run_dir = experiment.new_run_dir(cfg)
         job = jobs.Job(config, tuple(set_ or ()), variant, smoke)
-        chain = jobs.write_jobs(job, stage, run_dir, opts)  # type: ignore[arg-type]
+        chain = jobs.write_jobs(job, stage, run_dir, opts, shards=cfg.data.shards)  # type: ignore[arg-type]
         _console().print(f"scripts: {chain.parent}")
         if not dry_run:
             print(jobs.submit(chain), end="")

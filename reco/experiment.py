@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +27,13 @@ from pipeline.events import open_events
 from pipeline.features import FeatureConfig
 from pipeline.loader import LoaderConfig
 from pipeline.tracking import DatasetRef, NoopTracker, Tracker, TrackingConfig, make_tracker
+from reco.event_data import (  # noqa: F401  (re-exported: the chain's data stage)
+    data_dir,
+    external_files,
+    simulate,
+    simulate_shard,
+    simulation_hash,
+)
 from reco.models.registry import ModelConfig
 from reco.tasks import TaskConfig
 from reco.train import TrainConfig
@@ -114,102 +121,6 @@ def smoke_overlay() -> Path:
     """configs/smoke.yaml of the source tree (or of the working dir for an installed package)."""
     here = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
     return here if here.is_file() else Path("configs/smoke.yaml")
-
-
-def simulation_hash(cfg: ExperimentConfig) -> str:
-    """Identity of the event files: the simulation config (jets: the fields its engine uses,
-    ``JetsConfig.identity``) and the seed."""
-    sim = cfg.simulation
-    fields = sim.identity() if isinstance(sim, JetsConfig) else sim
-    return C.config_hash({"simulation": C.to_dict(fields), "seed": cfg.seed})
-
-
-def data_dir(cfg: ExperimentConfig) -> Path:
-    return (
-        Path(cfg.data.dir)
-        if cfg.data.dir
-        else Path("data") / f"{cfg.problem}-{simulation_hash(cfg)}"
-    )
-
-
-# ----------------------------------------------------------------------------------------------
-# simulate
-
-
-def simulate(
-    cfg: ExperimentConfig, progress: Callable[[int, int], None] | None = None
-) -> dict[str, Path]:
-    """Event files for the experiment: reused when files of the same simulation config exist.
-
-    In a multi-process job process 0 simulates while the others wait, then find its files.
-    """
-    from reco import distributed
-
-    if distributed.process_count() > 1:
-        main = distributed.is_main()
-        paths = _simulate(cfg, progress) if main else None
-        distributed.barrier("reco-simulate")
-        return paths if paths is not None else _simulate(cfg, None)
-    return _simulate(cfg, progress)
-
-
-def _simulate(
-    cfg: ExperimentConfig, progress: Callable[[int, int], None] | None
-) -> dict[str, Path]:
-    if cfg.simulation.kind == "jets":
-        from simulation.jets.dataset import write_dataset
-    else:
-        from simulation.airshower.dataset import write_dataset
-
-    if not cfg.data.simulate:
-        return external_files(cfg)
-    out = data_dir(cfg)
-    sim_hash = simulation_hash(cfg)
-    paths = {s: out / f"{s}.h5" for s in SPLITS}
-    if not cfg.data.regenerate and all(p.is_file() for p in paths.values()):
-        found = {}
-        for split, path in paths.items():
-            with open_events(path, kind=cfg.problem) as ev:
-                found[split] = ev.attrs.get("config_hash")
-        if all(h == sim_hash for h in found.values()):
-            return paths
-        if cfg.data.dir:  # an explicit folder holding other data: never overwrite it silently
-            raise FileExistsError(
-                f"{out}: holds event files of another simulation config (hash {found}); "
-                f"expected {sim_hash}. Set data.regenerate=true to overwrite, or another data.dir."
-            )
-    return write_dataset(
-        cfg.simulation, out, seed=cfg.seed, config_hash=sim_hash, progress=progress
-    )
-
-
-def external_files(cfg: ExperimentConfig) -> dict[str, Path]:
-    """The train/val/test event files of ``data.dir`` (``data.simulate: false``), checked.
-
-    Raises:
-        FileNotFoundError: a split file is missing (named).
-        EventFileError / ValueError: a file is not an event file of this problem, or its
-            ``classes`` attribute does not list ``task.classes`` in the same order.
-    """
-    out = Path(cfg.data.dir or "")
-    paths = {s: out / f"{s}.h5" for s in SPLITS}
-    missing = [str(p) for p in paths.values() if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"data.simulate is false but split file(s) {missing} do not exist; convert or copy "
-            f"the event files there first (e.g. reco convert-jetclass ... --out {out}/train.h5)"
-        )
-    for path in paths.values():
-        with open_events(path, kind=cfg.problem) as ev:
-            classes = ev.attrs.get("classes")
-        if cfg.task.is_classification and classes is not None:
-            if [str(c) for c in classes] != list(cfg.task.classes):
-                raise ValueError(
-                    f"{path}: its classes {list(classes)} differ from task.classes "
-                    f"{list(cfg.task.classes)} (the label is the position); convert with "
-                    f"--classes {','.join(cfg.task.classes)}"
-                )
-    return paths
 
 
 # ----------------------------------------------------------------------------------------------

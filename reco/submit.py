@@ -6,7 +6,8 @@ read, edit and resubmit them, and a ``submit.sh`` that submits them in order, ea
 on the previous one (``--dependency=afterok``):
 
 - ``simulate.sbatch``: one CPU task, ``reco simulate`` (the event files are shared by every run
-  of the same simulation config);
+  of the same simulation config); with ``data.shards: S`` a job array of S tasks, each
+  ``reco simulate --shard I`` writing its own files (the training job writes the manifests);
 - ``train.sbatch``: ``nodes x gpus_per_node`` tasks, one process per GPU (JAX's convention under
   SLURM: each ``srun`` task joins ``jax.distributed`` and drives the GPU of its local rank),
   ``reco train --run-dir RUN --requeue``. With ``--requeue`` SLURM restarts a preempted or
@@ -112,7 +113,9 @@ def _site(opts: SlurmOptions) -> list[str]:
     return out + list(opts.extra)
 
 
-def _body(opts: SlurmOptions, workdir: Path, command: list[str], srun: list[str]) -> list[str]:
+def _body(
+    opts: SlurmOptions, workdir: Path, command: list[str], srun: list[str], tail: str = ""
+) -> list[str]:
     from pipeline import provenance
 
     setup = list(opts.setup)
@@ -130,7 +133,7 @@ def _body(opts: SlurmOptions, workdir: Path, command: list[str], srun: list[str]
         *setup,
         *env,
         'echo "job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}) on $SLURM_JOB_NODELIST"',
-        shlex.join([*srun, "reco", *command]),
+        shlex.join([*srun, "reco", *command]) + tail,
     ]
 
 
@@ -150,19 +153,35 @@ def train_script(job: Job, run_dir: Path, opts: SlurmOptions, workdir: Path) -> 
 
 
 def _single_task(
-    stage: str, time: str, command: list[str], run_dir: Path, opts: SlurmOptions, workdir: Path
+    stage: str,
+    time: str,
+    command: list[str],
+    run_dir: Path,
+    opts: SlurmOptions,
+    workdir: Path,
+    array: int = 0,
 ) -> str:
     lines = ["--nodes=1", "--ntasks=1", f"--cpus-per-task={opts.cpus_per_task}", f"--time={time}"]
     if stage == "evaluate" and opts.gpus_per_node:
         lines.append("--gpus-per-node=1")
+    log = f"{stage}-%j.out"
+    tail = ""
+    if array:  # one task per shard; %A = the array's job id, %a = the task
+        lines.append(f"--array=0-{array - 1}")
+        log, tail = f"{stage}-%A-%a.out", ' --shard "$SLURM_ARRAY_TASK_ID"'
     lines += _site(opts)
-    header = _header(f"reco-{stage}-{run_dir.name}", run_dir / "slurm" / f"{stage}-%j.out", lines)
-    return "\n".join([*header, *_body(opts, workdir, command, ["srun"])]) + "\n"
+    header = _header(f"reco-{stage}-{run_dir.name}", run_dir / "slurm" / log, lines)
+    return "\n".join([*header, *_body(opts, workdir, command, ["srun"], tail)]) + "\n"
 
 
-def simulate_script(job: Job, run_dir: Path, opts: SlurmOptions, workdir: Path) -> str:
+def simulate_script(
+    job: Job, run_dir: Path, opts: SlurmOptions, workdir: Path, shards: int = 1
+) -> str:
+    """The simulation job: one task, or with ``shards`` > 1 a job array of one task per shard
+    (``reco simulate --shard I``; the training job then writes the manifests)."""
     command = ["simulate", *job.args()]
-    return _single_task("simulate", opts.sim_time, command, run_dir, opts, workdir)
+    array = shards if shards > 1 else 0
+    return _single_task("simulate", opts.sim_time, command, run_dir, opts, workdir, array)
 
 
 def evaluate_script(run_dir: Path, opts: SlurmOptions, workdir: Path) -> str:
@@ -184,9 +203,17 @@ def chain_script(scripts: Sequence[Path]) -> str:
 
 
 def write_jobs(
-    job: Job, stage: Stage, run_dir: Path, opts: SlurmOptions, workdir: Path | None = None
+    job: Job,
+    stage: Stage,
+    run_dir: Path,
+    opts: SlurmOptions,
+    workdir: Path | None = None,
+    shards: int = 1,
 ) -> Path:
-    """Write the stage's scripts and ``submit.sh`` under ``run_dir/slurm``; returns submit.sh."""
+    """Write the stage's scripts and ``submit.sh`` under ``run_dir/slurm``; returns submit.sh.
+
+    ``shards``: the config's ``data.shards`` (the simulation becomes a job array).
+    """
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     workdir = (workdir or Path.cwd()).absolute()
@@ -195,7 +222,7 @@ def write_jobs(
     folder.mkdir(parents=True, exist_ok=True)
     texts = {}
     if stage in ("simulate", "run"):
-        texts["simulate"] = simulate_script(job, run_dir, opts, workdir)
+        texts["simulate"] = simulate_script(job, run_dir, opts, workdir, shards)
     if stage in ("train", "run"):
         texts["train"] = train_script(job, run_dir, opts, workdir)
     if stage == "run":

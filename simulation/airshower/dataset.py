@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.events import write_events
+from pipeline.shards import shard_attrs, shard_plan, split_path
 from simulation.airshower.config import AirshowerConfig
 from simulation.airshower.simulate import meta_arrays, simulate_chunks
 
@@ -31,8 +32,13 @@ def write_dataset(
     seed: int,
     config_hash: str,
     progress: Callable[[int, int], None] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> dict[str, Path]:
     """Simulate cfg.n_train / n_val / n_test events and write out_dir/{train,val,test}.h5.
+
+    With ``shard = (i, S)`` only shard i of S of every split is simulated and written, to
+    ``<split>.shard-<i>-of-<S>.h5`` (:mod:`pipeline.shards`; a split with fewer chunks than
+    shards has no file for the shards past its chunks, and no entry in the returned dict).
 
     Args:
         cfg: the simulator config.
@@ -49,18 +55,19 @@ def write_dataset(
         :func:`pipeline.events.write_events`, one split at a time (a split is held in memory).
     """
     out_dir = Path(out_dir)
-    counts = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}
-    total, done = sum(counts.values()), 0
+    plans = {split: shard_plan(n, cfg.chunk_size, shard) for split, n in counts_of(cfg).items()}
+    total, done = sum(n for _, n in plans.values()), 0
     meta = meta_arrays(cfg)
     paths = {}
     for split, split_seed in split_seeds(seed).items():
+        chunks, n_events = plans[split]
+        if shard is not None and not chunks:
+            continue
         arrays: dict[str, np.ndarray] = {}
         start = 0
-        for chunk in simulate_chunks(cfg, counts[split], split_seed):
+        for chunk in simulate_chunks(cfg, counts_of(cfg)[split], split_seed, chunks):
             if not arrays:  # preallocate: peak memory is one split plus one chunk
-                arrays = {
-                    k: np.empty((counts[split], *v.shape[1:]), v.dtype) for k, v in chunk.items()
-                }
+                arrays = {k: np.empty((n_events, *v.shape[1:]), v.dtype) for k, v in chunk.items()}
             stop = start + len(chunk["truth/xmax"])
             for name, values in chunk.items():
                 arrays[name][start:stop] = values
@@ -74,6 +81,12 @@ def write_dataset(
             "config_hash": config_hash,
             "seed": seed,
             "split_seed": split_seed,
+            **shard_attrs(shard),
         }
-        paths[split] = write_events(out_dir / f"{split}.h5", arrays | meta, attrs)
+        paths[split] = write_events(split_path(out_dir, split, shard), arrays | meta, attrs)
     return paths
+
+
+def counts_of(cfg: AirshowerConfig) -> dict[str, int]:
+    """Events per split."""
+    return {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}

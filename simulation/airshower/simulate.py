@@ -151,15 +151,19 @@ def meta_arrays(cfg: AirshowerConfig) -> dict[str, np.ndarray]:
 
 
 def simulate_chunks(
-    cfg: AirshowerConfig, n_events: int, seed: int
+    cfg: AirshowerConfig, n_events: int, seed: int, chunks: range | None = None
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yield the event arrays of `n_events` events in chunks of at most cfg.chunk_size events.
 
-    Concatenated, the chunks are exactly what :func:`simulate` returns (without meta/).
+    Concatenated, the chunks are exactly what :func:`simulate` returns (without meta/). Chunk i
+    has its own seed, so ``chunks`` (a range of chunk indices: a shard, pipeline.shards) yields
+    just those chunks, identical to the same chunks of the whole.
     """
     if n_events < 0:
         raise ValueError(f"n_events: must be >= 0, got {n_events}")
     for i, start in enumerate(range(0, max(n_events, 1), cfg.chunk_size)):
+        if chunks is not None and i not in chunks:
+            continue
         n = min(cfg.chunk_size, n_events - start)
         yield _simulate_chunk(cfg, n, np.random.SeedSequence(seed, spawn_key=(i,)))
 

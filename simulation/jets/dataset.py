@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.events import write_events
+from pipeline.shards import shard_attrs, shard_plan, split_path
 from simulation.jets.config import JetsConfig
 from simulation.jets.simulate import JetSample, concatenate, simulate_chunks
 
@@ -23,7 +24,11 @@ def split_seeds(seed: int) -> dict[str, int]:
 
 
 def _simulate_split(
-    cfg: JetsConfig, n_jets: int, split_seed: int, report: Callable[[int], None]
+    cfg: JetsConfig,
+    n_jets: int,
+    split_seed: int,
+    report: Callable[[int], None],
+    chunk_range: range | None = None,
 ) -> tuple[JetSample, dict[str, str]]:
     """The jets of one split and the engine's extra file attributes; report(jets_done) as they
     come (after each chunk of the toy, each shard of Pythia)."""
@@ -33,7 +38,7 @@ def _simulate_split(
         sample = pythia.simulate_pythia(cfg, n_jets, split_seed, lambda k, _: report(k))
         return sample, {"engine": "pythia", "generator": f"pythia8mc {pythia.pythia_version()}"}
     chunks, done = [], 0
-    for chunk in simulate_chunks(cfg, n_jets, split_seed):
+    for chunk in simulate_chunks(cfg, n_jets, split_seed, chunk_range):
         chunks.append(chunk)
         done += chunk.n_jets
         report(done)
@@ -46,6 +51,7 @@ def write_dataset(
     seed: int,
     config_hash: str,
     progress: Callable[[int, int], None] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> dict[str, Path]:
     """Simulate cfg.n_train / n_val / n_test jets and write out_dir/{train,val,test}.h5.
 
@@ -60,21 +66,32 @@ def write_dataset(
     Args:
         progress: called as progress(jets_done, jets_total) after every chunk (toy) or shard
             (Pythia), over all splits.
+        shard: ``(i, S)``: only shard i of S of every split, to ``<split>.shard-<i>-of-<S>.h5``
+            (:mod:`pipeline.shards`; the toy only: Pythia runs in parallel with pythia.workers).
 
     Returns:
         split name -> path of the written file (written atomically, one split at a time).
     """
     out_dir = Path(out_dir)
+    if shard is not None and cfg.engine == "pythia":
+        raise ValueError(
+            "data.shards: the Pythia engine is not simulated in shards; it runs its own "
+            "processes in parallel (simulation.pythia.workers)"
+        )
     counts = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}
-    total, done = sum(counts.values()), 0
+    plans = {split: shard_plan(n, cfg.chunk_size, shard) for split, n in counts.items()}
+    total, done = sum(n for _, n in plans.values()), 0
     paths = {}
     for split, split_seed in split_seeds(seed).items():
+        chunks, _ = plans[split]
+        if shard is not None and not chunks:
+            continue
 
         def report(k: int, before: int = done) -> None:
             if progress is not None:
                 progress(before + k, total)
 
-        sample, extra = _simulate_split(cfg, counts[split], split_seed, report)
+        sample, extra = _simulate_split(cfg, counts[split], split_seed, report, chunks)
         done += sample.n_jets
         attrs = {
             "kind": "jets",
@@ -84,8 +101,8 @@ def write_dataset(
             "split_seed": split_seed,
             "classes": list(cfg.classes),
             **extra,
+            **shard_attrs(shard),
         }
-        paths[split] = write_events(
-            out_dir / f"{split}.h5", sample.arrays, attrs, jagged=sample.jagged
-        )
+        path = split_path(out_dir, split, shard)
+        paths[split] = write_events(path, sample.arrays, attrs, jagged=sample.jagged)
     return paths

@@ -271,11 +271,19 @@ def _simulate_chunk(
     return JetSample(arrays, JaggedGroup(offsets, content))
 
 
-def simulate_chunks(cfg: JetsConfig, n_jets: int, seed: int) -> Iterator[JetSample]:
-    """Yield the jets in chunks of at most cfg.chunk_size; concatenated, they are :func:`simulate`."""
+def simulate_chunks(
+    cfg: JetsConfig, n_jets: int, seed: int, chunks: range | None = None
+) -> Iterator[JetSample]:
+    """Yield the jets in chunks of at most cfg.chunk_size; concatenated, they are :func:`simulate`.
+
+    ``chunks`` (a range of chunk indices: a shard, pipeline.shards) yields just those chunks,
+    identical to the same chunks of the whole (chunk i has its own seed).
+    """
     if n_jets < 0:
         raise ValueError(f"n_jets: must be >= 0, got {n_jets}")
     for i, start in enumerate(range(0, max(n_jets, 1), cfg.chunk_size)):
+        if chunks is not None and i not in chunks:
+            continue
         n = min(cfg.chunk_size, n_jets - start)
         yield _simulate_chunk(cfg, start, n, np.random.SeedSequence(seed, spawn_key=(i,)))
 

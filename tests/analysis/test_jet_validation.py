@@ -183,6 +183,7 @@ def test_missing_dataset_names_file_and_dataset(files, tmp_path) -> None:
         jv.compare_samples({"a b": files["toy"]})
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: CI runs it in its second pass (-m slow)
 def test_cli_writes_report_and_tracks(files, tmp_path, monkeypatch) -> None:
     from mlflow.tracking import MlflowClient
 

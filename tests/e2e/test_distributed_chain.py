@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,20 +16,14 @@ CONFIG = ROOT / "configs" / "experiments" / "airshower_cnn_energy.yaml"
 pytestmark = pytest.mark.e2e
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow  # minutes on 2 cores: CI runs it in its second pass (-m slow)
-def test_two_process_training_then_single_process_evaluation(tmp_path):
+def test_two_process_training_then_single_process_evaluation(tmp_path, free_port):
     """Process 0 simulates while process 1 waits, names the run folder for both and alone logs
     to MLflow; both read their own blocks of the files and write one checkpoint together; the
     run then evaluates in a single process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SLURM_"))}
     env |= {"PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-    address = f"127.0.0.1:{_port()}"
+    address = f"127.0.0.1:{free_port}"
     common = [sys.executable, "-m", "reco", "train", str(CONFIG), "--smoke"]
     common += ["--set", "loader.shuffle_block=128", "--coordinator", address]
     common += ["--num-processes", "2"]

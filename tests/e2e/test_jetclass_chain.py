@@ -14,6 +14,7 @@ CONFIG = ROOT / "configs" / "experiments" / "jets_pfn.yaml"
 TOY_ORDER = "QCD,Hbb,Hcc,Wqq,Zqq,Tbqq"
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: CI runs it in its second pass (-m slow)
 def test_train_on_converted_jetclass_files(tmp_path):
     from reco.experiment import load_config, simulate
     from simulation.readers.jetclass import convert_jetclass, write_jetclass_root

@@ -142,6 +142,7 @@ def test_corrupt_event_file_is_named(smoke_run, tmp_path):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: CI runs it in its second pass (-m slow)
 def test_resume_continues_the_same_mlflow_run(smoke_run):
     from mlflow.tracking import MlflowClient
 

@@ -104,8 +104,13 @@ def train(
             "log10_energy": {"mean": float(target.mean()), "std": float(target.std()), "count": 96}
         },
     }
-    cfg = TrainConfig(
-        epochs=epochs, lr=3e-3, warmup_steps=0, log_every_steps=2, early_stopping_patience=None
+    cfg = TrainConfig(  # a constant lr: the schedule does not depend on the planned epochs
+        epochs=epochs,
+        lr=3e-3,
+        warmup_steps=0,
+        log_every_steps=2,
+        early_stopping_patience=None,
+        schedule="constant",
     )
     cfg = cfg.__class__(**{**cfg.__dict__, **train_kw})
     return fit(
@@ -179,15 +184,11 @@ def main(argv: list[str]) -> None:
         )
         save_params(out / "bf16.npz", result.last_checkpoint)
         save_metrics(out / "metrics_bf16.json", tracker)
-        # a constant learning rate (the schedule then does not depend on the planned epochs):
-        # 2 epochs on one device, and 1 epoch on 4 devices resumed for the second on 2 (the
-        # checkpoint is restored into the new layout)
-        const = {"schedule": "constant"}
-        result = train(out / "const", parallel=layouts["one"], **const)
-        save_params(out / "const.npz", result.last_checkpoint)
-        train(out / "moved", parallel=layouts["four"], epochs=1, **const)
+        # 1 epoch on 4 devices, resumed for the second on 2 (the checkpoint is restored into the
+        # new layout)
+        train(out / "moved", parallel=layouts["four"], epochs=1)
         two = DataParallel(data_mesh(jax.devices()[:2]))
-        result = train(out / "moved", parallel=two, resume=True, **const)
+        result = train(out / "moved", parallel=two, resume=True)
         save_params(out / "moved.npz", result.last_checkpoint)
     elif mode == "process":
         address, count, index = argv[2], int(argv[3]), int(argv[4])

@@ -74,6 +74,17 @@ def test_simulate_and_evaluate_are_single_tasks_chained(chain, tmp_path):
         subprocess.run(["bash", "-n", str(script)], check=True)  # valid shell
 
 
+def test_sharded_simulation_is_a_job_array(tmp_path):
+    opts = jobs.SlurmOptions(gpus_per_node=0)
+    job = jobs.Job(CONFIG, ("data.shards=4",))
+    chain = jobs.write_jobs(job, "run", tmp_path / "run", opts, workdir=tmp_path, shards=4)
+    text = (chain.parent / "simulate.sbatch").read_text()
+    assert "--array=0-3" in _directives(text)
+    assert f"--output={tmp_path}/run/slurm/simulate-%A-%a.out" in _directives(text)
+    assert text.strip().endswith('--set data.shards=4 --shard "$SLURM_ARRAY_TASK_ID"')
+    subprocess.run(["bash", "-n", str(chain.parent / "simulate.sbatch")], check=True)
+
+
 def test_options_are_checked():
     with pytest.raises(ValueError, match="SLURM time"):
         jobs.SlurmOptions(time="2h")
