@@ -128,9 +128,10 @@ def _body(
     return [
         f"# written by `reco submit` {stamp} (reco {provenance.reco_version()}, git "
         f"{provenance.git_sha()}); resubmit with: sbatch <this file>",
-        "set -euo pipefail",
+        "set -eo pipefail",
         f"cd {shlex.quote(str(workdir))}",
-        *setup,
+        *setup,  # before `set -u`: site scripts (module load, conda) often read unset variables
+        "set -u",
         *env,
         'echo "job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}) on $SLURM_JOB_NODELIST"',
         shlex.join([*srun, "reco", *command]) + tail,

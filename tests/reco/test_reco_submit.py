@@ -56,7 +56,7 @@ def test_two_node_four_gpu_training_script(chain, tmp_path):
         f"srun --kill-on-bad-exit=1 --cpus-per-task=8 reco train {CONFIG} --set train.lr=3e-4 "
         f"--run-dir {run} --requeue"
     )
-    assert f"cd {tmp_path}" in text and "set -euo pipefail" in text
+    assert f"cd {tmp_path}" in text and "set -eo pipefail" in text and "set -u" in text
 
 
 def test_simulate_and_evaluate_are_single_tasks_chained(chain, tmp_path):
