@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.slow  # minutes on 2 cores: CI runs it in its second pass (-m slow)
-def test_two_process_training_then_single_process_evaluation(tmp_path, free_port, run_reco):
+def test_two_process_training_then_single_process_evaluation(tmp_path, free_port):
     """Process 0 simulates while process 1 waits, names the run folder for both and alone logs
     to MLflow; both read their own blocks of the files and write one checkpoint together; the
     run then evaluates in a single process."""
@@ -55,7 +55,15 @@ def test_two_process_training_then_single_process_evaluation(tmp_path, free_port
     assert info["train"]["steps"] > 0
     assert len(list((tmp_path / "data").iterdir())) == 1  # simulated once
 
-    run_reco("evaluate", str(run), cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reco", "evaluate", str(run)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (run / "predictions.h5").is_file()
 
     import mlflow

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -15,10 +18,28 @@ CONFIG = ROOT / "configs" / "experiments" / "airshower_cnn_energy.yaml"
 pytestmark = pytest.mark.e2e
 
 
+def reco(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reco", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"reco {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, run_reco):
+def smoke_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("chain")
-    proc = run_reco("run", str(CONFIG), "--smoke", cwd=cwd)
+    proc = reco("run", str(CONFIG), "--smoke", cwd=cwd)
     runs = sorted((cwd / "runs").iterdir())
     assert len(runs) == 1, runs
     return cwd, runs[0], proc
@@ -69,44 +90,42 @@ def test_mlflow_run_has_params_metrics_plots(smoke_run):
     assert inputs == {"airshower/train", "airshower/val", "airshower/test"}
 
 
-def test_second_run_reuses_event_files(smoke_run, run_reco):
+def test_second_run_reuses_event_files(smoke_run):
     cwd, run_dir, _ = smoke_run
     data_dir = Path(json.loads((run_dir / "run.json").read_text())["data"]["train"]).parent
     before = {p.name: p.stat().st_mtime_ns for p in data_dir.iterdir()}
-    run_reco("simulate", str(CONFIG), "--smoke", cwd=cwd)
+    reco("simulate", str(CONFIG), "--smoke", cwd=cwd)
     assert {p.name: p.stat().st_mtime_ns for p in data_dir.iterdir()} == before
 
 
-def test_unknown_config_key_fails_fast_naming_key_and_file(tmp_path, run_reco):
+def test_unknown_config_key_fails_fast_naming_key_and_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(CONFIG.read_text() + "\ntrain:\n  learning_rat: 0.1\n")
-    proc = run_reco("train", str(bad), cwd=tmp_path, check=False)
+    proc = reco("train", str(bad), cwd=tmp_path, check=False)
     assert proc.returncode == 2
     assert "learning_rat" in proc.stderr and "bad.yaml" in proc.stderr
     assert not (tmp_path / "data").exists()  # failed before any work
 
 
-def test_override_with_wrong_type(tmp_path, run_reco):
-    proc = run_reco(
-        "simulate", str(CONFIG), "--set", "train.epochs=many", cwd=tmp_path, check=False
-    )
+def test_override_with_wrong_type(tmp_path):
+    proc = reco("simulate", str(CONFIG), "--set", "train.epochs=many", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "train.epochs" in proc.stderr
 
 
-def test_evaluate_missing_run_folder(tmp_path, run_reco):
-    proc = run_reco("evaluate", str(tmp_path / "nope"), cwd=tmp_path, check=False)
+def test_evaluate_missing_run_folder(tmp_path):
+    proc = reco("evaluate", str(tmp_path / "nope"), cwd=tmp_path, check=False)
     assert proc.returncode == 1 and "nope" in proc.stderr
 
 
-def test_evaluate_from_checkpoint_path(smoke_run, tmp_path, run_reco):
+def test_evaluate_from_checkpoint_path(smoke_run, tmp_path):
     cwd, run_dir, _ = smoke_run
     (step_dir,) = [p for p in (run_dir / "checkpoints" / "last").iterdir() if p.name.isdigit()]
-    run_reco("evaluate", str(step_dir), "--no-analyze", cwd=cwd)
+    reco("evaluate", str(step_dir), "--no-analyze", cwd=cwd)
     with h5py.File(run_dir / "predictions.h5") as f:
         assert f.attrs["checkpoint_step"] == int(step_dir.name)
 
 
-def test_corrupt_event_file_is_named(smoke_run, tmp_path, run_reco):
+def test_corrupt_event_file_is_named(smoke_run, tmp_path):
     import shutil
 
     cwd, run_dir, _ = smoke_run
@@ -115,7 +134,7 @@ def test_corrupt_event_file_is_named(smoke_run, tmp_path, run_reco):
     shutil.copytree(data_dir, broken)
     train = broken / "train.h5"
     train.write_bytes(train.read_bytes()[: train.stat().st_size // 2])  # truncated
-    proc = run_reco(
+    proc = reco(
         "train", str(CONFIG), "--smoke", "--set", f"data.dir={broken}", cwd=tmp_path, check=False
     )
     assert proc.returncode == 1
@@ -124,14 +143,14 @@ def test_corrupt_event_file_is_named(smoke_run, tmp_path, run_reco):
 
 
 @pytest.mark.slow  # tens of seconds on 2 cores: CI runs it in its second pass (-m slow)
-def test_resume_continues_the_same_mlflow_run(smoke_run, run_reco):
+def test_resume_continues_the_same_mlflow_run(smoke_run):
     from mlflow.tracking import MlflowClient
 
     cwd, run_dir, _ = smoke_run
     info = json.loads((run_dir / "run.json").read_text())
     client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
     steps_before = max(m.step for m in client.get_metric_history(info["mlflow_run_id"], "val/loss"))
-    run_reco(
+    reco(
         "train",
         str(CONFIG),
         "--smoke",
@@ -150,14 +169,14 @@ def test_resume_continues_the_same_mlflow_run(smoke_run, run_reco):
 
 
 @pytest.mark.slow  # minutes on 2 cores: CI runs it in its second pass (-m slow)
-def test_jets_part_chain_smoke(tmp_path, run_reco):
+def test_jets_part_chain_smoke(tmp_path):
     """Toy jets -> ParT (shrunk for the CPU) -> classification analysis, one MLflow run."""
     from mlflow.tracking import MlflowClient
 
     config = ROOT / "configs" / "experiments" / "jets_part.yaml"
     shrink = ["model.num_layers=1", "model.embed_dims=[32,64,32]", "model.pair_embed_dims=[16,16]"]
     args = [a for s in shrink for a in ("--set", s)]
-    run_reco("run", str(config), "--smoke", *args, cwd=tmp_path)
+    reco("run", str(config), "--smoke", *args, cwd=tmp_path)
     (run_dir,) = (tmp_path / "runs").iterdir()
     with h5py.File(run_dir / "predictions.h5") as f:
         probs = f["prediction/probs"][()]
@@ -174,9 +193,9 @@ def test_jets_part_chain_smoke(tmp_path, run_reco):
     )
 
 
-def test_classical_baseline_run_compares_with_the_cnn(smoke_run, run_reco):
+def test_classical_baseline_run_compares_with_the_cnn(smoke_run):
     cwd, run_dir, _ = smoke_run
-    run_reco("baseline", str(CONFIG), "--smoke", cwd=cwd)
+    reco("baseline", str(CONFIG), "--smoke", cwd=cwd)
     (base,) = (cwd / "runs").glob("*-classical_sd-*")
     info = json.loads((base / "run.json").read_text())
     assert info["model"] == "classical_sd" and (base / "calibration.json").is_file()
@@ -185,5 +204,5 @@ def test_classical_baseline_run_compares_with_the_cnn(smoke_run, run_reco):
     )
     metrics = json.loads((base / "analysis" / "metrics.json").read_text())["metrics"]
     assert 0.0 < metrics["test/energy_resolution_68"] < 0.5
-    table = run_reco("compare", str(run_dir), str(base), cwd=cwd).stdout
+    table = reco("compare", str(run_dir), str(base), cwd=cwd).stdout
     assert "| classical_sd |" in table and "| cnn |" in table
