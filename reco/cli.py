@@ -317,11 +317,11 @@ def _single_process(what: str) -> None:
     """Stop with an explanation when launched as several processes (srun with many tasks)."""
     from reco import distributed
 
-    if distributed._slurm_tasks() > 1:
+    if distributed.slurm_tasks() > 1:
         _fail(
             ValueError(
                 f"{what} runs in one process, but this is a SLURM step of "
-                f"{distributed._slurm_tasks()} tasks: train with `srun reco train ...`, then "
+                f"{distributed.slurm_tasks()} tasks: train with `srun reco train ...`, then "
                 f"evaluate in one task (`reco submit --stage run` writes such jobs)"
             )
         )

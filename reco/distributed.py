@@ -35,7 +35,7 @@ _ENV = ("RECO_COORDINATOR_ADDRESS", "RECO_NUM_PROCESSES", "RECO_PROCESS_ID")
 ParamSharding = Literal["replicated", "fsdp"]
 
 
-def _slurm_tasks() -> int:
+def slurm_tasks() -> int:
     """Tasks of the SLURM job step this process runs in (1 outside ``srun``)."""
     if "SLURM_STEP_ID" not in os.environ or "SLURM_STEP_NODELIST" not in os.environ:
         return 1
@@ -78,7 +78,7 @@ def initialize(
             return False
         jax.distributed.initialize(str(coordinator), num_processes=count, process_id=index)
         return True
-    if _slurm_tasks() > 1:
+    if slurm_tasks() > 1:
         jax.distributed.initialize()  # JAX's SLURM cluster detection: coordinator = first node
         return True
     return False

@@ -6,12 +6,9 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "configs" / "experiments" / "airshower_cnn_energy.yaml"
+from test_run_chain import CONFIG, ROOT, reco
 
 pytestmark = pytest.mark.e2e
 
@@ -55,15 +52,7 @@ def test_two_process_training_then_single_process_evaluation(tmp_path, free_port
     assert info["train"]["steps"] > 0
     assert len(list((tmp_path / "data").iterdir())) == 1  # simulated once
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "reco", "evaluate", str(run)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    reco("evaluate", str(run), cwd=tmp_path, env={"JAX_PLATFORMS": "cpu"})
     assert (run / "predictions.h5").is_file()
 
     import mlflow

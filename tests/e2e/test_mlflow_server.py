@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "configs" / "experiments" / "airshower_cnn_energy.yaml"
+from test_run_chain import CONFIG, reco
 
 pytestmark = pytest.mark.e2e
 
@@ -20,17 +14,8 @@ pytestmark = pytest.mark.e2e
 def test_reco_run_logs_everything_to_a_tracking_server(mlflow_server, tmp_path):
     from mlflow import MlflowClient
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env |= {"MLFLOW_TRACKING_URI": mlflow_server, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "reco", "run", str(CONFIG), "--smoke"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    env = {"MLFLOW_TRACKING_URI": mlflow_server, "JAX_PLATFORMS": "cpu"}
+    reco("run", str(CONFIG), "--smoke", cwd=tmp_path, env=env, timeout=900)
     assert not (tmp_path / "mlflow.db").exists()  # nothing logged beside the server
 
     (run_dir,) = (tmp_path / "runs").iterdir()

@@ -18,16 +18,24 @@ CONFIG = ROOT / "configs" / "experiments" / "airshower_cnn_energy.yaml"
 pytestmark = pytest.mark.e2e
 
 
-def reco(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["PYTHONPATH"] = str(ROOT)
+def reco(
+    *args: str,
+    cwd: Path,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess:
+    """``python -m reco ARGS`` in ``cwd`` without the caller's MLFLOW_* settings (plus ``env``)."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    full["PYTHONPATH"] = str(ROOT)
+    full |= env or {}
     proc = subprocess.run(
         [sys.executable, "-m", "reco", *args],
         cwd=cwd,
-        env=env,
+        env=full,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -151,11 +151,11 @@ def test_initialize_names_missing_settings(monkeypatch):
 def test_slurm_step_detection(monkeypatch):
     monkeypatch.delenv("SLURM_STEP_ID", raising=False)
     monkeypatch.setenv("SLURM_NTASKS", "8")
-    assert distributed._slurm_tasks() == 1  # the batch script itself, not an srun step
+    assert distributed.slurm_tasks() == 1  # the batch script itself, not an srun step
     monkeypatch.setenv("SLURM_STEP_ID", "0")
     monkeypatch.setenv("SLURM_STEP_NODELIST", "gpu[001-002]")
     monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "8")
-    assert distributed._slurm_tasks() == 8
+    assert distributed.slurm_tasks() == 8
 
 
 def test_batch_size_must_split_over_local_devices():
