@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -31,6 +31,10 @@ class TrackingConfig:
     )
     system_metrics: bool = True  # sample CPU/memory/GPU usage into the run
     system_metrics_interval: float = 10.0  # seconds between system-metric samples
+    # runs with a folder journal every call there and send it in the background
+    # (pipeline/tracking_journal.py): a server that is down costs nothing and loses nothing
+    retry_interval: float = 15.0  # seconds between attempts while the server does not answer
+    flush_timeout: float = 60.0  # the longest the end of a stage waits for unsent entries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,12 +203,18 @@ class MLflowTracker:
             self.client.log_batch(self.run_id, params=items[i : i + self._BATCH])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        self.log_metric_entries([{"metrics": metrics, "step": step, "ts": now}])
+
+    def log_metric_entries(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Several ``{"metrics": {name: value}, "step": s, "ts": ms}`` in as few calls as MLflow
+        allows (non-finite values are dropped); ``ts`` is when they were measured."""
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
         items = [
-            Metric(k, float(v), now, int(step))
-            for k, v in metrics.items()
+            Metric(k, float(v), int(e["ts"]), int(e["step"]))
+            for e in entries
+            for k, v in e["metrics"].items()
             if math.isfinite(float(v))
         ]
         for i in range(0, len(items), 1000):
@@ -237,10 +247,14 @@ class MLflowTracker:
         tag = InputTag("mlflow.data.context", dataset.context)
         self.client.log_inputs(self.run_id, datasets=[DatasetInput(entity, tags=[tag])])
 
-    def finish(self, status: str = "FINISHED") -> None:
+    def close(self) -> None:
+        """Stops sampling system metrics; the run stays as it is (see :meth:`finish`)."""
         if self._monitor is not None:
             self._monitor.finish()
             self._monitor = None
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.close()
         self.client.set_terminated(self.run_id, status=status)
 
 
@@ -250,10 +264,27 @@ def make_tracker(
     run_name: str,
     run_id: str | None = None,
     tags: Mapping[str, str] | None = None,
+    journal_dir: Path | None = None,
 ) -> Tracker:
-    """The tracker a config asks for: MLflow, or nothing."""
+    """The tracker a config asks for: MLflow (through a journal in ``journal_dir`` when given,
+    see :class:`pipeline.tracking_journal.JournaledTracker`), or nothing."""
     if not cfg.enabled:
         return NoopTracker()
+    if journal_dir is not None:
+        from pipeline.tracking_journal import JournaledTracker
+
+        return JournaledTracker(
+            journal_dir,
+            cfg.experiment or experiment,
+            run_name,
+            uri=cfg.uri or default_tracking_uri(),
+            run_id=run_id,
+            tags=tags,
+            system_metrics=cfg.system_metrics,
+            system_metrics_interval=cfg.system_metrics_interval,
+            retry_interval=cfg.retry_interval,
+            flush_timeout=cfg.flush_timeout,
+        )
     return MLflowTracker(
         cfg.experiment or experiment,
         run_name,

@@ -45,6 +45,7 @@ SPLITS = ("train", "val", "test")
 OBSERVERS = {"airshower": ("n_triggered",), "jets": ("jet/jet_pt", "jet/jet_eta", "jet/jet_sdmass")}
 ORIENTED_TARGETS = frozenset({"azimuth", "core_x", "core_y"})  # change under lattice symmetries
 RUN_INFO = "run.json"  # in every run folder: MLflow run id, tracking URI, config hash, data
+TRACKING_DIR = "tracking"  # in every tracked run folder: the journal of what MLflow was sent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +177,12 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 
 def open_tracker(cfg: ExperimentConfig, run_dir: Path, run_id: str | None = None) -> Tracker:
-    """The run's tracker: continues the MLflow run recorded in the run folder when there is one."""
+    """The run's tracker: continues the MLflow run recorded in the run folder when there is one.
+
+    Every call is journaled in ``<run>/tracking/`` and sent in the background, so a tracking
+    server that is down or goes away neither stops nor slows the run (``reco sync`` uploads what
+    it missed; see pipeline/tracking_journal.py).
+    """
     info_path = run_dir / RUN_INFO
     if run_id is None and info_path.is_file():
         run_id = json.loads(info_path.read_text()).get("mlflow_run_id")
@@ -186,7 +192,22 @@ def open_tracker(cfg: ExperimentConfig, run_dir: Path, run_id: str | None = None
         run_name=run_dir.name,
         run_id=run_id,
         tags=None,
+        journal_dir=run_dir / TRACKING_DIR,
     )
+
+
+def sync_tracking(run_dir: Path, uri: str | None = None) -> dict:
+    """Uploads what a run's journal holds and MLflow has not got (``reco sync``) and records the
+    MLflow run id (and ``uri``, when given) in run.json; returns ``{"sent", "run_id", ...}``."""
+    from pipeline.tracking_journal import sync
+
+    run_dir = find_run_dir(run_dir)
+    result = sync(run_dir / TRACKING_DIR, uri=uri)
+    info = read_run_info(run_dir)
+    changes = {"mlflow_run_id": result["run_id"]} | ({"tracking_uri": uri} if uri else {})
+    if any(info.get(k) != v for k, v in changes.items()):
+        _write_json_atomic(run_dir / RUN_INFO, info | changes)
+    return result
 
 
 def run_tags(cfg: ExperimentConfig) -> dict[str, str]:
@@ -344,6 +365,9 @@ def train(
         }
         if result.init_from is not None:  # what was copied (from the checkpoint's meta)
             info["init_from"] = {**(source or {}), **result.init_from}
+        info["mlflow_run_id"] = getattr(
+            tracker, "run_id", None
+        )  # opened late if the server was down
         if main:
             _write_json_atomic(run_dir / RUN_INFO, info)
         status = "FINISHED"
@@ -443,7 +467,7 @@ def run_baseline(cfg: ExperimentConfig, paths: dict[str, Path], run_dir: Path | 
     run_dir = Path(run_dir) if run_dir else new_run_dir(named)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(C.dump_yaml(named))
-    tracker = make_tracker(cfg.tracking, experiment=cfg.problem, run_name=run_dir.name)
+    tracker = open_tracker(cfg, run_dir)
     status = "FAILED"
     try:
         tracker.set_tags(run_tags(cfg) | {"model": "classical_sd"})

@@ -1,5 +1,7 @@
 """Test-wide settings. JAX raises on implicit rank promotion, so silent broadcasting bugs fail."""
 
+from __future__ import annotations
+
 import jax
 import pytest
 
@@ -26,54 +28,79 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real ``mlflow server`` (SQLite backend, local artifact root) on 127.0.0.1 and a free
-    port, for the whole test session; yields its URI. Stopped by its PID (SIGTERM to its process
-    group, which ends its workers too; SIGKILL if it lingers)."""
-    import os
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-    from pathlib import Path
+class MlflowServer:
+    """A real ``mlflow server`` (SQLite backend, local artifact root) on 127.0.0.1, started and
+    stopped by the tests (``stop()`` then ``start()`` again: the same store, the same port)."""
 
-    root = tmp_path_factory.mktemp("mlflow_server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mlflow = Path(sys.executable).with_name("mlflow")
-    cmd = [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
-    cmd += ["--default-artifact-root", str(root / "artifacts"), "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--workers", "1"]
-    log = open(root / "server.log", "w")  # noqa: SIM115  (closed below)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
+    def __init__(self, root, port: int | None = None) -> None:
+        import socket
+        from pathlib import Path
+
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        if port is None:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        self.port = port
+        self.uri = f"http://127.0.0.1:{port}"
+        self.proc = None
+
+    def start(self) -> MlflowServer:
+        import os
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+        from pathlib import Path
+
+        mlflow = Path(sys.executable).with_name("mlflow")
+        cmd = [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}"]
+        cmd += ["--default-artifact-root", str(self.root / "artifacts"), "--host", "127.0.0.1"]
+        cmd += ["--port", str(self.port), "--workers", "1"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        with open(self.root / "server.log", "a") as log:
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         deadline = time.monotonic() + 120  # measured here: 12-30 s on a first start
         while True:
             try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
                     if r.status == 200:
-                        break
+                        return self
             except OSError:
                 pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}"
-                )
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                log_text = (self.root / "server.log").read_text()[-3000:]
+                pytest.fail(f"mlflow server did not start:\n{log_text}")
             time.sleep(0.5)
-        yield uri
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+
+    def stop(self) -> None:
+        """SIGTERM to its process group (which ends its workers too); SIGKILL if it lingers."""
+        import os
+        import signal
+        import subprocess
+
+        if self.proc is None:
+            return
         try:
-            proc.wait(timeout=30)
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        except ProcessLookupError:
+            pass
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server for the whole test session; yields its URI."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow_server")).start()
+    try:
+        yield server.uri
+    finally:
+        server.stop()
