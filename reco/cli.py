@@ -53,6 +53,14 @@ CoordinatorOpt = Annotated[
 NumProcessesOpt = Annotated[
     int | None, typer.Option("--num-processes", help="Multi-process: number of processes")
 ]
+RegisterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--register",
+        help="Register the best checkpoint as a new version of this MLflow model "
+        "(reco evaluate models:/NAME/VERSION)",
+    ),
+]
 ProcessIdOpt = Annotated[
     int | None, typer.Option("--process-id", help="Multi-process: this process's index")
 ]
@@ -198,6 +206,7 @@ def train(
     coordinator: CoordinatorOpt = None,
     num_processes: NumProcessesOpt = None,
     process_id: ProcessIdOpt = None,
+    register: RegisterOpt = None,
 ) -> None:
     """Train the model (simulating the events first if they do not exist yet).
 
@@ -218,31 +227,51 @@ def train(
     except (OSError, ValueError, FloatingPointError) as err:
         _fail(err)
     _console().print(f"{result.summary()}\nrun folder: {out}", soft_wrap=True)
+    if register:
+        from reco import distributed
+
+        if distributed.is_main():
+            _register(out, register)
 
 
 @app.command()
 def evaluate(
     run: Annotated[
-        Path, typer.Argument(help="Run folder (runs/<name>-...) or a checkpoint inside it")
+        str,
+        typer.Argument(
+            help="Run folder (runs/<name>-...), a checkpoint inside it, or a registered model "
+            "version models:/NAME/VERSION"
+        ),
     ],
     events: Annotated[
-        Path | None, typer.Option(help="Event file to evaluate on (default: the run's test split)")
+        Path | None,
+        typer.Option(help="Event file to evaluate on (default: the run's test split)"),
     ] = None,
     analyze_: Annotated[
         bool, typer.Option("--analyze/--no-analyze", help="Also run the analysis and log it")
     ] = True,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="models:/...: folder for predictions.h5 and analysis/"),
+    ] = None,
 ) -> None:
-    """Write predictions.h5 for a trained run (and analyse it, logged to the run in MLflow)."""
+    """Write predictions.h5 for a trained run (and analyse it, logged to the run in MLflow);
+    a registered model version is evaluated into --out (default evaluations/NAME-vVERSION)."""
     from reco import experiment
 
     try:
-        if analyze_:
-            predictions, result = experiment.evaluate_and_analyze(run, events)
-            _console().print(result.table_markdown)
+        if run.startswith("models:/"):
+            from reco import registry
+
+            predictions, result = registry.evaluate_model(run, events, out, analyze=analyze_)
+        elif analyze_:
+            predictions, result = experiment.evaluate_and_analyze(Path(run), events)
         else:
-            predictions = experiment.evaluate(run, events)
+            predictions, result = experiment.evaluate(Path(run), events), None
     except (OSError, ValueError, FloatingPointError) as err:
         _fail(err)
+    if result is not None:
+        _console().print(result.table_markdown)
     _console().print(f"predictions: {predictions}")
 
 
@@ -280,6 +309,7 @@ def run(
         typer.Option("--variant", help="Only these experiments of a suite file (repeatable)"),
     ] = None,
     init_from: InitFromOpt = None,
+    register: RegisterOpt = None,
 ) -> None:
     """The whole chain: simulate -> train -> evaluate -> analyze, one MLflow run.
 
@@ -311,6 +341,21 @@ def run(
     _console().print(
         f"run folder: {run_dir}\npredictions: {predictions}\nMLflow: mlflow ui --backend-store-uri sqlite:///mlflow.db"
     )
+    if register:
+        _register(run_dir, register)
+
+
+def _register(run_dir: Path, name: str, which: str = "best") -> None:
+    """Registers a run's checkpoint as a model version (``reco.registry.register``)."""
+    from reco import registry
+
+    try:
+        version = registry.register(run_dir, name, which=which)
+    except (OSError, ValueError) as err:
+        _fail(err)
+    if version["onnx_note"]:
+        _console().print(f"[yellow]{version['onnx_note']}[/]")
+    _console().print(f"registered {version['uri']} (MLflow run {version['run_id']})")
 
 
 def _single_process(what: str) -> None:
@@ -396,141 +441,6 @@ def import_part(
     _console().print(f"checkpoint: {step_dir}\nfine-tune: reco train CONFIG --init-from {out}")
 
 
-@app.command("convert-jetclass")
-def convert_jetclass(
-    files: Annotated[list[Path], typer.Argument(help="JetClass ROOT files (TTree 'tree')")],
-    out: Annotated[Path, typer.Option(help="Event file to write, e.g. data/jetclass/test.h5")],
-    classes: Annotated[
-        str | None,
-        typer.Option(help="Comma-separated label names in index order (default: those present)"),
-    ] = None,
-    split: Annotated[str, typer.Option(help="train, val or test (a file attribute)")] = "test",
-    entry_stop: Annotated[int | None, typer.Option(help="At most this many jets per file")] = None,
-    drop_unlisted: Annotated[
-        bool, typer.Option(help="Skip jets of classes not in --classes instead of failing")
-    ] = False,
-) -> None:
-    """JetClass ROOT files -> one jets event file that train/evaluate read (data.simulate: false)."""
-    from simulation.readers.jetclass import convert_jetclass as convert
-
-    names = [c.strip() for c in classes.split(",")] if classes else None
-    try:
-        path = convert(
-            files,
-            out,
-            classes=names,
-            drop_unlisted=drop_unlisted,
-            split=split,
-            entry_stop=entry_stop,
-        )
-    except (OSError, ValueError) as err:
-        _fail(err)
-    _console().print(f"event file: {path}")
-
-
-@app.command("convert-toptagging")
-def convert_toptagging(
-    file: Annotated[
-        Path, typer.Argument(help="Top-tagging reference file (train.h5 / val.h5 / test.h5)")
-    ],
-    out: Annotated[Path, typer.Option(help="Event file to write, e.g. data/toptagging/test.h5")],
-    split: Annotated[str, typer.Option(help="train, val or test (a file attribute)")] = "test",
-    entry_stop: Annotated[int | None, typer.Option(help="At most this many jets")] = None,
-) -> None:
-    """Top-tagging reference HDF5 (pandas table) -> one jets event file, classes QCD / Tbqq."""
-    from simulation.readers.toptagging import convert_toptagging as convert
-
-    try:
-        path = convert(file, out, split=split, entry_stop=entry_stop)
-    except (OSError, ValueError) as err:
-        _fail(err)
-    _console().print(f"event file: {path}")
-
-
-@app.command("export-jetclass")
-def export_jetclass(
-    events: Annotated[Path, typer.Argument(help="A jets event file (e.g. data/jets-*/test.h5)")],
-    out: Annotated[Path, typer.Argument(help="ROOT file to write (TTree 'tree', JetClass schema)")],
-) -> None:
-    """A jets event file -> a ROOT file in the JetClass schema, for tools written for JetClass."""
-    from simulation.readers.jetclass import write_jetclass_root
-
-    try:
-        path = write_jetclass_root(out, events)
-    except (OSError, ValueError) as err:
-        _fail(err)
-    _console().print(f"ROOT file: {path}")
-
-
-@app.command("convert-delphes")
-def convert_delphes(
-    files: Annotated[list[Path], typer.Argument(help="Delphes ROOT files (TTree 'Delphes')")],
-    out: Annotated[Path, typer.Option(help="Event file to write, e.g. data/delphes/test.h5")],
-    label: Annotated[
-        str, typer.Option(help="JetClass label of every jet (no truth matching is done)")
-    ],
-    classes: Annotated[
-        str | None,
-        typer.Option(help="Comma-separated label names in index order (default: the label)"),
-    ] = None,
-    radius: Annotated[float, typer.Option(help="Anti-kT radius R (JetClass 0.8)")] = 0.8,
-    min_jet_pt: Annotated[float, typer.Option(help="Minimum jet pT, GeV")] = 20.0,
-    max_jet_pt: Annotated[float | None, typer.Option(help="Maximum jet pT, GeV")] = None,
-    max_abs_eta: Annotated[float, typer.Option(help="Maximum jet |eta|")] = 2.5,
-    max_jets_per_event: Annotated[int, typer.Option(help="Hardest jets kept per event")] = 2,
-    split: Annotated[str, typer.Option(help="train, val or test (a file attribute)")] = "test",
-    entry_stop: Annotated[
-        int | None, typer.Option(help="At most this many events per file")
-    ] = None,
-) -> None:
-    """Delphes ROOT files -> anti-kT jets of the EFlow candidates in one jets event file."""
-    from simulation.readers.delphes import convert_delphes as convert
-
-    names = [c.strip() for c in classes.split(",")] if classes else None
-    try:
-        path = convert(
-            files,
-            out,
-            label=label,
-            classes=names,
-            radius=radius,
-            min_jet_pt=min_jet_pt,
-            max_jet_pt=max_jet_pt,
-            max_abs_eta=max_abs_eta,
-            max_jets_per_event=max_jets_per_event,
-            split=split,
-            entry_stop=entry_stop,
-        )
-    except (OSError, ValueError, ImportError) as err:
-        _fail(err)
-    _console().print(f"event file: {path}")
-
-
-@app.command()
-def compare(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders (analysed) to compare")],
-    out: Annotated[
-        Path | None,
-        typer.Option(help="Also write the table to this file (and the plot beside it, as .png)"),
-    ] = None,
-) -> None:
-    """A markdown table of finished runs: parameters, training time and the test metrics
-    (regression runs: also per energy bin)."""
-    from reco import compare as cmp
-
-    try:
-        rows = cmp.compare_runs(runs)
-        table = cmp.render_markdown(rows)
-        if out is not None:
-            out.write_text(table)
-            plot = cmp.plot_binned(rows, out.with_suffix(".png"))
-            if plot is not None:
-                _console().print(f"plot: {plot}")
-    except (OSError, ValueError) as err:
-        _fail(err)
-    print(table)
-
-
 @app.command("validate-jets")
 def validate_jets(
     samples: Annotated[
@@ -584,8 +494,9 @@ def validate_jets(
         _console().print(f"MLflow run: {getattr(tracker, 'run_id', None)} (experiment jets)")
 
 
-# commands in other modules register on ``app`` when imported
-from reco import cli_cluster  # noqa: E402, F401  (reco submit)
+# commands in other modules register on ``app`` when imported: submit (cli_cluster),
+# convert-* and export-jetclass (cli_data), compare, sync and register (cli_tracking)
+from reco import cli_cluster, cli_data, cli_tracking  # noqa: E402, F401
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -184,7 +184,8 @@ def test_jets_part_chain_smoke(tmp_path):
     config = ROOT / "configs" / "experiments" / "jets_part.yaml"
     shrink = ["model.num_layers=1", "model.embed_dims=[32,64,32]", "model.pair_embed_dims=[16,16]"]
     args = [a for s in shrink for a in ("--set", s)]
-    reco("run", str(config), "--smoke", *args, cwd=tmp_path)
+    out = reco("run", str(config), "--smoke", *args, "--register", "jets-part", cwd=tmp_path)
+    assert "registered models:/jets-part/1" in out.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
     with h5py.File(run_dir / "predictions.h5") as f:
         probs = f["prediction/probs"][()]
@@ -199,6 +200,9 @@ def test_jets_part_chain_smoke(tmp_path):
     assert any(
         a.path.endswith("roc_curves.png") for a in client.list_artifacts(run.info.run_id, "plots")
     )
+    # the registered pyfunc takes the particle sets and masks of a loader batch
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _pyfunc_matches_predictions(uri, "models:/jets-part/1", run_dir / "predictions.h5", "probs")
 
 
 def test_classical_baseline_run_compares_with_the_cnn(smoke_run):
@@ -214,3 +218,71 @@ def test_classical_baseline_run_compares_with_the_cnn(smoke_run):
     assert 0.0 < metrics["test/energy_resolution_68"] < 0.5
     table = reco("compare", str(run_dir), str(base), cwd=cwd).stdout
     assert "| classical_sd |" in table and "| cnn |" in table
+
+
+def _pyfunc_matches_predictions(uri: str, model_uri: str, predictions: Path, key: str) -> None:
+    """The registered pyfunc, loaded from the registry, predicts the run's predictions.h5 on a
+    real batch of its event file (numpy inputs as the loader makes them)."""
+    import mlflow
+
+    from reco.evaluate import loader_from_config
+    from reco.train import model_inputs
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        pyfunc = mlflow.pyfunc.load_model(model_uri)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    model = pyfunc.unwrap_python_model()
+    with h5py.File(predictions) as f:
+        expected = f[f"prediction/{key}"][()]
+        events = f.attrs["events_file"]
+    targets = tuple(model.meta["task"]["targets"])
+    from reco.checkpoint import load_for_inference
+
+    _, config, stats = load_for_inference(model.checkpoint)
+    loader = loader_from_config(config, stats, targets, Path(events))
+    try:
+        batch = next(iter(loader.epoch(0)))
+    finally:
+        loader.close()
+    got = pyfunc.predict(model_inputs(batch))[key]  # through MLflow's signature check
+    rows = batch["index"][batch["valid"] > 0]
+    np.testing.assert_allclose(got[: rows.size], expected[rows], rtol=1e-5, atol=1e-6)
+
+
+def test_registered_version_evaluates_like_its_run(smoke_run):
+    """reco register -> a model version linked to the run; reco evaluate models:/NAME/1 gives
+    the run's own predictions and metrics; the pyfunc runs on numpy batches."""
+    from mlflow.tracking import MlflowClient
+
+    cwd, run_dir, _ = smoke_run
+    info = json.loads((run_dir / "run.json").read_text())
+    out = reco("register", str(run_dir), "airshower-energy", cwd=cwd)
+    assert "registered models:/airshower-energy/1" in out.stderr
+    client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+    version = client.get_model_version("airshower-energy", "1")
+    assert version.run_id == info["mlflow_run_id"]
+
+    test_file = info["data"]["test"]
+    evaluated = cwd / "evaluations" / "v1"
+    args = ("evaluate", "models:/airshower-energy/1", "--events", test_file)
+    reco(*args, "--out", str(evaluated), cwd=cwd)
+    with h5py.File(run_dir / "predictions.h5") as a, h5py.File(evaluated / "predictions.h5") as b:
+        np.testing.assert_array_equal(
+            a["prediction/log10_energy"][()], b["prediction/log10_energy"][()]
+        )
+        assert b.attrs["model_uri"] == "models:/airshower-energy/1"
+    ours = json.loads((run_dir / "analysis" / "metrics.json").read_text())["metrics"]
+    theirs = json.loads((evaluated / "analysis" / "metrics.json").read_text())["metrics"]
+    assert theirs["test/energy_resolution_68"] == pytest.approx(ours["test/energy_resolution_68"])
+
+    uri = f"sqlite:///{cwd / 'mlflow.db'}"
+    _pyfunc_matches_predictions(
+        uri, "models:/airshower-energy/1", run_dir / "predictions.h5", "log10_energy"
+    )
+    failed = reco(
+        "evaluate", "models:/airshower-energy/7", "--events", test_file, cwd=cwd, check=False
+    )
+    assert failed.returncode != 0 and "airshower-energy/7" in failed.stderr

@@ -1,0 +1,220 @@
+"""Trained runs as versions of MLflow registered models, and back.
+
+``register(run_dir, name)`` logs the run's best checkpoint (Orbax folder, unchanged) into its
+MLflow run as a ``pyfunc`` model — :class:`RecoModel`, which loads the checkpoint and runs the
+jitted model on numpy inputs — and registers it as a new version of ``name`` (the ONNX export
+rides along when it can be made). ``checkpoint_of("models:/NAME/VERSION")`` fetches a version's
+checkpoint, which ``reco evaluate models:/NAME/VERSION`` then evaluates like a run's own.
+
+This module imports ``mlflow`` (the pyfunc wrapper has to subclass its ``PythonModel`` and loads
+reco checkpoints, so it lives in the reco layer; docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+
+MODEL_URI = re.compile(r"^models:/(?P<name>[^/]+)/(?P<version>[^/]+)$")
+ARTIFACT = "model"  # the logged model's name inside the run
+
+
+def is_model_uri(text: str) -> bool:
+    return bool(MODEL_URI.match(str(text)))
+
+
+class RecoModel(mlflow.pyfunc.PythonModel):
+    """A reco checkpoint as an MLflow ``pyfunc`` model.
+
+    ``predict`` takes the model's input groups as a dict of numpy arrays — the same names and
+    normalised features a ``pipeline.loader.Loader`` batch holds (``reco.train.model_inputs``),
+    batch first — and returns the predictions in physical units as a dict of arrays:
+    ``{target: (n,)}`` for regression (plus ``energy_eev``), ``{"probs": (n, n_classes)}`` for
+    classification (as in ``predictions.h5``).
+    """
+
+    checkpoint: Path | None = None
+
+    def load_context(self, context: Any) -> None:
+        self.load(Path(context.artifacts["checkpoint"]))
+
+    def load(self, checkpoint: Path) -> RecoModel:
+        from pipeline.config import from_dict
+        from reco import tasks
+        from reco.checkpoint import load_for_inference, read_meta
+        from reco.state import split_model
+        from reco.train import make_predict_fn
+
+        meta = read_meta(checkpoint)
+        model, self.config, stats = load_for_inference(Path(meta["path"]))
+        self.checkpoint = Path(meta["path"])
+        self.meta = meta
+        self.input_names = tuple(meta["input_spec"])
+        self._task = from_dict(tasks.TaskConfig, meta["task"], source=f"{self.checkpoint} (task)")
+        self._scaler = tasks.make_scaler(self._task, stats)
+        graphdef, self._params, self._rest = split_model(model)
+        self._predict = make_predict_fn(graphdef)
+        return self
+
+    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+        # (no type hints: MLflow would read them as a schema of its own)
+        from reco import tasks
+
+        if not isinstance(model_input, Mapping):
+            raise TypeError(
+                f"{self.checkpoint}: give the inputs as a dict of arrays with the keys of the "
+                f"loader's batches, got {type(model_input).__name__}"
+            )
+        inputs = {k: np.asarray(v) for k, v in model_input.items()}
+        outputs = np.asarray(self._predict(self._params, self._rest, inputs))
+        return tasks.predictions(self._task, outputs, self._scaler)
+
+
+def _signature(meta: Mapping[str, Any]) -> Any:
+    """Input tensors: any batch size. A group of per-event shape ``(items, features)`` is a set
+    (stations, particles) with a bool ``<group>_mask`` and any item count; an image keeps its
+    shape (pipeline/features.py)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    specs = []
+    for name, shape in meta["input_spec"].items():
+        if len(shape) == 2:
+            specs.append(TensorSpec(np.dtype(np.float32), (-1, -1, shape[1]), name))
+            specs.append(TensorSpec(np.dtype(np.bool_), (-1, -1), f"{name}_mask"))
+        else:
+            specs.append(TensorSpec(np.dtype(np.float32), (-1, *shape), name))
+    return ModelSignature(inputs=Schema(specs))
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("jax", "flax", "orbax-checkpoint", "numpy", "mlflow")]
+
+
+def register(run_dir: Path, name: str, which: str = "best", onnx: bool = True) -> dict[str, Any]:
+    """Registers a run's checkpoint as a new version of the model ``name``.
+
+    The model is logged into the run's own MLflow run (``mlflow_run_id`` in run.json, on the
+    server it was logged to), so the version links to the run's parameters and metrics.
+    Returns ``{"name", "version", "uri", "run_id", "onnx"}``.
+
+    Raises:
+        ValueError: the run has no MLflow run (tracking was off, or never reached the server:
+            ``reco sync`` first).
+    """
+    from reco.checkpoint import resolve
+    from reco.experiment import find_run_dir, read_run_info
+
+    run_dir = find_run_dir(run_dir)
+    info = read_run_info(run_dir)
+    run_id, uri = info.get("mlflow_run_id"), info.get("tracking_uri")
+    if not run_id or not uri:
+        raise ValueError(
+            f"{run_dir}/run.json: no MLflow run to register into (mlflow_run_id is empty: "
+            f"tracking was disabled, or the server was down — run `reco sync {run_dir}` first)"
+        )
+    step_dir = resolve(run_dir, which)
+    model = RecoModel().load(step_dir)
+    artifacts = {"checkpoint": str(step_dir)}
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_note = None
+        if onnx:
+            onnx_note = _try_onnx(step_dir, Path(tmp) / "model.onnx", which)
+            if onnx_note is None:
+                artifacts["onnx"] = str(Path(tmp) / "model.onnx")
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        with mlflow.start_run(run_id=run_id):
+            logged = mlflow.pyfunc.log_model(
+                name=ARTIFACT,
+                python_model=RecoModel(),
+                artifacts=artifacts,
+                signature=_signature(model.meta),
+                pip_requirements=_requirements(),
+                registered_model_name=name,
+                metadata={"reco_checkpoint_step": int(model.meta["step"]), "which": which},
+            )
+    version = logged.registered_model_version
+    return {
+        "name": name,
+        "version": str(version),
+        "uri": f"models:/{name}/{version}",
+        "run_id": run_id,
+        "onnx": "onnx" in artifacts,
+        "onnx_note": onnx_note,
+    }
+
+
+def _try_onnx(step_dir: Path, out: Path, which: str) -> str | None:
+    """Exports the checkpoint to ONNX; None when done, else why not (registration goes on)."""
+    try:
+        from reco.export import export_onnx
+    except ImportError as err:
+        return f"no ONNX export ({err})"
+    try:
+        export_onnx(step_dir, out, which=which)
+    except (ImportError, ValueError, NotImplementedError) as err:
+        return f"ONNX export failed: {err}"
+    return None
+
+
+def load(model_uri: str, dst: Path | None = None) -> RecoModel:
+    """The :class:`RecoModel` of ``models:/NAME/VERSION`` (downloaded from the registry at
+    ``$MLFLOW_TRACKING_URI``, or ``mlflow.db`` in the working folder)."""
+    from pipeline.tracking import default_tracking_uri
+
+    match = MODEL_URI.match(str(model_uri))
+    if match is None:
+        raise ValueError(f"{model_uri!r}: expected models:/NAME/VERSION")
+    uri = default_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    if dst is not None:
+        Path(dst).mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings():  # MLflow asks for type hints it cannot read (predict)
+            warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
+            pyfunc = mlflow.pyfunc.load_model(model_uri, dst_path=str(dst) if dst else None)
+    except mlflow.exceptions.MlflowException as err:
+        raise ValueError(f"{model_uri}: not found in the model registry at {uri} ({err})") from err
+    return pyfunc.unwrap_python_model()
+
+
+def evaluate_model(
+    model_uri: str, events: Path | None, out_dir: Path | None = None, analyze: bool = True
+) -> tuple[Path, Any]:
+    """``reco evaluate models:/NAME/VERSION``: predictions (and the analysis, not logged) of a
+    registered version on ``events``, written to ``out_dir`` (default
+    ``evaluations/NAME-vVERSION``). Returns (predictions file, analysis result or None)."""
+    from pipeline.config import from_dict
+    from reco import experiment
+    from reco.evaluate import evaluate
+
+    match = MODEL_URI.match(str(model_uri))
+    if match is None:
+        raise ValueError(f"{model_uri!r}: expected models:/NAME/VERSION")
+    if events is None:
+        raise ValueError(f"{model_uri}: give the event file to evaluate on (--events FILE)")
+    out_dir = Path(out_dir or Path("evaluations") / f"{match['name']}-v{match['version']}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = load(model_uri, dst=out_dir / "model")
+    assert model.checkpoint is not None
+    cfg = from_dict(experiment.ExperimentConfig, model.config, source=f"{model_uri} (config)")
+    predictions = evaluate(
+        model.checkpoint,
+        Path(events),
+        out_dir / "predictions.h5",
+        observers=experiment.OBSERVERS[cfg.problem],
+        attrs={"model_uri": model_uri},
+    )
+    result = experiment.analyze(cfg, predictions, out_dir / "analysis") if analyze else None
+    return predictions, result
