@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -140,4 +140,40 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
         ax.minorticks_off()
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
+    return path
+
+
+def plot_roc_overlay(
+    runs: Mapping[str, Sequence[BinaryPerformance]], path: Path, ncols: int = 3
+) -> Path:
+    """Several runs' ROC curves on shared axes: one panel per signal class (vs the background),
+    one curve per run (legend: run and AUC); background rejection 1/eps_B (log) vs eps_S."""
+    signals = list(dict.fromkeys(p.signal for perfs in runs.values() for p in perfs))
+    if not signals:
+        raise ValueError(f"{path}: no ROC curves to overlay")
+    ncols = min(ncols, len(signals))
+    nrows = -(-len(signals) // ncols)
+    with _figure(path, nrows, ncols, size=(5.5 * ncols, 4.5 * nrows)) as (_, axes):
+        for ax in axes.flat[len(signals) :]:
+            ax.set_visible(False)
+        for ax, signal in zip(axes.flat, signals, strict=False):
+            top, background = 10.0, ""
+            for name, perfs in runs.items():
+                for perf in perfs:
+                    ok = perf.eff_bkg > 0
+                    if perf.signal != signal or not ok.any():
+                        continue
+                    background = perf.background
+                    ax.plot(
+                        perf.eff_sig[ok], 1.0 / perf.eff_bkg[ok], lw=1.5,
+                        label=f"{name} (AUC = {perf.auc:.4f})",
+                    )  # fmt: skip
+                    top = max(top, float(np.max(1.0 / perf.eff_bkg[ok])))
+            ax.set_yscale("log")
+            ax.set_xlim(0.0, 1.0)
+            ax.set_ylim(1.0, top * 30.0)
+            ax.set_title(f"{signal} vs {background}", fontsize="medium")
+            ax.set_xlabel(r"signal efficiency $\varepsilon_S$")
+            ax.set_ylabel(r"background rejection $1/\varepsilon_B$")
+            ax.legend(loc="upper right", fontsize="x-small")
     return path

@@ -294,3 +294,42 @@ def make_tracker(
         system_metrics=cfg.system_metrics,
         system_metrics_interval=cfg.system_metrics_interval,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """One MLflow run as the comparison reads it."""
+
+    run_id: str
+    name: str
+    status: str
+    tags: dict[str, str]
+    metrics: dict[str, float]  # the latest value of each metric
+
+
+def find_runs(experiment: str, uri: str | None = None) -> list[RunRecord]:
+    """All runs of an MLflow experiment (newest first); empty when it does not exist."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri or default_tracking_uri())
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    out, token = [], None
+    while True:
+        page = client.search_runs(
+            [exp.experiment_id], max_results=1000, page_token=token, order_by=["start_time DESC"]
+        )
+        out += [
+            RunRecord(
+                r.info.run_id,
+                r.info.run_name or "",
+                r.info.status,
+                dict(r.data.tags),
+                dict(r.data.metrics),
+            )
+            for r in page
+        ]
+        token = page.token
+        if not token:
+            return out

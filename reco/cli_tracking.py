@@ -13,27 +13,79 @@ from reco.cli import _console, _fail, _register, app
 
 @app.command()
 def compare(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders (analysed) to compare")],
+    runs: Annotated[
+        list[Path] | None, typer.Argument(help="Run folders (analysed) to compare")
+    ] = None,
+    best_per_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead of folders: the best finished run of each model in this MLflow "
+            "experiment (airshower, jets), ranked by --metric"
+        ),
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            help="Ranking metric for --best-per-model (default: test/energy_resolution_68 "
+            "for airshower, test/auc_macro for jets)"
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
-        typer.Option(help="Also write the table to this file (and the plot beside it, as .png)"),
+        typer.Option(
+            help="Table file (markdown); the overlay plots go beside it (default: "
+            "runs/comparisons/compare-<time>.md)"
+        ),
     ] = None,
+    log: Annotated[
+        bool,
+        typer.Option(
+            "--log/--no-log",
+            help="Log table and plots as a comparison run in the runs' MLflow experiment",
+        ),
+    ] = True,
 ) -> None:
-    """A markdown table of finished runs: parameters, training time and the test metrics
-    (regression runs: also per energy bin)."""
-    from reco import compare as cmp
+    """A table of finished runs (parameters, training time, test metrics; regression runs also
+    per energy bin) and overlay plots: resolution vs energy, ROC curves per class."""
+    import time
 
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from pipeline.tracking import default_tracking_uri
+    from reco import compare as cmp
+    from reco import comparison
+
+    if bool(runs) == bool(best_per_model):
+        _fail(ValueError("give run folders or --best-per-model EXPERIMENT (one of the two)"))
     try:
+        if best_per_model:
+            runs, notes = comparison.best_runs(best_per_model, metric, default_tracking_uri())
+            for note in notes:
+                _console().print(f"[yellow]left out: {note}[/]")
         rows = cmp.compare_runs(runs)
         table = cmp.render_markdown(rows)
-        if out is not None:
-            out.write_text(table)
-            plot = cmp.plot_binned(rows, out.with_suffix(".png"))
-            if plot is not None:
-                _console().print(f"plot: {plot}")
+        out = out or Path("runs") / "comparisons" / f"compare-{time.strftime('%Y%m%d-%H%M%S')}.md"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(table)
+        plots = comparison.overlay_plots(rows, out)
     except (OSError, ValueError) as err:
         _fail(err)
-    print(table)
+    stdout = Console()
+    if stdout.is_terminal:
+        stdout.print(Markdown(table))
+    else:
+        print(table)
+    run_id = None
+    if log:
+        try:
+            run_id = comparison.log_comparison(rows, out, plots)
+        except Exception as err:  # noqa: BLE001 - the table and plots are written either way
+            _console().print(f"[yellow]comparison not logged to MLflow: {err}[/]")
+    for path in (out, *plots):
+        _console().print(f"written: {path}")
+    if run_id:
+        _console().print(f"MLflow comparison run: {run_id}")
 
 
 @app.command()

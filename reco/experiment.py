@@ -326,7 +326,9 @@ def train(
             info["init_from"] = source
         if main:
             _write_json_atomic(run_dir / RUN_INFO, info)
-        tracker.set_tags(run_tags(cfg) | finetune.init_tags(source))
+        tracker.set_tags(
+            run_tags(cfg) | finetune.init_tags(source) | {"run_dir": str(run_dir.resolve())}
+        )
         tracker.log_params(C.flatten(cfg))
         for split, path in paths.items() if main else ():
             with open_events(path) as ev:
@@ -470,7 +472,9 @@ def run_baseline(cfg: ExperimentConfig, paths: dict[str, Path], run_dir: Path | 
     tracker = open_tracker(cfg, run_dir)
     status = "FAILED"
     try:
-        tracker.set_tags(run_tags(cfg) | {"model": "classical_sd"})
+        tracker.set_tags(
+            run_tags(cfg) | {"model": "classical_sd", "run_dir": str(run_dir.resolve())}
+        )
         started = time.perf_counter()
         calibration = calibrate_file(paths["train"], cfg.classical_sd)
         calibration.save(run_dir / "calibration.json")

@@ -141,3 +141,23 @@ def test_bad_inputs_raise() -> None:
         cm.roc_curve(np.array([]), np.array([0.2]))
     with pytest.raises(ValueError, match="1-D"):
         cm.auc(np.ones((2, 2)), np.ones(2))
+
+
+def test_roc_overlay_draws_every_run_per_signal_class(tmp_path) -> None:
+    """One panel per signal class, one curve per run (a unit check of the comparison plot)."""
+    from analysis.classification_plots import plot_roc_overlay
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 3000)
+    runs = {}
+    for name, sharpness in (("weak", 0.5), ("strong", 2.0)):
+        logits = rng.normal(size=(labels.size, 3)) + sharpness * np.eye(3)[labels]
+        probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+        runs[name] = [
+            cm.signal_vs_background(probs, labels, s, 0, (0.5,), (f"S{s}", "QCD")) for s in (1, 2)
+        ]
+    assert runs["strong"][0].auc > runs["weak"][0].auc
+    path = plot_roc_overlay(runs, tmp_path / "roc.png")
+    assert path.stat().st_size > 10_000
+    with pytest.raises(ValueError, match="no ROC curves"):
+        plot_roc_overlay({}, tmp_path / "none.png")

@@ -203,6 +203,15 @@ def test_jets_part_chain_smoke(tmp_path):
     # the registered pyfunc takes the particle sets and masks of a loader batch
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     _pyfunc_matches_predictions(uri, "models:/jets-part/1", run_dir / "predictions.h5", "probs")
+    # ROC curves overlaid (one run here) and logged as a comparison run
+    reco("compare", "--best-per-model", "jets", "--out", str(tmp_path / "c.md"), cwd=tmp_path)
+    assert (tmp_path / "c_roc.png").stat().st_size > 10_000
+    (comparison,) = client.search_runs(
+        [client.get_experiment_by_name("jets").experiment_id], "tags.kind = 'comparison'"
+    )
+    assert [a.path for a in client.list_artifacts(comparison.info.run_id, "plots")] == [
+        "plots/c_roc.png"
+    ]
 
 
 def test_classical_baseline_run_compares_with_the_cnn(smoke_run):
@@ -218,6 +227,26 @@ def test_classical_baseline_run_compares_with_the_cnn(smoke_run):
     assert 0.0 < metrics["test/energy_resolution_68"] < 0.5
     table = reco("compare", str(run_dir), str(base), cwd=cwd).stdout
     assert "| classical_sd |" in table and "| cnn |" in table
+
+    # the best run of each model, chosen in MLflow, compared and logged as a comparison run
+    out = cwd / "best.md"
+    proc = reco("compare", "--best-per-model", "airshower", "--out", str(out), cwd=cwd)
+    assert "| classical_sd |" in proc.stdout and "| cnn |" in proc.stdout
+    assert out.read_text().strip() in proc.stdout
+    assert out.with_suffix(".png").stat().st_size > 10_000  # resolution vs energy, both runs
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("airshower")
+    comparisons = client.search_runs([experiment.experiment_id], "tags.kind = 'comparison'")
+    assert len(comparisons) == 2  # one per reco compare
+    latest = comparisons[0]
+    compared = set(latest.data.tags["compared_runs"].split(","))
+    assert json.loads((run_dir / "run.json").read_text())["mlflow_run_id"] in compared
+    assert json.loads((base / "run.json").read_text())["mlflow_run_id"] in compared
+    artifacts = {a.path for a in client.list_artifacts(latest.info.run_id, "plots")}
+    assert artifacts == {"plots/best.png"}
+    assert "best.md" in {a.path for a in client.list_artifacts(latest.info.run_id)}
 
 
 def _pyfunc_matches_predictions(uri: str, model_uri: str, predictions: Path, key: str) -> None:
