@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import os
 import time
@@ -330,18 +331,17 @@ def train(
             run_tags(cfg) | finetune.init_tags(source) | {"run_dir": str(run_dir.resolve())}
         )
         tracker.log_params(C.flatten(cfg))
+        digests = {}
         for split, path in paths.items() if main else ():
             with open_events(path) as ev:
                 n = ev.n_events
+            digests[split] = provenance.file_digest(Path(path))
             tracker.log_input(
-                DatasetRef(
-                    name=f"{cfg.problem}/{split}",
-                    path=str(path),
-                    digest=provenance.file_digest(Path(path)),
-                    context=split,
-                    n_events=n,
-                )
+                DatasetRef(f"{cfg.problem}/{split}", str(path), digests[split], split, n)
             )
+        if digests:  # one value to filter runs on the same data by (tags.dataset_digest = ...)
+            joined = ",".join(f"{k}={v}" for k, v in sorted(digests.items()))
+            tracker.set_tags({"dataset_digest": hashlib.sha256(joined.encode()).hexdigest()[:16]})
         result = fit(
             cfg.model,
             cfg.task,

@@ -26,10 +26,6 @@ MODEL_URI = re.compile(r"^models:/(?P<name>[^/]+)/(?P<version>[^/]+)$")
 ARTIFACT = "model"  # the logged model's name inside the run
 
 
-def is_model_uri(text: str) -> bool:
-    return bool(MODEL_URI.match(str(text)))
-
-
 class RecoModel(mlflow.pyfunc.PythonModel):
     """A reco checkpoint as an MLflow ``pyfunc`` model.
 
@@ -41,9 +37,12 @@ class RecoModel(mlflow.pyfunc.PythonModel):
     """
 
     checkpoint: Path | None = None
+    onnx: Path | None = None  # the ONNX export logged with the model, where there is one
 
     def load_context(self, context: Any) -> None:
         self.load(Path(context.artifacts["checkpoint"]))
+        if context.artifacts.get("onnx"):
+            self.onnx = Path(context.artifacts["onnx"])
 
     def load(self, checkpoint: Path) -> RecoModel:
         from pipeline.config import from_dict
@@ -64,7 +63,8 @@ class RecoModel(mlflow.pyfunc.PythonModel):
         return self
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
-        # (no type hints: MLflow would read them as a schema of its own)
+        # no type hints: MLflow reads them as a schema, and has none for a dict of arrays (the
+        # signature is given when logging); it says so once per process, a harmless warning
         from reco import tasks
 
         if not isinstance(model_input, Mapping):
@@ -189,6 +189,14 @@ def load(model_uri: str, dst: Path | None = None) -> RecoModel:
     return pyfunc.unwrap_python_model()
 
 
+def download_folder(model_uri: str, base: str) -> Path:
+    """``<base>/NAME-vVERSION``: where a command puts what it makes of a registered version."""
+    match = MODEL_URI.match(str(model_uri))
+    if match is None:
+        raise ValueError(f"{model_uri!r}: expected models:/NAME/VERSION")
+    return Path(base) / f"{match['name']}-v{match['version']}"
+
+
 def evaluate_model(
     model_uri: str, events: Path | None, out_dir: Path | None = None, analyze: bool = True
 ) -> tuple[Path, Any]:
@@ -199,12 +207,9 @@ def evaluate_model(
     from reco import experiment
     from reco.evaluate import evaluate
 
-    match = MODEL_URI.match(str(model_uri))
-    if match is None:
-        raise ValueError(f"{model_uri!r}: expected models:/NAME/VERSION")
     if events is None:
         raise ValueError(f"{model_uri}: give the event file to evaluate on (--events FILE)")
-    out_dir = Path(out_dir or Path("evaluations") / f"{match['name']}-v{match['version']}")
+    out_dir = Path(out_dir or download_folder(model_uri, "evaluations"))
     out_dir.mkdir(parents=True, exist_ok=True)
     model = load(model_uri, dst=out_dir / "model")
     assert model.checkpoint is not None

@@ -31,7 +31,7 @@ def test_reco_run_logs_everything_to_a_tracking_server(mlflow_server, tmp_path):
     assert params["train.lr"] and params["model.name"] == "cnn" and int(params["model.n_params"])
     assert "val/loss" in metrics and any(k.startswith("train/") for k in metrics)
     assert len(client.get_metric_history(run.info.run_id, "val/loss")) == 2  # one per epoch
-    for tag in ("git_sha", "config_hash", "reco_version", "device_kind", "device_count"):
+    for tag in ("git_sha", "config_hash", "dataset_digest", "reco_version", "device_kind"):
         assert tags[tag]
     inputs = {d.dataset.name for d in run.inputs.dataset_inputs}
     assert inputs == {"airshower/train", "airshower/val", "airshower/test"}

@@ -280,6 +280,16 @@ def _pyfunc_matches_predictions(uri: str, model_uri: str, predictions: Path, key
     rows = batch["index"][batch["valid"] > 0]
     np.testing.assert_allclose(got[: rows.size], expected[rows], rtol=1e-5, atol=1e-6)
 
+    # the ONNX export logged with the version gives the JAX model's raw outputs
+    import onnxruntime
+
+    assert model.onnx is not None and model.onnx.is_file()
+    session = onnxruntime.InferenceSession(str(model.onnx), providers=["CPUExecutionProvider"])
+    feeds = {i.name: np.asarray(batch[i.name]) for i in session.get_inputs()}
+    (onnx_out,) = session.run(None, feeds)
+    raw = np.asarray(model._predict(model._params, model._rest, model_inputs(batch)))
+    np.testing.assert_allclose(onnx_out, raw, atol=1e-4)
+
 
 def test_registered_version_evaluates_like_its_run(smoke_run):
     """reco register -> a model version linked to the run; reco evaluate models:/NAME/1 gives
@@ -311,6 +321,8 @@ def test_registered_version_evaluates_like_its_run(smoke_run):
     _pyfunc_matches_predictions(
         uri, "models:/airshower-energy/1", run_dir / "predictions.h5", "log10_energy"
     )
+    reco("export", "models:/airshower-energy/1", "--format", "jax", cwd=cwd)
+    assert (cwd / "exports" / "airshower-energy-v1" / "model.jaxexport").stat().st_size > 1000
     failed = reco(
         "evaluate", "models:/airshower-energy/7", "--events", test_file, cwd=cwd, check=False
     )
