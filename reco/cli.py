@@ -496,8 +496,8 @@ def validate_jets(
 
 # commands in other modules register on ``app`` when imported: submit (cli_cluster),
 # convert-* and export-jetclass (cli_data), compare, sync and register (cli_tracking),
-# export (cli_export)
-from reco import cli_cluster, cli_data, cli_export, cli_tracking  # noqa: E402, F401
+# export (cli_export), bench (cli_bench)
+from reco import cli_bench, cli_cluster, cli_data, cli_export, cli_tracking  # noqa: E402, F401
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -1,0 +1,247 @@
+"""``reco bench``: what reco does per second on this machine, as its own configs run it.
+
+Sections (each a list of :class:`Row`):
+
+- simulation: air showers with and without traces, toy jets (events/s of the simulators);
+- per experiment config (the air-shower CNN, the station transformer, ParT in its default
+  2.14 M configuration at 128 particles and in the small one at 64): events simulated into a
+  temporary folder, then the loader (events/s from HDF5 to padded batches, one epoch, without
+  the in-memory cache the configs switch on for later epochs), the jitted
+  train step (forward, backward, optimiser update, state donated) and the jitted inference on a
+  real batch, the peak memory of the compiled train step (XLA's memory analysis: arguments +
+  outputs - donated + temporaries), and how many times faster the loader is than the step
+  consumes events (training is fed when this is well above 1).
+
+Timings are medians of ``repeats`` calls after a compile/warm-up call; the machine and versions
+head the table. Numbers depend on what else runs on the machine: run it alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs" / "experiments"
+SMALL_PART = (  # the small ParT of PART.md ("cpu" config) on 64 particles
+    "model.embed_dims=[64,256,64]",
+    "model.num_heads=4",
+    "model.num_layers=4",
+    "model.pair_embed_dims=[32,32,32]",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One measured number."""
+
+    section: str  # "simulation" or the experiment's label
+    what: str  # e.g. "train step"
+    value: float
+    unit: str  # "events/s", "ms", "GiB", "x"
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """An experiment config as ``reco bench`` times it."""
+
+    label: str
+    config: Path
+    overrides: tuple[str, ...] = ()
+    crop: int | None = None  # keep this many set entries (particles) of each batch
+
+
+EXPERIMENTS = {
+    "cnn": Experiment("air-shower CNN (energy)", CONFIGS / "airshower_cnn_energy.yaml"),
+    "transformer": Experiment("station transformer", CONFIGS / "airshower_transformer.yaml"),
+    "part": Experiment("ParT default (2.14M, 128 particles)", CONFIGS / "jets_part.yaml"),
+    "part_small": Experiment(
+        "ParT small (64 particles)", CONFIGS / "jets_part.yaml", SMALL_PART, crop=64
+    ),
+}
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    """Median wall time of ``fn()`` (which must block until its work is done), after one call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def header() -> list[str]:
+    """Machine, versions and devices (the table's first lines)."""
+    from pipeline import provenance
+
+    versions = provenance.package_versions()
+    devices = jax.devices()
+    return [
+        f"machine: {provenance.machine()}",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        f"devices: {devices[0].device_kind} x {len(devices)} ({jax.default_backend()})",
+    ]
+
+
+def simulation_rows(n_events: int, repeats: int) -> list[Row]:
+    """Events/s of the air-shower simulator with and without traces and of the toy jets."""
+    from simulation.airshower.config import AirshowerConfig, TraceConfig
+    from simulation.airshower.simulate import simulate as simulate_showers
+    from simulation.jets.config import JetsConfig
+    from simulation.jets.simulate import simulate as simulate_jets
+
+    rows = []
+    base = AirshowerConfig()
+    for traces in (False, True):
+        cfg = dataclasses.replace(base, traces=TraceConfig(enabled=traces))
+        n = max(n_events // (5 if traces else 1), 1)
+        seconds = median_seconds(lambda cfg=cfg, n=n: simulate_showers(cfg, n, seed=1), repeats)
+        what = "air showers, traces" if traces else "air showers, no traces"
+        rows.append(Row("simulation", what, n / seconds, "events/s", f"{n} per call"))
+    n = max(n_events // 4, 1)
+    seconds = median_seconds(lambda: simulate_jets(JetsConfig(), n, seed=1), repeats)
+    rows.append(Row("simulation", "toy jets", n / seconds, "events/s", f"{n} per call"))
+    return rows
+
+
+def _crop(batch: dict[str, np.ndarray], n: int | None) -> dict[str, np.ndarray]:
+    """The first ``n`` entries of every per-entry axis (axis 1 of the set inputs)."""
+    if n is None:
+        return batch
+    out = {}
+    for key, value in batch.items():
+        is_set = value.ndim >= 2 and key not in ("target", "image")
+        out[key] = value[:, :n] if is_set and value.shape[1] > n else value
+    return out
+
+
+def _peak_bytes(compiled: Any) -> float | None:
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return None
+    return float(
+        stats.argument_size_in_bytes
+        + stats.output_size_in_bytes
+        - stats.alias_size_in_bytes
+        + stats.temp_size_in_bytes
+    )
+
+
+def experiment_rows(exp: Experiment, n_events: int, batch: int, repeats: int) -> list[Row]:
+    """Loader, train step, inference and memory of one experiment config (module docstring)."""
+    from pipeline.events import open_events
+    from pipeline.features import fit_stats
+    from pipeline.loader import Loader
+    from reco import tasks
+    from reco.event_data import simulate
+    from reco.experiment import load_config
+    from reco.models import build_model
+    from reco.optim import make_optimizer
+    from reco.state import count_params, init_state
+    from reco.train import device_batch, make_predict_fn, make_train_step, model_inputs
+
+    with tempfile.TemporaryDirectory(prefix="reco-bench-") as tmp:
+        sizes = [f"simulation.n_train={n_events}", "simulation.n_val=16", "simulation.n_test=16"]
+        overrides = [*exp.overrides, *sizes, f"data.dir={tmp}", f"loader.batch_size={batch}"]
+        overrides.append("loader.cache=false")  # every epoch from HDF5: the loader's lower bound
+        cfg = load_config(exp.config, overrides=overrides)
+        paths = simulate(cfg)
+        targets = cfg.task.targets
+        with open_events(paths["train"]) as events:
+            stats = fit_stats(cfg.features, events, targets)
+        loader = Loader.from_config(
+            paths["train"], cfg.loader, cfg.features, stats, targets, shuffle=True, seed=0
+        )
+        try:
+
+            def one_epoch() -> int:
+                return sum(int(b["valid"].sum()) for b in loader.epoch(0))
+
+            loader_rate = n_events / median_seconds(one_epoch, repeats)
+            host_batch = _crop(device_batch(next(iter(loader.epoch(0)))), exp.crop)
+            spec = dict(loader.input_spec)
+        finally:
+            loader.close()
+
+    if exp.crop is not None:
+        spec = {k: (min(v[0], exp.crop), *v[1:]) if len(v) == 2 else v for k, v in spec.items()}
+    model = build_model(cfg.model, spec, cfg.task.n_outputs, seed=0)
+    tx, _ = make_optimizer(cfg.train, total_steps=10_000, steps_per_epoch=100)
+    graphdef, state = init_state(model, tx)
+    n_params = count_params(state.params)
+    scaler = tasks.make_scaler(cfg.task, stats.to_dict())
+    step = make_train_step(graphdef, tx, cfg.task, scaler)
+    on_device = jax.device_put(host_batch)
+    peak = _peak_bytes(step.lower(state, on_device).compile())
+    holder = {"state": state}
+
+    def train_once() -> None:
+        holder["state"], metrics = step(holder["state"], on_device)
+        jax.block_until_ready(metrics)
+
+    train_s = median_seconds(train_once, repeats)
+    predict = make_predict_fn(graphdef)
+    params, rest = holder["state"].params, holder["state"].rest
+    inputs = model_inputs(on_device)
+    infer_s = median_seconds(lambda: jax.block_until_ready(predict(params, rest, inputs)), repeats)
+    label = exp.label
+    rows = [
+        Row(label, "loader", loader_rate, "events/s", f"HDF5 -> padded batches of {batch}"),
+        Row(label, "train step", train_s * 1e3, "ms", f"batch {batch}, {n_params:,} params"),
+        Row(label, "training", batch / train_s, "events/s"),
+        Row(label, "inference", batch / infer_s, "events/s"),
+        Row(label, "loader / training", loader_rate * train_s / batch, "x", "> 1: fed"),
+    ]
+    if peak is not None:
+        rows.append(Row(label, "train step peak memory", peak / 2**30, "GiB", "XLA estimate"))
+    return rows
+
+
+def run(
+    only: Sequence[str] = ("simulation", *EXPERIMENTS),
+    n_events: int = 2048,
+    batch: int = 128,
+    repeats: int = 5,
+    progress: Callable[[str], None] | None = None,
+) -> list[Row]:
+    """All sections named in ``only`` ("simulation" and keys of :data:`EXPERIMENTS`)."""
+    unknown = [s for s in only if s != "simulation" and s not in EXPERIMENTS]
+    if unknown:
+        raise ValueError(
+            f"unknown bench section(s) {unknown}; choose from simulation, {', '.join(EXPERIMENTS)}"
+        )
+    rows: list[Row] = []
+    for section in only:
+        if progress:
+            progress(section)
+        if section == "simulation":
+            rows += simulation_rows(n_events, repeats)
+        else:
+            rows += experiment_rows(EXPERIMENTS[section], n_events, batch, repeats)
+    return rows
+
+
+def _fmt(row: Row) -> str:
+    if row.unit in ("events/s",):
+        return f"{row.value:,.0f} {row.unit}"
+    if row.unit == "x":
+        return f"{row.value:,.1f} x"
+    return f"{row.value:,.{1 if row.value >= 10 else 2}f} {row.unit}"
+
+
+def markdown(rows: Sequence[Row], head: Sequence[str]) -> str:
+    """The table as markdown, headed by the machine and versions."""
+    lines = [*(f"{line}  " for line in head), "", "| | | | |", "|---|---|---:|---|"]
+    lines += [f"| {r.section} | {r.what} | {_fmt(r)} | {r.note} |" for r in rows]
+    return "\n".join(lines) + "\n"

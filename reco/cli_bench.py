@@ -1,0 +1,44 @@
+"""``reco bench``: the throughput table of this machine (:mod:`reco.bench`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from reco.cli import _console, _fail, app
+
+
+@app.command()
+def bench(
+    only: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated sections: simulation, cnn, transformer, part, part_small"
+        ),
+    ] = "simulation,cnn,transformer,part,part_small",
+    events: Annotated[
+        int, typer.Option(help="Events simulated per experiment (and per call)")
+    ] = 2048,
+    batch: Annotated[int, typer.Option(help="Batch size of the loader and the steps")] = 128,
+    repeats: Annotated[int, typer.Option(help="Timed calls per number (median reported)")] = 5,
+    out: Annotated[Path | None, typer.Option(help="Also write the table (markdown) here")] = None,
+) -> None:
+    """Simulation, loader, train-step and inference throughput and peak memory of reco's own
+    configs on this machine (medians after warm-up; run it alone)."""
+    from reco import bench as b
+
+    sections = [s.strip() for s in only.split(",") if s.strip()]
+    try:
+        head = b.header()
+        rows = b.run(
+            sections, events, batch, repeats, progress=lambda s: _console().print(f"[dim]{s}...[/]")
+        )
+    except (OSError, ValueError) as err:
+        _fail(err)
+    table = b.markdown(rows, head)
+    print(table)
+    if out is not None:
+        out.write_text(table)
+        _console().print(f"written: {out}")
