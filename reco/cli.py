@@ -214,6 +214,7 @@ def train(
     the processes train one model together, one process per GPU.
     """
     from reco import experiment
+    from reco.train import Preempted
 
     _join(coordinator, num_processes, process_id)
     cfg = _load(config, _with_init_from(set_, init_from), smoke, variant)
@@ -224,6 +225,9 @@ def train(
     try:
         paths = _simulate(cfg)
         out, result = experiment.train(cfg, paths, run_dir=run_dir, resume=resume)
+    except Preempted as err:  # SIGTERM (SLURM preemption, time limit): checkpointed, resumable
+        _console().print(f"[yellow]{err}[/]")
+        raise typer.Exit(143) from None
     except (OSError, ValueError, FloatingPointError) as err:
         _fail(err)
     _console().print(f"{result.summary()}\nrun folder: {out}", soft_wrap=True)

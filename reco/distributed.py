@@ -250,3 +250,48 @@ def data_mesh(devices: list[jax.Device] | None = None) -> Mesh:
     """A 1-D mesh ``("data",)`` over ``devices`` (default: every device of every process)."""
     devs = jax.devices() if devices is None else list(devices)
     return Mesh(np.asarray(devs, dtype=object), (DATA,))
+
+
+class StopSignal:
+    """SIGTERM (what SLURM sends before it preempts or times out a job) as a request to stop.
+
+    While entered, SIGTERM sets :attr:`requested` instead of killing the process, so the training
+    loop can write a checkpoint first (``reco.train.fit``); on exit the previous handler is back.
+    Outside the main thread (where Python cannot install handlers) it does nothing.
+    """
+
+    def __init__(self, signals: tuple[int, ...] | None = None) -> None:
+        import signal
+
+        self.signals = (signal.SIGTERM,) if signals is None else signals
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def __enter__(self) -> StopSignal:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.signals:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def agreed(self) -> bool:
+        """Whether any process was asked to stop (all processes call it at the same step, so
+        they stop together; one process: no communication)."""
+        if jax.process_count() == 1:
+            return self.requested
+        from jax.experimental import multihost_utils
+
+        flags = multihost_utils.process_allgather(np.array(self.requested, np.int32))
+        return bool(np.asarray(flags).any())

@@ -243,7 +243,7 @@ def train(
     from pipeline.features import fit_stats, validate
     from pipeline.loader import Loader
     from reco import distributed, finetune
-    from reco.train import fit
+    from reco.train import Preempted, fit
 
     n_proc, main = distributed.process_count(), distributed.is_main()
     if n_proc > 1 and cfg.loader.trim_buckets:
@@ -374,8 +374,8 @@ def train(
             _write_json_atomic(run_dir / RUN_INFO, info)
         status = "FINISHED"
         return run_dir, result
-    except KeyboardInterrupt:
-        status = "KILLED"  # stopped by the user: resumable with --resume
+    except (KeyboardInterrupt, Preempted):
+        status = "KILLED"  # stopped by the user or SIGTERM: resumable with --resume
         raise
     finally:
         train_file.close()

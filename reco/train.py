@@ -12,6 +12,7 @@ and ``best`` checkpoints, stops early when the validation loss stalls, and stops
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -25,7 +26,7 @@ import optax
 from flax import nnx
 
 from reco import tasks
-from reco.distributed import DataParallel
+from reco.distributed import DataParallel, StopSignal
 from reco.state import TrainState, merge_model
 
 if TYPE_CHECKING:
@@ -109,6 +110,19 @@ class NonFiniteLossError(FloatingPointError):
             f"non-finite {where} {what} at step {step} (epoch {epoch}); training stopped. "
             f"Last good checkpoint: {last_checkpoint or 'none'}. Lower train.lr, set "
             f"train.grad_clip, or check the inputs and the target statistics."
+        )
+
+
+class Preempted(RuntimeError):
+    """SIGTERM stopped training; a checkpoint of the exact position was written first."""
+
+    def __init__(self, step: int, epoch: int, batches_done: int, checkpoint: Path | None) -> None:
+        self.step, self.epoch, self.batches_done = step, epoch, batches_done
+        self.checkpoint = checkpoint
+        super().__init__(
+            f"stopped by SIGTERM at step {step} (epoch {epoch}, after {batches_done} of its "
+            f"batches); checkpoint {checkpoint}. Continue with reco train --resume (a requeued "
+            f"job: --requeue) from exactly there."
         )
 
 
@@ -392,14 +406,15 @@ def fit(
         "init_from": init_record,
     }
     config, stats = to_dict(dict(config_dict)), to_dict(dict(stats_dict))
-    start_epoch, best, best_epoch, stale = 0, math.inf, -1, 0
+    start_epoch, best, best_epoch, stale, skip = 0, math.inf, -1, 0, 0
     if resume:
         try:
             state, meta = ckpt.restore("last", state)
         except BaseException:
             ckpt.close()
             raise
-        start_epoch = int(meta["epoch"]) + 1
+        skip = int(meta.get("batches_done") or 0)  # > 0: a checkpoint written mid-epoch
+        start_epoch = int(meta["epoch"]) + (0 if skip else 1)
         best, best_epoch = float(meta["best_val_loss"]), int(meta["best_epoch"])
         stale = int(meta["epochs_without_improvement"])
         init_record = meta_base["init_from"] = meta.get("init_from")
@@ -437,20 +452,41 @@ def fit(
         bar.update(task_id, description=f"epoch {epoch} loss {means['loss']:.4g}")
 
     try:
-        with _progress(progress) as bar:
+        with _progress(progress) as bar, StopSignal() as stop:
             task_id = bar.add_task("train", total=total_steps, completed=min(step, total_steps))
             for epoch in range(start_epoch, cfg.epochs):
                 if done:
                     break
-                for batch in train_loader.epoch(epoch):
+                batches: Iterable[Batch] = train_loader.epoch(epoch)
+                done_in_epoch, skip = skip, 0  # a mid-epoch resume: the same batches follow
+                if done_in_epoch:
+                    batches = itertools.islice(batches, done_in_epoch, None)
+                for batch in batches:
                     state, metrics = train_step(state, parallel.batch(device_batch(batch)))
                     pending.append(metrics)
                     step += 1
+                    done_in_epoch += 1
                     bar.advance(task_id)
-                    if step % cfg.log_every_steps == 0:
+                    at_log = step % cfg.log_every_steps == 0
+                    if at_log:
                         flush(epoch)
                         pending.clear()
                         window = (step, time.perf_counter())
+                    if (at_log or jax.process_count() == 1) and stop.agreed():
+                        if pending:
+                            flush(epoch)
+                        meta = {
+                            **meta_base,
+                            "epoch": epoch,
+                            "batches_done": done_in_epoch,
+                            "step": step,
+                            "val_loss": None,
+                            "best_val_loss": best,
+                            "best_epoch": best_epoch,
+                            "epochs_without_improvement": stale,
+                        }
+                        path = ckpt.save("last", state, meta, config, stats)  # synchronous
+                        raise Preempted(step, epoch, done_in_epoch, path)
                     if cfg.max_steps is not None and step >= cfg.max_steps:
                         done = True
                         break

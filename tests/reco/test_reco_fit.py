@@ -164,3 +164,49 @@ def test_early_stopping_on_a_flat_validation_loss(fast_train, loaders, stats, tm
     assert len(set(vals)) == 1, vals
     assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 0
     assert result.best_checkpoint.name == "3" and result.last_checkpoint.name == "9"
+
+
+def test_sigterm_checkpoints_mid_epoch_and_resume_ends_identical(
+    tiny_cnn, loaders, stats, tmp_path
+):
+    """SLURM preemption: SIGTERM after the 2nd batch of epoch 1 writes a checkpoint of that exact
+    position and stops; --resume skips the batches already seen and ends with the parameters of
+    an uninterrupted run (same seed, same data order)."""
+    import os
+    import signal
+
+    from reco.train import Preempted, TrainConfig
+
+    cfg = dataclasses.replace(
+        TrainConfig(), epochs=3, lr=3e-3, warmup_steps=0, schedule="constant", log_every_steps=2
+    )
+    train, val = loaders()
+
+    class Terminating:  # the loader of the interrupted run: SIGTERM while serving epoch 1
+        input_spec, n_events = train.input_spec, train.n_events
+
+        def __len__(self) -> int:
+            return len(train)
+
+        def epoch(self, e: int):
+            for i, batch in enumerate(train.epoch(e)):
+                if e == 1 and i == 1:  # during the 2nd step's batch: stop after that step
+                    os.kill(os.getpid(), signal.SIGTERM)
+                yield batch
+
+    with pytest.raises(Preempted, match="epoch 1, after 2 of its batches") as stopped:
+        fit(tiny_cnn, cfg, Terminating(), val, stats, tmp_path / "a")
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
+    meta = read_meta(tmp_path / "a", "last")
+    assert (meta["epoch"], meta["batches_done"], meta["step"]) == (1, 2, 5)
+    assert stopped.value.checkpoint == tmp_path / "a" / "checkpoints" / "last" / "5"
+
+    tracker = DictTracker()
+    resumed = fit(tiny_cnn, cfg, *loaders(), stats, tmp_path / "a", tracker, resume=True)
+    straight = fit(tiny_cnn, cfg, *loaders(), stats, tmp_path / "b")
+    assert resumed.steps == straight.steps == 9 and resumed.epochs_run == 3
+    assert [s for s, _ in tracker.metrics["val/loss"]] == [6, 9]  # epochs 1 and 2 validated
+    a = load_for_inference(resumed.last_checkpoint)[0]
+    b = load_for_inference(straight.last_checkpoint)[0]
+    x = {"image": np.ones((2, 11, 11, 3), np.float32)}
+    np.testing.assert_array_equal(a(x, train=False), b(x, train=False))
