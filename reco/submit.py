@@ -146,7 +146,8 @@ def train_script(job: Job, run_dir: Path, opts: SlurmOptions, workdir: Path) -> 
     lines += [f"--cpus-per-task={opts.cpus_per_task}", f"--time={opts.time}"]
     if opts.mem:
         lines.append(f"--mem={opts.mem}")
-    lines += ["--requeue", *_site(opts)]
+    # SIGTERM to the tasks 2 minutes before the time limit: reco train checkpoints and exits
+    lines += ["--requeue", "--signal=TERM@120", *_site(opts)]
     command = ["train", *job.args(), "--run-dir", str(run_dir), "--requeue"]
     srun = ["srun", "--kill-on-bad-exit=1", f"--cpus-per-task={opts.cpus_per_task}"]
     header = _header(f"reco-train-{run_dir.name}", run_dir / "slurm" / "train-%j.out", lines)

@@ -46,6 +46,7 @@ def test_two_node_four_gpu_training_script(chain, tmp_path):
         "--time=12:00:00",
         "--mem=200G",
         "--requeue",
+        "--signal=TERM@120",  # a checkpoint before the time limit's SIGKILL
         "--partition=gpu",
         "--account=phys",
         f"--output={run}/slurm/train-%j.out",
