@@ -9,6 +9,7 @@ same as unsharded, since each simulation chunk has its own seed.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -97,6 +98,24 @@ def _check_other(cfg: ExperimentConfig, found: dict[str, str | None] | None, sim
         )
 
 
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Half-written event files (``.<name>.<pid>.tmp``) of processes no longer running here.
+
+    Only for unsharded data: the tasks of a job array write shards of one folder from several
+    hosts, whose process ids mean nothing on this one.
+    """
+    for tmp in Path(folder).glob(".*.h5.*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # alive, another user's
+
+
 def _simulate(
     cfg: ExperimentConfig, progress: Callable[[int, int], None] | None
 ) -> dict[str, Path]:
@@ -110,6 +129,7 @@ def _simulate(
         return paths
     _check_other(cfg, found, sim_hash)
     if cfg.data.shards == 1:
+        _remove_stale_temporaries(out)
         write = _writer(cfg)
         return write(cfg.simulation, out, seed=cfg.seed, config_hash=sim_hash, progress=progress)
     for i in range(cfg.data.shards):
