@@ -175,7 +175,7 @@ def simulate(
         else:
             files = experiment.simulate_shard(cfg, shard)
             _console().print(f"shard {shard}: {', '.join(str(p) for p in files.values())}")
-    except (OSError, ValueError, FloatingPointError) as err:
+    except (OSError, ValueError, FloatingPointError, MemoryError) as err:
         _fail(err)
 
 
@@ -228,7 +228,7 @@ def train(
     except Preempted as err:  # SIGTERM (SLURM preemption, time limit): checkpointed, resumable
         _console().print(f"[yellow]{err}[/]")
         raise typer.Exit(143) from None
-    except (OSError, ValueError, FloatingPointError) as err:
+    except (OSError, ValueError, FloatingPointError, MemoryError) as err:
         _fail(err)
     _console().print(f"{result.summary()}\nrun folder: {out}", soft_wrap=True)
     if register:
@@ -272,7 +272,7 @@ def evaluate(
             predictions, result = experiment.evaluate_and_analyze(Path(run), events)
         else:
             predictions, result = experiment.evaluate(Path(run), events), None
-    except (OSError, ValueError, FloatingPointError) as err:
+    except (OSError, ValueError, FloatingPointError, MemoryError) as err:
         _fail(err)
     if result is not None:
         _console().print(result.table_markdown)
@@ -297,7 +297,7 @@ def analyze(
     out = out or predictions.parent / "analysis"
     try:
         result = run_analyze(predictions, cfg, out)
-    except (OSError, ValueError, FloatingPointError) as err:
+    except (OSError, ValueError, FloatingPointError, MemoryError) as err:
         _fail(err)
     print(result.table_markdown)
     _console().print(f"metrics and plots: {out}")
@@ -339,7 +339,7 @@ def run(
         run_dir, result = experiment.train(cfg, paths)
         _console().print(result.summary(), soft_wrap=True)
         predictions, analysis = experiment.evaluate_and_analyze(run_dir)
-    except (OSError, ValueError, FloatingPointError) as err:
+    except (OSError, ValueError, FloatingPointError, MemoryError) as err:
         _fail(err)
     print(analysis.table_markdown)
     _console().print(
@@ -387,7 +387,7 @@ def _run_suite(config: Path, set_: list[str] | None, smoke: bool, only: list[str
         _config_error(err)
     try:
         _, table = suite.run_suite(configs, _simulate, _console().print, baselines)
-    except (OSError, ValueError, FloatingPointError) as err:
+    except (OSError, ValueError, FloatingPointError, MemoryError) as err:
         _fail(err)
     print(table.read_text())
     _console().print(f"comparison: {table}")
@@ -405,7 +405,7 @@ def baseline(
     try:
         paths = _simulate(cfg)
         run_dir, result = experiment.run_baseline(cfg, paths)
-    except (OSError, ValueError, FloatingPointError) as err:
+    except (OSError, ValueError, FloatingPointError, MemoryError) as err:
         _fail(err)
     print(result.table_markdown)
     _console().print(f"run folder: {run_dir}")

@@ -126,6 +126,24 @@ class Preempted(RuntimeError):
         )
 
 
+class BatchTooLargeError(MemoryError):
+    """A train step did not fit in the device's memory."""
+
+    def __init__(self, batch_size: int | None, devices: int, err: Exception) -> None:
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        per_device = f" ({batch_size // max(devices, 1)} per device)" if batch_size else ""
+        super().__init__(
+            f"a train step with batch size {batch_size or '?'}{per_device} does not fit in the "
+            f"memory of {jax.devices()[0].device_kind}: lower loader.batch_size (e.g. halve it), "
+            f"or use train.precision=bfloat16, or train.param_sharding=fsdp over several "
+            f"devices. XLA said: {first}"
+        )
+
+
+def _out_of_memory(err: Exception) -> bool:
+    return "RESOURCE_EXHAUSTED" in str(err) or "out of memory" in str(err).lower()
+
+
 class BatchSource(Protocol):
     """What fit and evaluate need of a ``pipeline.loader.Loader``."""
 
@@ -462,7 +480,12 @@ def fit(
                 if done_in_epoch:
                     batches = itertools.islice(batches, done_in_epoch, None)
                 for batch in batches:
-                    state, metrics = train_step(state, parallel.batch(device_batch(batch)))
+                    try:
+                        state, metrics = train_step(state, parallel.batch(device_batch(batch)))
+                    except jax.errors.JaxRuntimeError as err:
+                        if _out_of_memory(err):
+                            raise BatchTooLargeError(batch_size, parallel.n_devices, err) from err
+                        raise
                     pending.append(metrics)
                     step += 1
                     done_in_epoch += 1

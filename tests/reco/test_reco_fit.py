@@ -210,3 +210,21 @@ def test_sigterm_checkpoints_mid_epoch_and_resume_ends_identical(
     b = load_for_inference(straight.last_checkpoint)[0]
     x = {"image": np.ones((2, 11, 11, 3), np.float32)}
     np.testing.assert_array_equal(a(x, train=False), b(x, train=False))
+
+
+def test_a_batch_that_does_not_fit_says_lower_the_batch_size(
+    tiny_cnn, loaders, stats, fast_train, tmp_path, monkeypatch
+):
+    import reco.train as train_module
+    from reco.train import BatchTooLargeError
+
+    def exhausted_step(*args, **kwargs):
+        def step(state, batch):
+            raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 9GiB")
+
+        return step
+
+    monkeypatch.setattr(train_module, "make_train_step", exhausted_step)
+    with pytest.raises(BatchTooLargeError, match="lower loader.batch_size") as err:
+        fit(tiny_cnn, fast_train, *loaders(batch_size=16), stats, tmp_path)
+    assert "batch size 16" in str(err.value) and "9GiB" in str(err.value)
