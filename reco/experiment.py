@@ -112,11 +112,35 @@ def load_config(
     from reco import suite
 
     if suite.is_suite(path):
-        return suite.load_variant(path, variant, overrides=overrides, smoke=smoke)
+        cfg = suite.load_variant(path, variant, overrides=overrides, smoke=smoke)
+        check_model_inputs(cfg, source=f"{path} (variant {variant})")
+        return cfg
     if variant is not None:
         raise C.ConfigError(f"{path}: --variant {variant!r} given, but the file has no variants")
     overlays = [smoke_overlay()] if smoke else []
-    return C.load(ExperimentConfig, path, overrides=overrides, overlays=overlays)
+    cfg = C.load(ExperimentConfig, path, overrides=overrides, overlays=overlays)
+    check_model_inputs(cfg, source=str(path))
+    return cfg
+
+
+def check_model_inputs(cfg: ExperimentConfig, source: str = "config") -> None:
+    """The batch keys the model reads (its ``input`` and ``*_key`` settings) are inputs the
+    feature groups make (a group's name, and ``<name>_mask`` for set and jagged groups), so a
+    typo fails when the config is read, not after the simulation.
+
+    Raises:
+        ConfigError: naming the model setting, the key and the inputs there are.
+    """
+    groups = cfg.features.groups
+    made = {g.name for g in groups} | {f"{g.name}_mask" for g in groups if g.layout != "image"}
+    for field in dataclasses.fields(cfg.model):
+        key = getattr(cfg.model, field.name)
+        if (field.name == "input" or field.name.endswith("_key")) and isinstance(key, str):
+            if key not in made:
+                raise C.ConfigError(
+                    f"{source}: model.{field.name} = {key!r} is not an input of the features "
+                    f"(features.groups make {sorted(made)})"
+                )
 
 
 def smoke_overlay() -> Path:

@@ -142,3 +142,14 @@ def test_jets_data_hash_ignores_sections_the_engine_does_not_use():
     assert with_sim(toy) == with_sim(toy, pythia=PythiaConfig(seed_offset=3))
     assert with_sim(toy) != with_sim(toy, hadronisation=other_had)
     assert with_sim(toy) != with_sim(toy, kinematics=KinematicsConfig(pt_min=600.0))
+
+
+def test_a_model_input_the_features_do_not_make_fails_when_read():
+    """A typo in a model's batch key stops `reco` when it reads the config, before simulating."""
+    from pipeline.config import ConfigError
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "experiments"
+    with pytest.raises(ConfigError, match=r"model.input = 'img'.*'image'"):
+        load_config(root / "airshower_cnn_energy.yaml", overrides=["model.input=img"])
+    with pytest.raises(ConfigError, match=r"model.mask_key = 'particle_mask'.*particles_mask"):
+        load_config(root / "jets_part.yaml", overrides=["model.mask_key=particle_mask"])
