@@ -27,6 +27,12 @@ from flax import nnx
 
 from reco import tasks
 from reco.distributed import DataParallel, StopSignal
+from reco.failures import (  # noqa: F401  (re-exported: what fit raises)
+    BatchTooLargeError,
+    NonFiniteLossError,
+    Preempted,
+    out_of_memory,
+)
 from reco.state import TrainState, merge_model
 
 if TYPE_CHECKING:
@@ -71,6 +77,9 @@ class TrainConfig:
     # state, norm statistics, softmax and loss stay float32 (reco.precision)
     param_sharding: Literal["replicated", "fsdp"] = "replicated"  # parameters and optimiser
     # state on every device, or split over the devices (FSDP; reco.distributed)
+    nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient: stop (the last
+    # good checkpoint is kept), or skip that step's update and go on
+    max_skipped_steps: int = 10  # nonfinite = skip: stop once more steps than this were skipped
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -91,57 +100,15 @@ class TrainConfig:
             raise ValueError(
                 f"param_sharding must be 'replicated' or 'fsdp', got {self.param_sharding!r}"
             )
+        if self.nonfinite not in ("stop", "skip") or self.max_skipped_steps < 0:
+            raise ValueError(
+                f"nonfinite must be 'stop' or 'skip' and max_skipped_steps >= 0, got "
+                f"{self.nonfinite!r} and {self.max_skipped_steps}"
+            )
         if not (math.isfinite(self.head_lr_multiplier) and self.head_lr_multiplier > 0):
             raise ValueError(
                 f"head_lr_multiplier must be a positive number, got {self.head_lr_multiplier}"
             )
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or inf; the run stopped (its last good checkpoint is kept)."""
-
-    def __init__(
-        self, step: int, epoch: int, where: str = "train", last_checkpoint: Path | None = None
-    ) -> None:
-        self.step, self.epoch, self.where = step, epoch, where
-        self.last_checkpoint = last_checkpoint
-        what = "loss or gradient" if where == "train" else "loss"
-        super().__init__(
-            f"non-finite {where} {what} at step {step} (epoch {epoch}); training stopped. "
-            f"Last good checkpoint: {last_checkpoint or 'none'}. Lower train.lr, set "
-            f"train.grad_clip, or check the inputs and the target statistics."
-        )
-
-
-class Preempted(RuntimeError):
-    """SIGTERM stopped training; a checkpoint of the exact position was written first."""
-
-    def __init__(self, step: int, epoch: int, batches_done: int, checkpoint: Path | None) -> None:
-        self.step, self.epoch, self.batches_done = step, epoch, batches_done
-        self.checkpoint = checkpoint
-        super().__init__(
-            f"stopped by SIGTERM at step {step} (epoch {epoch}, after {batches_done} of its "
-            f"batches); checkpoint {checkpoint}. Continue with reco train --resume (a requeued "
-            f"job: --requeue) from exactly there."
-        )
-
-
-class BatchTooLargeError(MemoryError):
-    """A train step did not fit in the device's memory."""
-
-    def __init__(self, batch_size: int | None, devices: int, err: Exception) -> None:
-        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
-        per_device = f" ({batch_size // max(devices, 1)} per device)" if batch_size else ""
-        super().__init__(
-            f"a train step with batch size {batch_size or '?'}{per_device} does not fit in the "
-            f"memory of {jax.devices()[0].device_kind}: lower loader.batch_size (e.g. halve it), "
-            f"or use train.precision=bfloat16, or train.param_sharding=fsdp over several "
-            f"devices. XLA said: {first}"
-        )
-
-
-def _out_of_memory(err: Exception) -> bool:
-    return "RESOURCE_EXHAUSTED" in str(err) or "out of memory" in str(err).lower()
 
 
 class BatchSource(Protocol):
@@ -174,12 +141,15 @@ def make_train_step(
     scaler: tasks.TargetScaler,
     parallel: DataParallel | None = None,
     state_shardings: Any = None,
+    skip_nonfinite: bool = False,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
     """The jitted ``train_step(state, batch) -> (state, {"loss", "n", "grad_norm"})``.
 
     ``state`` is donated: do not use the state passed in after the call. With ``parallel`` the
     new state keeps ``state_shardings`` (:meth:`DataParallel.state_shardings`) and the metrics
     are replicated; the step itself is the same function (the batch's sharding drives it).
+    With ``skip_nonfinite`` a step whose loss or gradient is not finite leaves parameters,
+    optimiser state and BatchNorm statistics as they were (its step still counts).
     """
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -193,7 +163,13 @@ def make_train_step(
         (value, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params, value=value)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": value, "n": batch["valid"].sum(), "grad_norm": optax.tree.norm(grads)}
+        grad_norm = optax.tree.norm(grads)
+        metrics = {"loss": value, "n": batch["valid"].sum(), "grad_norm": grad_norm}
+        if skip_nonfinite:
+            finite = jnp.isfinite(value) & jnp.isfinite(grad_norm)
+            params, rest, opt_state = _keep_if(
+                finite, (params, rest, opt_state), (state.params, state.rest, state.opt_state)
+            )
         return TrainState(state.step + 1, params, rest, opt_state), metrics
 
     if parallel is None:
@@ -253,19 +229,37 @@ def evaluate_loss(
     return {"loss": float(host["loss_sum"]) / n, **tasks.summarise_sums(task, host)}
 
 
-def summarise(pending: list[dict[str, jax.Array]]) -> tuple[dict[str, float], int | None]:
-    """Host averages of buffered step metrics (one transfer), and the index of the first step
-    whose loss or gradient norm is not finite (None if all are finite)."""
+def _keep_if(ok: jax.Array, new: Any, old: Any) -> Any:
+    """``new`` where ``ok``, else ``old``, leaf by leaf (RNG keys always advance: harmless)."""
+
+    def pick(a: jax.Array, b: jax.Array) -> jax.Array:
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            return a
+        return jnp.where(ok, a, b)
+
+    return jax.tree.map(pick, new, old)
+
+
+def summarise(
+    pending: list[dict[str, jax.Array]], skip: bool = False
+) -> tuple[dict[str, float], int | None, int]:
+    """Host averages of buffered step metrics (one transfer); the index of the first step whose
+    loss or gradient norm is not finite (None if all are finite, and always None with ``skip``:
+    those steps are left out of the averages); and how many steps were not finite."""
     host = jax.device_get(pending)
     losses = np.array([float(m["loss"]) for m in host])
     weights = np.array([float(m["n"]) for m in host])
     grad_norms = np.array([float(m["grad_norm"]) for m in host])
     # A finite loss can come with a NaN gradient (e.g. relu(NaN) = 0 in XLA): check both.
-    bad = np.flatnonzero(~(np.isfinite(losses) & np.isfinite(grad_norms)))
-    if bad.size:
-        return {}, int(bad[0])
+    good = np.isfinite(losses) & np.isfinite(grad_norms)
+    n_bad = int((~good).sum())
+    if n_bad and not skip:
+        return {}, int(np.flatnonzero(~good)[0]), n_bad
+    if not good.any():
+        return {}, None, n_bad
+    losses, weights, grad_norms = losses[good], weights[good], grad_norms[good]
     mean = float((losses * weights).sum() / max(weights.sum(), 1.0))
-    return {"loss": mean, "grad_norm": float(grad_norms.mean())}, None
+    return {"loss": mean, "grad_norm": float(grad_norms.mean())}, None, n_bad
 
 
 def time_steps(step_fn: Callable[..., Any], state: TrainState, batch: Batch, n: int) -> float:
@@ -411,7 +405,8 @@ def fit(
     n_params = count_params(state.params)
     shardings = parallel.state_shardings(state)
     state = parallel.place(state, shardings)
-    train_step = make_train_step(graphdef, tx, task_cfg, scaler, parallel, shardings)
+    skip_bad = cfg.nonfinite == "skip"
+    train_step = make_train_step(graphdef, tx, task_cfg, scaler, parallel, shardings, skip_bad)
     eval_step = make_eval_step(graphdef, task_cfg, scaler)
 
     ckpt = Checkpoints(Path(run_dir) / "checkpoints")
@@ -424,10 +419,11 @@ def fit(
         "init_from": init_record,
     }
     config, stats = to_dict(dict(config_dict)), to_dict(dict(stats_dict))
-    start_epoch, best, best_epoch, stale, skip = 0, math.inf, -1, 0, 0
+    start_epoch, best, best_epoch, stale, skip, resumed_meta = 0, math.inf, -1, 0, 0, {}
     if resume:
         try:
             state, meta = ckpt.restore("last", state)
+            resumed_meta = meta
         except BaseException:
             ckpt.close()
             raise
@@ -455,19 +451,29 @@ def fit(
     done = stopped_early or (cfg.max_steps is not None and step >= cfg.max_steps)
     pending: list[dict[str, jax.Array]] = []
     window = (step, time.perf_counter())  # (first step, start time) of the pending metrics
+    skipped = int(resumed_meta.get("skipped_steps", 0))  # non-finite steps (nonfinite = skip)
 
     def flush(epoch: int) -> None:
         """Log the averages of the pending step metrics; stop on a non-finite loss."""
-        means, bad = summarise(pending)
+        nonlocal skipped
+        means, bad, n_bad = summarise(pending, skip_bad)
         if bad is not None:
             raise NonFiniteLossError(window[0] + bad + 1, epoch, "train", ckpt.path("last"))
+        skipped += n_bad
+        if skipped > cfg.max_skipped_steps:
+            raise NonFiniteLossError(
+                step, epoch, "train", ckpt.path("last"), skipped=(skipped, cfg.max_skipped_steps)
+            )
         metrics = {f"train/{k}": v for k, v in means.items()}
+        if skip_bad:
+            metrics["train/skipped_steps"] = float(skipped)
         metrics["train/lr"] = current_lr(schedule, state.opt_state, step)
         if cfg.head_lr_multiplier != 1.0:
             metrics["train/lr_head"] = metrics["train/lr"] * cfg.head_lr_multiplier
         metrics["train/steps_per_s"] = len(pending) / (time.perf_counter() - window[1])
         tracker.log_metrics(metrics, step)
-        bar.update(task_id, description=f"epoch {epoch} loss {means['loss']:.4g}")
+        loss = f"loss {means['loss']:.4g}" if means else "every step skipped"
+        bar.update(task_id, description=f"epoch {epoch} {loss}")
 
     try:
         with _progress(progress) as bar, StopSignal() as stop:
@@ -483,7 +489,7 @@ def fit(
                     try:
                         state, metrics = train_step(state, parallel.batch(device_batch(batch)))
                     except jax.errors.JaxRuntimeError as err:
-                        if _out_of_memory(err):
+                        if out_of_memory(err):
                             raise BatchTooLargeError(batch_size, parallel.n_devices, err) from err
                         raise
                     pending.append(metrics)
@@ -507,6 +513,7 @@ def fit(
                             "best_val_loss": best,
                             "best_epoch": best_epoch,
                             "epochs_without_improvement": stale,
+                            "skipped_steps": skipped,
                         }
                         path = ckpt.save("last", state, meta, config, stats)  # synchronous
                         raise Preempted(step, epoch, done_in_epoch, path)
@@ -544,6 +551,7 @@ def fit(
                     "best_val_loss": best,
                     "best_epoch": best_epoch,
                     "epochs_without_improvement": stale,
+                    "skipped_steps": skipped,
                 }
                 if improved:
                     ckpt.save("best", state, meta, config, stats)

@@ -228,3 +228,29 @@ def test_a_batch_that_does_not_fit_says_lower_the_batch_size(
     with pytest.raises(BatchTooLargeError, match="lower loader.batch_size") as err:
         fit(tiny_cnn, fast_train, *loaders(batch_size=16), stats, tmp_path)
     assert "batch size 16" in str(err.value) and "9GiB" in str(err.value)
+
+
+def test_nonfinite_skip_leaves_the_model_as_it_was_and_counts(
+    tiny_cnn, fast_train, loaders, stats, tmp_path
+):
+    """train.nonfinite = skip: the 3 NaN steps of epoch 1 change nothing (the epoch's end state
+    equals epoch 0's), are counted and logged; past max_skipped_steps training stops."""
+    train, val = loaders(corrupt_epochs=(1,))
+    cfg = dataclasses.replace(
+        fast_train, epochs=2, nonfinite="skip", max_skipped_steps=3, schedule="constant"
+    )  # constant: epoch 0 of a 2-epoch run is a 1-epoch run
+    cfg = dataclasses.replace(cfg, warmup_steps=0)
+    tracker = DictTracker()
+    result = fit(tiny_cnn, cfg, train, val, stats, tmp_path / "a", tracker)
+    assert result.steps == 6 and result.epochs_run == 2
+    assert tracker.metrics["train/skipped_steps"][-1] == (6, 3.0)
+    assert read_meta(tmp_path / "a", "last")["skipped_steps"] == 3
+    once = fit(tiny_cnn, dataclasses.replace(cfg, epochs=1), *loaders(), stats, tmp_path / "b")
+    x = {"image": np.ones((2, 11, 11, 3), np.float32)}
+    after_nan_epoch = load_for_inference(result.last_checkpoint)[0](x, train=False)
+    after_epoch_0 = load_for_inference(once.last_checkpoint)[0](x, train=False)
+    np.testing.assert_array_equal(after_nan_epoch, after_epoch_0)
+
+    strict = dataclasses.replace(cfg, max_skipped_steps=2)
+    with pytest.raises(NonFiniteLossError, match=r"in 3 steps by step 6 .*max_skipped_steps = 2"):
+        fit(tiny_cnn, strict, *loaders(corrupt_epochs=(1,)), stats, tmp_path / "c")
