@@ -5,6 +5,7 @@
     python distributed_worker.py process OUT ADDR N I  # process I of N, coordinator ADDR
     python distributed_worker.py single OUT            # one process, one device: the reference
     python distributed_worker.py restore OUT RUN_DIR   # load a checkpoint, save its parameters
+    python distributed_worker.py killed OUT            # SIGKILLed while writing a checkpoint
 
 Every run trains a tiny CNN for a few steps on the same synthetic events with global batches of
 32: ``ShardedLoader`` gives process ``i`` of ``n`` rows ``i*32/n : (i+1)*32/n`` of every global
@@ -208,6 +209,24 @@ def main(argv: list[str]) -> None:
         save_metrics(out / "metrics_single.json", tracker)
     elif mode == "restore":
         save_params(out / "restored.npz", Path(argv[2]))
+    elif mode == "killed":  # killed in the middle of epoch 1's first checkpoint write
+        import os
+        import signal
+
+        from orbax.checkpoint import JsonCheckpointHandler
+
+        calls = {"n": 0}
+        original = JsonCheckpointHandler.async_save
+
+        async def dying_save(self, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 8:  # epoch 0 wrote best and last (3 JSON items each); then 1 more
+                os.kill(os.getpid(), signal.SIGKILL)
+            return await original(self, *args, **kwargs)
+
+        JsonCheckpointHandler.async_save = dying_save
+        train(out / "single")
+        raise SystemExit("not killed")
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

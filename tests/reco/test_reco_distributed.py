@@ -122,6 +122,28 @@ def test_two_processes_train_together_and_restore_in_one(tmp_path, free_port):
 # units (one device)
 
 
+def test_killed_during_a_checkpoint_write_resumes_to_the_same_parameters(tmp_path):
+    """SIGKILL while Orbax writes epoch 1's checkpoint: the half-written step is never restored;
+    --resume continues from epoch 0's checkpoint and ends as the uninterrupted run."""
+    import signal
+
+    proc = _run(["killed", str(tmp_path)])
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == -signal.SIGKILL, out[-3000:]
+    from reco.checkpoint import read_meta
+
+    run = tmp_path / "single"
+    assert list(run.glob("checkpoints/*/*.orbax-checkpoint-tmp*"))  # the half-written step
+    assert read_meta(run, "last")["epoch"] == 0  # the complete checkpoint before the kill
+    worker = _worker_module()
+    result = worker.train(run, resume=True)
+    assert result.steps == 6 and result.epochs_run == 2
+    worker.save_params(tmp_path / "resumed.npz", result.last_checkpoint)
+    reference = worker.train(tmp_path / "straight")
+    worker.save_params(tmp_path / "straight.npz", reference.last_checkpoint)
+    assert _max_rel_diff(tmp_path / "resumed.npz", tmp_path / "straight.npz") == 0.0
+
+
 def test_fsdp_spec_splits_the_largest_divisible_axis():
     assert distributed._fsdp_spec((64, 256), 4, 1) == PartitionSpec(None, "data")
     assert distributed._fsdp_spec((256, 6), 4, 1) == PartitionSpec("data", None)
