@@ -8,7 +8,6 @@ mplhep style applied in a ``matplotlib.style.context``, atomic writes (temporary
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from analysis.classification import BinaryPerformance
+from analysis.plots import save_png
 
 _STYLE = mplhep.style.ATLAS  # a dict of rcParams; ATLAS-like fonts and ticks
 _DPI = 100
@@ -45,10 +45,7 @@ def _figure(
         axes = fig.subplots(nrows, ncols, squeeze=False)
         yield fig, axes
         _label(axes[0, 0], size[0] / ncols)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fig.savefig(tmp, format="png", dpi=_DPI)
-        os.replace(tmp, path)
+        save_png(fig, path)
 
 
 def plot_roc_curves(performances: Sequence[BinaryPerformance], path: Path) -> Path:

@@ -37,15 +37,26 @@ def _figure(
         axes = fig.subplots(nrows, 1, sharex=nrows > 1, gridspec_kw=gs, squeeze=False)[:, 0]
         yield fig, list(axes)
         _label(axes[0])
-        _save(fig, path)
+        save_png(fig, path)
 
 
-def _save(fig: Figure, path: Path) -> None:
-    """Write ``fig`` as a PNG to ``path`` atomically (temporary name, then ``os.replace``)."""
+def save_png(fig: Figure, path: Path) -> None:
+    """Write ``fig`` as a PNG to ``path`` atomically (temporary name, then ``os.replace``).
+
+    Raises:
+        OSError: naming ``path`` (a full or read-only disk); nothing is left behind.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format="png", dpi=_DPI)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, format="png", dpi=_DPI)
+        os.replace(tmp, path)
+    except OSError as err:  # a full or read-only disk: the earlier plot stays as it was
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"{path}: could not write the plot ({err})") from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _label(ax) -> None:
@@ -224,5 +235,5 @@ def plot_comparison_vs_energy(
             axes[1, j].set_xlabel(r"true $\log_{10}(E/\mathrm{eV})$")
             _label(axes[0, j])
         axes[0, 0].legend(loc="upper right", ncol=ncol, fontsize="small")
-        _save(fig, path)
+        save_png(fig, path)
     return path

@@ -262,6 +262,10 @@ def write_events(
             f.attrs["n_events"] = n_events
             f.attrs["chunk_events"] = chunk
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # a full or read-only disk (h5py raises either when
+        # its flush on close fails): an earlier file at `path` stays intact
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"{path}: could not write the event file ({err}); nothing replaced") from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -162,3 +162,45 @@ def test_length_mismatch_in_file(tmp_path: Path) -> None:
         f["truth/extra"] = np.zeros(12, np.float32)
     with pytest.raises(EventFileError, match="truth/extra.*n_events=40"):
         open_events(path)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 256 KiB tmpfs (needs root and mount; skipped where that is not allowed)."""
+    import subprocess
+
+    where = tmp_path / "small"
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()[:200]}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=False)
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_earlier_one(full_disk):
+    """Event files and plots: writing to a full disk fails naming the file; what was there
+    before is untouched and no temporary file is left."""
+    from matplotlib.figure import Figure
+
+    from analysis.plots import save_png
+
+    path = full_disk / "test.h5"
+    small = {"truth/x": np.arange(100, dtype=np.float32)}
+    write_events(path, small, {"kind": "airshower"})
+    before = path.read_bytes()
+    noise = np.random.default_rng(0).normal(size=(200_000,)).astype(np.float32)  # 800 kB
+    with pytest.raises(OSError, match=r"test\.h5: could not write the event file"):
+        write_events(path, {"truth/x": noise}, {"kind": "airshower"})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in full_disk.iterdir()) == ["test.h5"]
+
+    fig = Figure(figsize=(40, 40), dpi=100)
+    fig.add_subplot().imshow(np.random.default_rng(1).normal(size=(800, 800)))
+    with pytest.raises(OSError, match=r"plot\.png: could not write the plot"):
+        save_png(fig, full_disk / "plot.png")
+    assert sorted(p.name for p in full_disk.iterdir()) == ["test.h5"]
