@@ -216,6 +216,7 @@ def write_events(
             attribute on the group (see the module docstring).
 
     Raises:
+        TypeError: a dataset of a dtype HDF5 cannot hold (str, object), named.
         ValueError: event datasets disagree on their length, or a float dataset has NaN/inf; a
             jagged group with bad offsets (not starting at 0, decreasing, not ending at the
             content length), a mismatched event count, or NaN/inf in a field (named).
@@ -241,16 +242,21 @@ def write_events(
     try:
         with h5py.File(tmp, "w") as f:
             for name, arr in arrays.items():
-                if _is_meta(name) or arr.shape[0] == 0:
-                    f.create_dataset(name, data=arr)
-                else:
-                    f.create_dataset(
-                        name,
-                        data=arr,
-                        chunks=(chunk, *arr.shape[1:]),
-                        compression=_COMPRESSION,
-                        compression_opts=_COMPRESSION_OPTS,
-                    )
+                try:
+                    if _is_meta(name) or arr.size == 0:  # HDF5 chunks cannot have a 0 axis
+                        f.create_dataset(name, data=arr)
+                    else:
+                        f.create_dataset(
+                            name,
+                            data=arr,
+                            chunks=(chunk, *arr.shape[1:]),
+                            compression=_COMPRESSION,
+                            compression_opts=_COMPRESSION_OPTS,
+                        )
+                except TypeError as err:  # str or object arrays: no HDF5 type
+                    raise TypeError(
+                        f"dataset {name!r}: dtype {arr.dtype} cannot be stored in HDF5 ({err})"
+                    ) from err
             for group, (offsets, content) in checked.items():
                 _write_jagged(f, group, offsets, content)
             for key, value in attrs.items():
@@ -307,6 +313,9 @@ def pad_jagged(
 
     Returns:
         values (n, P, F) float32 (padding 0) and mask (n, P) bool (True for a real entry).
+
+    Raises:
+        ValueError: a kept entry is NaN or inf as float32 (naming the field).
     """
     offsets = np.asarray(offsets, dtype=np.int64)
     n = offsets.size - 1
@@ -317,8 +326,15 @@ def pad_jagged(
     event, slot = np.nonzero(mask)
     src = offsets[event] + slot - offsets[0]
     values = np.zeros((n, max_len, len(fields)), dtype=np.float32)
-    for k, field in enumerate(fields):
-        values[event, slot, k] = np.asarray(content[field])[src]
+    with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32: checked below
+        for k, field in enumerate(fields):
+            values[event, slot, k] = np.asarray(content[field])[src]
+    finite = np.isfinite(values)
+    if not finite.all():
+        k = int(np.argwhere(~finite)[0][-1])
+        raise ValueError(
+            f"pad_jagged: field {fields[k]!r} has NaN, inf or values beyond float32 (|x| > 3.4e38)"
+        )
     return values, mask
 
 
@@ -365,6 +381,14 @@ class EventFile:
             raise KeyError(f"{self.path}: no dataset {name!r}")
         return self._f[name]
 
+    def _load(self, ds: h5py.Dataset, name: str, sel: Any = ()) -> np.ndarray:
+        """``ds[sel]``; damage found only now (a chunk that fails to decompress, cut metadata)
+        raises :class:`EventFileError` naming the file and the dataset."""
+        try:
+            return ds[sel]
+        except (OSError, RuntimeError) as err:
+            raise EventFileError(f"{self.path}: dataset {name!r} cannot be read: {err}") from err
+
     def shape(self, name: str) -> tuple[int, ...]:
         """Full shape of a dataset (event axis first for event datasets)."""
         return tuple(self._dataset(name).shape)
@@ -383,9 +407,9 @@ class EventFile:
         """
         ds = self._dataset(name)
         if sel is None or _is_meta(name):  # a per-file constant has no event axis
-            return ds[()]
+            return self._load(ds, name)
         if isinstance(sel, slice):
-            return ds[sel]
+            return self._load(ds, name, sel)
         idx = np.asarray(sel)
         if idx.dtype == bool:
             idx = np.flatnonzero(idx)
@@ -395,7 +419,7 @@ class EventFile:
         if idx.min() < 0 or idx.max() >= ds.shape[0]:
             raise IndexError(f"{self.path}: index out of range for {name!r} (length {ds.shape[0]})")
         uniq, inverse = np.unique(idx, return_inverse=True)
-        return ds[uniq][inverse]
+        return self._load(ds, name, uniq)[inverse]
 
     def jagged_groups(self) -> tuple[str, ...]:
         """Names of the jagged groups (e.g. ``("part",)``)."""
@@ -405,7 +429,15 @@ class EventFile:
 
     def jagged_fields(self, group: str) -> tuple[str, ...]:
         """Content fields of a jagged group, in their stored order."""
-        return tuple(json.loads(_plain(self._jagged(group).attrs["fields"])))
+        try:
+            fields = json.loads(_plain(self._jagged(group).attrs["fields"]))
+        except (OSError, RuntimeError, KeyError, ValueError) as err:
+            raise EventFileError(
+                f"{self.path}: jagged group {group!r} has no readable 'fields' attribute: {err}"
+            ) from err
+        if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+            raise EventFileError(f"{self.path}: jagged group {group!r}: bad 'fields' {fields!r}")
+        return tuple(fields)
 
     def jagged_form(self, group: str) -> str:
         """Awkward form JSON of a jagged group (buffer_key ``"{form_key}"``)."""
@@ -435,18 +467,32 @@ class EventFile:
         if step != 1:
             raise ValueError("read_jagged: sel must be a contiguous slice (step 1)")
         stop = max(stop, start)
-        offsets = g["offsets"][start : stop + 1].astype(np.int64)
-        lo, hi = int(offsets[0]), int(offsets[-1])
+        where = f"jagged/{group}/offsets"
+        offsets = self._load(g["offsets"], where, slice(start, stop + 1)).astype(np.int64)
         names = self.jagged_fields(group) if fields is None else tuple(fields)
         unknown = [f for f in names if f not in g]
         if unknown:
             raise KeyError(f"{self.path}: jagged group {group!r} has no fields {unknown}")
-        return offsets - lo, {f: g[f][lo:hi] for f in names}
+        # Offsets written elsewhere (or damaged) must not index past the content or go backwards:
+        # h5py would silently return a shorter slice and the padding would read other events.
+        size = min((g[f].shape[0] for f in names), default=None)
+        if (
+            offsets[0] < 0
+            or np.any(np.diff(offsets) < 0)
+            or (size is not None and offsets[-1] > size)
+        ):
+            raise EventFileError(
+                f"{self.path}: dataset {where!r} is not non-decreasing within [0, {size}] "
+                f"(content length) for events {start}:{stop}"
+            )
+        lo, hi = int(offsets[0]), int(offsets[-1])
+        content = {f: self._load(g[f], f"jagged/{group}/{f}", slice(lo, hi)) for f in names}
+        return offsets - lo, content
 
     def read_meta(self, name: str) -> np.ndarray:
         """A per-file constant; ``name`` with or without the ``meta/`` prefix."""
         full = name if _is_meta(name) else META_PREFIX + name
-        return self._dataset(full)[()]
+        return self._load(self._dataset(full), full)
 
 
 def _dataset_names(f: h5py.File) -> tuple[str, ...]:
@@ -526,11 +572,12 @@ def open_events(path: Path, kind: str | None = None, require: Iterable[str] = ()
     try:
         names = _dataset_names(handle)
         _validate(path, handle, names, kind, tuple(require))
+        return EventFile(path, handle, names)
     except EventFileError:
         handle.close()
         raise
-    except (OSError, KeyError, RuntimeError) as err:
-        # Damage past the superblock surfaces only when metadata is walked.
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError) as err:
+        # Damage past the superblock surfaces only when metadata is walked (or as attributes that
+        # no longer decode).
         handle.close()
         raise EventFileError(f"{path}: corrupt event file: {err}") from err
-    return EventFile(path, handle, names)

@@ -292,8 +292,9 @@ class _Running:
         x = np.asarray(x, np.float64).ravel()
         if x.size == 0:
             return
-        n_b, mean_b = x.size, float(x.mean())
-        m2_b = float(((x - mean_b) ** 2).sum())
+        with np.errstate(over="ignore", invalid="ignore"):  # NaN/inf: fit_stats names them
+            n_b, mean_b = x.size, float(x.mean())
+            m2_b = float(((x - mean_b) ** 2).sum())
         n = self.n + n_b
         delta = mean_b - self.mean
         self.mean += delta * n_b / n
@@ -317,7 +318,30 @@ def fit_stats(cfg: FeatureConfig, train: EventFile, targets: tuple[str, ...]) ->
 
     Variables: transformed values over unmasked entries. Targets: raw ``truth/<target>`` values.
     Never call this on a validation or test file: their statistics would leak into training.
+
+    Raises:
+        ValueError: a source or target that is unknown, or NaN/inf where it is used (a non-finite
+            mean or std), naming the file and the variable or target.
     """
+    try:
+        stats = _fit_stats(cfg, train, targets)
+    except ValueError as err:
+        if str(train.path) in str(err):
+            raise
+        raise ValueError(f"{train.path}: {err}") from err
+    source = {f"{g.name}/{v.name}": v.source for g in cfg.groups for v in g.variables}
+    source |= {t: f"truth/{t}" for t in targets}
+    for kind, moments in (("variable", stats.variables), ("target", stats.targets)):
+        for key, m in moments.items():
+            if not (np.isfinite(m.mean) and np.isfinite(m.std)):
+                raise ValueError(
+                    f"{train.path}: {kind} {key!r} (source {source[key]!r}) has a non-finite "
+                    f"mean or std ({m.mean}, {m.std}): NaN or inf in its unmasked training data"
+                )
+    return stats
+
+
+def _fit_stats(cfg: FeatureConfig, train: EventFile, targets: tuple[str, ...]) -> FeatureStats:
     validate(cfg, train)
     for t in targets:
         if f"truth/{t}" not in train.names:

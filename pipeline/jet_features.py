@@ -259,6 +259,18 @@ def _values(
 
     with np.errstate(all="ignore"):  # out-of-domain values are caught just below
         x = TRANSFORMS[v.transform](get(v.source), None).astype(np.float32, copy=False)
+    _check_finite(g, v, x, kept, event_index)
+    return x
+
+
+def _check_finite(
+    g: InputGroupConfig,
+    v: VariableConfig,
+    x: np.ndarray,
+    kept: _Kept,
+    event_index: np.ndarray | None,
+    after: str = "",
+) -> None:
     finite = np.isfinite(x)
     if not finite.all():
         i = int(np.flatnonzero(~finite)[0])
@@ -266,10 +278,9 @@ def _values(
         where = f"event {ev}" if event_index is None else f"event index {int(event_index[ev])}"
         raise ValueError(
             f"non-finite input in group {g.name!r}, variable {v.name!r} (source {v.source!r}, "
-            f"transform {v.transform!r}) at {where}, particle {int(kept.slot[i])} "
+            f"transform {v.transform!r}{after}) at {where}, particle {int(kept.slot[i])} "
             f"(value {x[i]}); the source data or the transform is bad"
         )
-    return x
 
 
 def build_group(
@@ -299,7 +310,11 @@ def build_group(
     out = np.zeros((kept.n, kept.length, len(g.variables)), np.float32)
     for i, v in enumerate(g.variables):
         x = _values(g, v, get, kept, event_index)
-        out[kept.event, kept.slot, i] = scale_and_clip(f"{g.name}/{v.name}", v, x, stats)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow: caught just below
+            x = scale_and_clip(f"{g.name}/{v.name}", v, x, stats)
+        # Huge values standardised, centred or scaled without a clip can overflow float32.
+        _check_finite(g, v, x, kept, event_index, after=", then standardise/center/scale")
+        out[kept.event, kept.slot, i] = x
     return out, kept.mask
 
 

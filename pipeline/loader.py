@@ -354,18 +354,38 @@ class Loader:
         raw = self._read_block(b)
         start, size = int(self._block_starts[b]), self._block_size(b)
         index = np.arange(start, start + size, dtype=np.int64)
-        out = build_inputs(self.features, self.stats, raw, event_index=index)
+        try:
+            out = build_inputs(self.features, self.stats, raw, event_index=index)
+        except ValueError as err:
+            raise ValueError(f"{self.file.path}: {err}") from err
         target = np.empty((size, len(self.targets)), np.float32)
-        for i, p in enumerate(self._target_paths):
-            target[:, i] = raw[p]
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: caught just below
+            for i, p in enumerate(self._target_paths):
+                target[:, i] = raw[p]
+        self._check_finite("target", target, self._target_paths, index)
         out["target"] = target
         out["valid"] = np.ones(size, np.float32)
         out["index"] = index
         for key, p in self._observer_paths.items():
             out[key] = raw[p]
+            if raw[p].dtype.kind == "f":
+                self._check_finite(key, raw[p][:, None], (p,), index)
         if self._cache is not None:
             self._cache[b] = out
         return out
+
+    def _check_finite(
+        self, key: str, values: np.ndarray, paths: tuple[str, ...], index: np.ndarray
+    ) -> None:
+        """Bad truth must stop a run, not become a NaN loss: name the file, dataset and event."""
+        finite = np.isfinite(values)
+        if finite.all():
+            return
+        event, column = (int(i) for i in np.argwhere(~finite)[0])
+        raise ValueError(
+            f"{self.file.path}: dataset {paths[column]!r} (batch key {key!r}) is NaN or inf "
+            f"(as float32) at event index {int(index[event])}"
+        )
 
     def _block_batches(self, b: int, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
         """All events of block ``b`` as one (unpadded) batch dict, shuffled if ``rng``.

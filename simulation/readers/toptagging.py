@@ -192,27 +192,38 @@ def _open_table(path: Path) -> Iterator[tuple[h5py.Dataset, dict[str, tuple[str,
     except OSError as err:
         raise TopTaggingFileError(f"{path}: cannot be read as an HDF5 file: {err}") from err
     with f:
-        group = f.get(HDF_KEY)
-        if not isinstance(group, h5py.Group):
-            found = ", ".join(f.keys()) or "nothing"
-            raise TopTaggingFileError(
-                f"{path}: no group /{HDF_KEY}; not a top-tagging file written by pandas "
-                f"(it holds {found})"
-            )
-        table = group.get(HDF_KEY)
-        if not isinstance(table, h5py.Dataset) or table.dtype.names is None:
-            hint = (
-                " (pandas 'fixed' format: rewrite it with format='table')"
-                if "block0_values" in group
-                else ""
-            )
-            raise TopTaggingFileError(
-                f"{path}: /{HDF_KEY} has no compound table dataset /{HDF_KEY}/{HDF_KEY}{hint}"
-            )
-        if table.ndim != 1:
-            raise TopTaggingFileError(f"{path}: /{HDF_KEY}/{HDF_KEY} is not a 1-D table")
-        columns = _column_map(path, table)
-        yield table, columns, _constituent_count(path, columns)
+        try:
+            table, columns, n_slots = _checked_table(path, f)
+        except (OSError, RuntimeError, KeyError) as err:  # damage found when metadata is walked
+            raise TopTaggingFileError(f"{path}: corrupt HDF5 file: {err}") from err
+        yield table, columns, n_slots
+
+
+def _checked_table(
+    path: Path, f: h5py.File
+) -> tuple[h5py.Dataset, dict[str, tuple[str, int]], int]:
+    """The checked ``/table/table`` dataset, its column map and constituent slots."""
+    group = f.get(HDF_KEY)
+    if not isinstance(group, h5py.Group):
+        found = ", ".join(f.keys()) or "nothing"
+        raise TopTaggingFileError(
+            f"{path}: no group /{HDF_KEY}; not a top-tagging file written by pandas "
+            f"(it holds {found})"
+        )
+    table = group.get(HDF_KEY)
+    if not isinstance(table, h5py.Dataset) or table.dtype.names is None:
+        hint = (
+            " (pandas 'fixed' format: rewrite it with format='table')"
+            if "block0_values" in group
+            else ""
+        )
+        raise TopTaggingFileError(
+            f"{path}: /{HDF_KEY} has no compound table dataset /{HDF_KEY}/{HDF_KEY}{hint}"
+        )
+    if table.ndim != 1:
+        raise TopTaggingFileError(f"{path}: /{HDF_KEY}/{HDF_KEY} is not a 1-D table")
+    columns = _column_map(path, table)
+    return table, columns, _constituent_count(path, columns)
 
 
 # ------------------------------------------------------------------------------------------
@@ -361,7 +372,7 @@ def read_toptagging(
             stop = min(start + step_size, n_jets)
             try:
                 data = {b: table.fields(b)[start:stop].reshape(stop - start, -1) for b in blocks}
-            except OSError as err:
+            except (OSError, RuntimeError) as err:
                 raise TopTaggingFileError(
                     f"{path}: cannot read rows {start}..{stop - 1} of /{HDF_KEY}/{HDF_KEY} "
                     f"(corrupt, or compressed with a filter h5py lacks): {err}"
