@@ -1,0 +1,290 @@
+"""reco's ParT (JAX) against weaver-core's PyTorch ParticleTransformer, side by side, on a CPU.
+
+Usage: python benchmarks/bench_weaver.py [--configs default,small] [--batch 128] [--threads 2]
+       [--repeats 5] [--steps 3] [--matmul 2048]
+
+Needs the optional ``bench`` extra (``pip install -e .[bench]``: torch, weaver-core). For each
+config (``default``: the JetClass ParT, 2.14M parameters, 128 particles; ``small``: PART.md's
+"cpu" config, 342k, 64 particles) it builds weaver's ``ParticleTransformer`` as the
+particle_transformer example network does (pair bias, final pair GELU kept, trimming on) and reco's
+(``reco.models.build_model`` with a ``PartConfig``), checks that both have the parameter count of
+PART.md, and feeds both the same random jets: a variable number of real particles per jet (a
+third of the slots to all of them), zero-padded tails and the mask. Both run on ``--threads``
+threads (torch.set_num_threads; XLA's Eigen flags and the process's CPU affinity, set before jax
+and torch load).
+
+Timed, after warm-up: inference (weaver: eval mode under torch.no_grad; reco: the jitted predict
+of reco.train) and the train step (forward, backward and AdamW at lr 1e-3 with dropout on:
+weaver in train mode with torch.optim.AdamW; reco: reco.train's jitted, donated train step with
+optax.adamw). The implementations alternate, A B then B A, ``--repeats`` times (this machine's
+speed drifts by tens of per cent from minute to minute); each turn is ``--steps`` timed calls,
+whose median is the turn's time. Printed: the medians over the turns, jets/s, reco's speed-up
+over weaver (median of the paired per-repeat ratios, with their range) and the achieved GFLOP/s as a fraction of a large float32 matrix product
+measured here with jax (bench_scale.matmul_peak). The FLOPs are those of the forward pass's
+matrix products at the padded length, counted analytically (the nominal model work, the same
+number for both; weaver does less: it trims the batch to its longest jet, or to a random
+90-100% quantile in training, and embeds only the real-real pairs); a train step counts 3x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    # name: (model widths, particles P, parameter count of PART.md section 1.10)
+    "default": {
+        "embed_dims": (128, 512, 128),
+        "pair_embed_dims": (64, 64, 64),
+        "num_heads": 8,
+        "num_layers": 8,
+        "particles": 128,
+        "params": 2_143_486,
+    },
+    "small": {
+        "embed_dims": (64, 256, 64),
+        "pair_embed_dims": (32, 32, 32),
+        "num_heads": 4,
+        "num_layers": 4,
+        "particles": 64,
+        "params": 342_554,
+    },
+}
+N_FEATURES, N_CLASSES, N_CLS_LAYERS = 17, 10, 2
+
+
+def limit_threads(n: int) -> str:
+    """Make XLA and torch (loaded after this call) use ``n`` threads; says what was set."""
+    cores = sorted(os.sched_getaffinity(0))
+    said = []
+    if n < len(cores):
+        os.sched_setaffinity(0, cores[:n])  # XLA sizes its thread pools by the usable cores
+        said.append(f"CPU affinity {cores[:n]}")
+    flags = f"--xla_cpu_multi_thread_eigen={'true' if n > 1 else 'false'} "
+    flags += f"intra_op_parallelism_threads={n}"
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    said += [f"XLA_FLAGS='{os.environ['XLA_FLAGS']}'", f"OMP_NUM_THREADS={n}"]
+    return ", ".join(said)
+
+
+def weaver_model(cfg: dict[str, Any]):
+    """weaver-core's ParticleTransformer as particle_transformer's example network builds it."""
+    from weaver.nn.model.ParticleTransformer import ParticleTransformer
+
+    return ParticleTransformer(
+        input_dim=N_FEATURES,
+        num_classes=N_CLASSES,
+        pair_input_dim=4,
+        use_pre_activation_pair=False,
+        embed_dims=list(cfg["embed_dims"]),
+        pair_embed_dims=list(cfg["pair_embed_dims"]),
+        num_heads=cfg["num_heads"],
+        num_layers=cfg["num_layers"],
+        num_cls_layers=N_CLS_LAYERS,
+        block_params=None,
+        cls_block_params={"dropout": 0, "attn_dropout": 0, "activation_dropout": 0},
+        fc_params=[],
+        activation="gelu",
+        trim=True,
+        for_inference=False,
+    )
+
+
+class Weaver:
+    """weaver's model with torch AdamW: ``infer()`` and ``train()`` on one fixed batch."""
+
+    def __init__(self, cfg: dict[str, Any], batch: dict[str, Any]) -> None:
+        import torch
+
+        self.torch = torch
+        torch.manual_seed(0)
+        self.model = weaver_model(cfg)
+        self.params = sum(p.numel() for p in self.model.parameters())
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
+        # weaver is channels-first: x (N, C, P), v (N, 4, P), mask (N, 1, P)
+        self.x = torch.from_numpy(batch["particles"].transpose(0, 2, 1).copy())
+        self.v = torch.from_numpy(batch["vectors"].transpose(0, 2, 1).copy())
+        self.mask = torch.from_numpy(batch["particles_mask"][:, None, :].astype("float32"))
+        self.y = torch.from_numpy(batch["target"][:, 0].astype("int64"))
+
+    def infer(self) -> None:
+        self.model.eval()
+        with self.torch.no_grad():
+            self.model(self.x, v=self.v, mask=self.mask)
+
+    def train(self) -> None:
+        self.model.train()
+        logits = self.model(self.x, v=self.v, mask=self.mask)
+        loss = self.torch.nn.functional.cross_entropy(logits, self.y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        loss.item()
+
+
+class Reco:
+    """reco's ParT with reco.train's train step and predict: ``infer()``, ``train()``."""
+
+    def __init__(self, cfg: dict[str, Any], batch: dict[str, Any]) -> None:
+        import jax
+        import optax
+
+        from reco import tasks
+        from reco.models import build_model
+        from reco.models.part import PartConfig
+        from reco.state import count_params, init_state
+        from reco.train import device_batch, make_predict_fn, make_train_step, model_inputs
+
+        self.jax = jax
+        part = PartConfig(
+            embed_dims=cfg["embed_dims"],
+            pair_embed_dims=cfg["pair_embed_dims"],
+            num_heads=cfg["num_heads"],
+            num_layers=cfg["num_layers"],
+            num_cls_layers=N_CLS_LAYERS,
+        )
+        p = cfg["particles"]
+        spec = {"particles": (p, N_FEATURES), "points": (p, 2), "vectors": (p, 4)}
+        classes = tuple(f"c{i}" for i in range(N_CLASSES))
+        task = tasks.TaskConfig(targets=("label",), loss="cross_entropy", classes=classes)
+        model = build_model(part, spec, task.n_outputs, seed=0)
+        tx = optax.adamw(1e-3)
+        graphdef, self.state = init_state(model, tx)
+        self.params = count_params(self.state.params)
+        self.step = make_train_step(graphdef, tx, task, tasks.make_scaler(task, {}))
+        self.predict = make_predict_fn(graphdef)
+        self.batch = jax.device_put(device_batch(batch))
+        self.inputs = model_inputs(self.batch)
+        compiled = self.predict.lower(self.state.params, self.state.rest, self.inputs).compile()
+        self.forward_flops = float((compiled.cost_analysis() or {}).get("flops", float("nan")))
+
+    def infer(self) -> None:
+        self.jax.block_until_ready(self.predict(self.state.params, self.state.rest, self.inputs))
+
+    def train(self) -> None:
+        self.state, metrics = self.step(self.state, self.batch)  # the old state is donated
+        self.jax.block_until_ready(metrics["loss"])
+
+
+def forward_flops(cfg: dict[str, Any], b: int) -> float:
+    """FLOPs (2 per multiply-add) of the matrix products of one forward pass of ``b`` jets at
+    the padded length P: embedding, the pair embedding of the P(P+1)/2 unordered pairs,
+    particle blocks (projections, q k^T, probabilities x v, FFN), class blocks and head."""
+    p, e, h = cfg["particles"], cfg["embed_dims"][-1], cfg["num_heads"]
+
+    def chain(widths: tuple[int, ...]) -> int:  # multiply-adds of a stack of Linear layers
+        return sum(a * c for a, c in zip(widths[:-1], widths[1:], strict=True))
+
+    embed = p * chain((N_FEATURES, *cfg["embed_dims"]))
+    pairs = p * (p + 1) // 2 * chain((4, *cfg["pair_embed_dims"], h))
+    block = p * 12 * e * e + 2 * p * p * e  # in_proj 3E^2, out_proj E^2, FFN 8E^2; attention
+    cls_block = 2 * (p + 1) * e * e + 10 * e * e + 2 * (p + 1) * e  # k, v of cls + particles
+    head = e * N_CLASSES
+    macs = embed + pairs + cfg["num_layers"] * block + N_CLS_LAYERS * cls_block + head
+    return 2.0 * b * macs
+
+
+def timed_turn(fn, steps: int) -> float:
+    """Median seconds of ``steps`` calls of ``fn`` (a call takes from tenths of a second to
+    seconds, so the other implementation's idle thread pools spinning down do not count)."""
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def compare(name: str, b: int, repeats: int, steps: int, peak: float) -> list[str]:
+    """Markdown table rows of one config: inference and train step, weaver and reco."""
+    import numpy as np
+    from bench_models import _batch
+
+    cfg = CONFIGS[name]
+    batch = _batch(np.random.default_rng(0), b, cfg["particles"], N_CLASSES)
+    n_real = batch["particles_mask"].sum(1)
+    impls = {"weaver": Weaver(cfg, batch), "reco": Reco(cfg, batch)}
+    for label, impl in impls.items():
+        if impl.params != cfg["params"]:
+            raise SystemExit(f"{name}: {label} has {impl.params:,} parameters, PART.md says "
+                             f"{cfg['params']:,}")  # fmt: skip
+    flops = forward_flops(cfg, b)
+    print(f"\n{name}: {cfg['params']:,} parameters (both), {b} jets x {cfg['particles']} slots, "
+          f"{n_real.min()}-{n_real.max()} real particles (mean {n_real.mean():.0f}); forward "
+          f"{flops / 1e9:.2f} GFLOP/batch in matrix products "
+          f"({impls['reco'].forward_flops / 1e9:.2f} as XLA counts reco's)", flush=True)  # fmt: skip
+    for _ in range(5):  # weaver's trimmer is a no-op for its first 5 calls
+        impls["weaver"].infer()
+    for impl in impls.values():  # compile, first calls
+        impl.train()
+        impl.infer()
+    rows = []
+    for mode, mult in (("inference", 1), ("train step", 3)):
+        times: dict[str, list[float]] = {k: [] for k in impls}
+        for r in range(repeats):
+            order = list(impls) if r % 2 == 0 else list(impls)[::-1]
+            for label in order:
+                fn = impls[label].infer if mode == "inference" else impls[label].train
+                times[label].append(timed_turn(fn, steps))
+            print(f"  {mode} repeat {r + 1}: weaver {1e3 * times['weaver'][-1]:.1f} ms, "
+                  f"reco {1e3 * times['reco'][-1]:.1f} ms", flush=True)  # fmt: skip
+        ratios = [w / r for w, r in zip(times["weaver"], times["reco"], strict=True)]
+        for label in impls:
+            t = statistics.median(times[label])
+            gflops = mult * flops / t / 1e9
+            speed = (f"**{statistics.median(ratios):.2f}x** ({min(ratios):.2f}-{max(ratios):.2f})"
+                     if label == "reco" else "1")  # fmt: skip
+            rows.append(f"| {name} | {mode} | {label} | {1e3 * t:.1f} | {b / t:,.0f} | {speed} "
+                        f"| {gflops:.1f} | {100 * gflops / peak:.1f}% |")  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default="default,small", help=f"of {', '.join(CONFIGS)}")
+    parser.add_argument("--batch", type=int, default=128, help="jets per batch")
+    parser.add_argument("--threads", type=int, default=2, help="threads of both implementations")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating turns per impl.")
+    parser.add_argument("--steps", type=int, default=3, help="timed calls per turn")
+    parser.add_argument("--matmul", type=int, default=2048, help="size of the peak matmul")
+    args = parser.parse_args()
+    names = [s.strip() for s in args.configs.split(",")]
+    if unknown := set(names) - set(CONFIGS):
+        parser.error(f"unknown configs {sorted(unknown)}; have {', '.join(CONFIGS)}")
+
+    threads = limit_threads(args.threads)  # before jax and torch load
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import jax
+    import torch
+    from bench_scale import matmul_peak
+
+    from pipeline import provenance
+
+    torch.set_num_threads(args.threads)
+    versions = provenance.package_versions(
+        ("torch", "weaver-core", "jax", "jaxlib", "flax", "optax", "numpy")
+    )
+    print(f"machine: {provenance.machine()}; load average {os.getloadavg()[0]:.2f}")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    print(f"threads: {args.threads} ({threads}; torch.set_num_threads({args.threads}), "
+          f"torch now {torch.get_num_threads()}); jax devices {jax.devices()}")  # fmt: skip
+    peak = matmul_peak("float32", args.matmul) * 1e3
+    print(f"float32 matmul ceiling (jax, {args.matmul}^3): {peak:.1f} GFLOP/s")
+    print(f"batch {args.batch}; {args.repeats} alternating repeats of {args.steps} calls")
+    rows = []
+    for name in names:
+        rows += compare(name, args.batch, args.repeats, args.steps, peak)
+    print("\n| config | stage | implementation | ms / batch | jets/s | reco speed-up "
+          "| GFLOP/s | of matmul ceiling |")  # fmt: skip
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
