@@ -22,6 +22,10 @@ BASE = {
     },
     "model": {"name": "pfn", "phi_widths": [16, 16]},
     "train": {"epochs": 3, "lr": 1.0e-3},
+    # the particle inputs of the shipped PFN experiment (the models' batch keys are checked)
+    "features": yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "configs/experiments/jets_pfn.yaml").read_text()
+    )["features"],
 }
 
 
