@@ -96,6 +96,13 @@ class MlflowServer:
         self.proc = None
 
 
+@pytest.fixture
+def new_mlflow_server():
+    """``new_mlflow_server(root, port=None)``: an :class:`MlflowServer` to start and stop in the
+    test (a fixture, because ``conftest`` is not importable by name from every test folder)."""
+    return MlflowServer
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real MLflow tracking server for the whole test session; yields its URI."""

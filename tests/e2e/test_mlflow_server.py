@@ -42,18 +42,17 @@ def test_reco_run_logs_everything_to_a_tracking_server(mlflow_server, tmp_path):
 
 
 @pytest.mark.slow  # two server starts and a smoke training: CI runs it in its second pass
-def test_server_stopped_mid_run_loses_nothing(tmp_path, free_port):
+def test_server_stopped_mid_run_loses_nothing(tmp_path, free_port, new_mlflow_server):
     """The tracking server goes away once the run has started: training finishes anyway, keeps
     what MLflow missed in its journal, and ``reco sync`` uploads it when the server is back."""
     import subprocess
     import sys
     import time
 
-    from conftest import MlflowServer
     from mlflow import MlflowClient
     from test_run_chain import ROOT
 
-    server = MlflowServer(tmp_path / "server", port=free_port).start()
+    server = new_mlflow_server(tmp_path / "server", port=free_port).start()
     work = tmp_path / "work"
     work.mkdir()
     reco("simulate", str(CONFIG), "--smoke", cwd=work)  # so training starts at once
