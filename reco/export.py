@@ -18,6 +18,7 @@ name in the same folder, then a rename); :func:`load_jax_export` reads the ``jax
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -118,6 +119,25 @@ def inference_fn(
     return predict
 
 
+def _exportable(model: Any) -> None:
+    """Switch ``model`` (in place) to the paths that convert; the outputs stay the same.
+
+    ParT's packed real pairs (a switch over capacities, ``nonzero``) need concrete shapes: the
+    dense pair path has static shapes throughout. ``jax.nn.dot_product_attention`` with a bias
+    has no jax2onnx lowering: the explicit attention computes the same.
+    """
+    from flax import nnx
+
+    from reco.models.attention import BiasedMultiHeadAttention
+
+    cfg = getattr(model, "cfg", None)
+    if dataclasses.is_dataclass(cfg) and getattr(cfg, "pair_buckets", 0):
+        model.cfg = dataclasses.replace(cfg, pair_buckets=0)
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, BiasedMultiHeadAttention):
+            node.fused = False
+
+
 def _prepare(
     checkpoint: Path, which: str
 ) -> tuple[Callable[..., jax.Array], dict[str, Any], dict[str, Any]]:
@@ -128,6 +148,7 @@ def _prepare(
         raise FileNotFoundError(f"{checkpoint}: no such run folder or checkpoint")
     meta = read_meta(checkpoint, which)  # resolves the step folder; FileNotFoundError if none
     model, _, _ = load_for_inference(checkpoint, which)
+    _exportable(model)
     spec = {k: tuple(int(d) for d in v) for k, v in meta["input_spec"].items()}
     signature = input_signature(model, spec)
     lengths = [spec[k.removesuffix("_mask")][0] for k, (s, _) in signature.items() if "P" in s]

@@ -24,6 +24,8 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn.dtypes import promote_dtype
 
+from reco.models.layers import HashDropout
+
 
 def torch_uniform_init(fan_in: int) -> nnx.Initializer:
     """``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``: PyTorch's default for Linear/Conv weights and biases."""
@@ -114,7 +116,7 @@ class BiasedMultiHeadAttention(nnx.Module):
             bias_init=zeros,
             rngs=rngs,
         )
-        self.attn_dropout = nnx.Dropout(attn_dropout, rngs=rngs) if attn_dropout > 0 else None
+        self.attn_dropout = HashDropout(attn_dropout, rngs=rngs) if attn_dropout > 0 else None
         self.fused = fused
 
     def _project(self, x: jax.Array, part: slice) -> jax.Array:

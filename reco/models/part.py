@@ -17,12 +17,16 @@ weaver, and why: in training the BatchNorms take statistics over real particles 
 real-real lower-triangle pairs (pair BN) only, so zero padding does not bias them (weaver's wrap
 padding repeats real particles, which has a similar effect; 0.5.x pairs are real-real too).
 Sequence trimming (weaver's speed trick; output-invariant in eval) is not done: shapes are static.
+Speed (docs/benchmarks.md): the pair embedding runs on the real-real pairs only, packed into the
+smallest of ``pair_buckets`` static capacities (as weaver 0.5's sparse pairs; exports use the
+dense path), attention at inference is ``jax.nn.dot_product_attention`` (``fused_attention``),
+and dropout masks come from a counter hash (``layers.HashDropout``), not threefry.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 import jax
@@ -31,10 +35,12 @@ import numpy as np
 from flax import nnx
 
 from reco.models.attention import BiasedMultiHeadAttention, torch_linear
+from reco.models.layers import HashDropout
 from reco.models.pair_features import N_PAIR_FEATURES, pair_features
 from reco.models.registry import InputSpec, ModelConfig, particle_input_shape, register_model
 
 NORM_EPS = 1e-5  # PyTorch's LayerNorm/BatchNorm epsilon (flax's LayerNorm default is 1e-6)
+PairFn = Callable[[jax.Array | None, jax.Array, jax.Array], jax.Array]  # (event, i, j) -> features
 
 
 def gelu(x: jax.Array) -> jax.Array:
@@ -69,9 +75,14 @@ class PartConfig(ModelConfig):
         True  # weaver 0.4.x per-head scale layout (channel d*H + h), used by the published models
     )
     bn_momentum: float = 0.9  # BatchNorm running-average momentum (flax convention; PyTorch 0.1)
-    fused_attention: bool = False  # jax.nn.dot_product_attention where no attention dropout acts
+    fused_attention: bool = True  # jax.nn.dot_product_attention where no attention dropout acts
+    pair_buckets: int = (
+        4  # embed only real-real pairs, packed into k/4 of all pairs (0 = all pairs)
+    )
 
     def __post_init__(self) -> None:
+        if self.pair_buckets < 0:
+            raise ValueError(f"pair_buckets must be >= 0, got {self.pair_buckets}")
         if not self.embed_dims or min(self.embed_dims) < 1:
             raise ValueError("embed_dims must name at least one positive width")
         if self.embed_dims[-1] % self.num_heads:
@@ -149,6 +160,73 @@ class PairEmbed(nnx.Module):
                 x = gelu(x)
         return x
 
+    def embed_tril(
+        self, pair_fn: PairFn, mask: jax.Array, *, train: bool, buckets: int
+    ) -> jax.Array:
+        """Embedding of the lower-triangle pairs of every event; zero unless both are real.
+
+        Args:
+            pair_fn: ``pair_fn(b, i, j)`` -> Float[Array, "... n_features"], the features of the
+                pairs (element i, element j) of events b (integer arrays of one shape); b None
+                means every event: (B, len(i), n_features) (a symbolic batch size works).
+            mask: Bool[Array, "batch n"], True for real elements.
+            buckets: with ``buckets >= 2`` only the real-real pairs are embedded: they are packed
+                into one flat array whose length is the smallest of the capacities k/buckets of
+                all pairs (k = 1 ... buckets) that holds them, a ``lax.switch`` over one compiled
+                branch per capacity. With 0 or 1 every pair is embedded at the padded length
+                (static shapes throughout, as the ONNX export needs).
+
+        Returns:
+            Float[Array, "batch n_pairs H"] in :func:`tril_pairs` order. Both ways give the same
+            values and BatchNorm statistics (the statistics are over real pairs either way).
+        """
+        n_events, n = mask.shape
+        rows, cols, _ = tril_pairs(n)
+        real = mask[:, rows] & mask[:, cols]  # (B, n_pairs)
+        if buckets < 2:
+            fts = pair_fn(None, rows, cols)  # (B, n_pairs, n_features)
+            u = self(jax.lax.stop_gradient(fts), real, train=train)
+            return jnp.where(real[..., None], u, 0.0)
+        n_pairs = len(rows)
+        total = n_events * n_pairs
+        # capacities in whole rows of n_events: the packed pairs are laid out (B, cap / B) like
+        # the dense ones, which XLA:CPU reduces (BatchNorm statistics) far faster than one row
+        caps = sorted({n_events * -(-n_pairs * k // buckets) for k in range(1, buckets + 1)})
+        flat = real.reshape(-1)
+        count = jnp.sum(flat, dtype=jnp.int32)
+        (order,) = jnp.nonzero(flat, size=total, fill_value=0)  # real pairs first
+        rows_j, cols_j = jnp.asarray(rows), jnp.asarray(cols)
+
+        # pure functions of the module's state (nnx.split/merge), not nnx transforms: a jitted
+        # closure over the model must work in eval mode as it does on the dense path
+        graphdef, state = nnx.split(self)
+
+        def embed_packed(state: nnx.State, idx: jax.Array, valid: jax.Array):
+            embed = nnx.merge(graphdef, state)
+            k = idx % n_pairs
+            fts = pair_fn(idx // n_pairs, rows_j[k], cols_j[k])  # (cap, n_features)
+            fts = jax.lax.stop_gradient(fts).reshape(n_events, -1, fts.shape[-1])
+            u = embed(fts, valid.reshape(n_events, -1), train=train).reshape(idx.size, -1)
+            # the fill entries add nothing
+            return jnp.where(valid[:, None], u, 0.0), nnx.state(embed, nnx.BatchStat)
+
+        def branch(cap: int) -> Callable[..., tuple[jax.Array, nnx.State]]:
+            def run(state: nnx.State, order: jax.Array, count: jax.Array):
+                idx = order[:cap]
+                valid = jnp.arange(cap) < count
+                # recomputed in the backward pass: a switch keeps the residuals of every branch
+                u, stats = jax.checkpoint(embed_packed)(state, idx, valid)
+                packed = jnp.zeros((total, u.shape[-1]), u.dtype).at[idx].add(u)
+                return packed.reshape(n_events, n_pairs, -1), stats
+
+            return run
+
+        which = jnp.searchsorted(jnp.asarray(caps), count)  # the first capacity >= count
+        u, stats = jax.lax.switch(which, [branch(c) for c in caps], state, order, count)
+        if train:  # the BatchNorm statistics of the real pairs
+            nnx.update(self, stats)
+        return u
+
 
 def tril_pairs(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lower-triangle pairs (i >= j) of n set elements and the (n, n) map from (i, j) to pair index."""
@@ -197,10 +275,10 @@ class Block(nnx.Module):
         self.fc2 = torch_linear(ffn_ratio * e, e, rngs=rngs)
         self.c_attn = nnx.Param(jnp.ones((h,), jnp.float32))
         self.w_resid = nnx.Param(jnp.ones((e,), jnp.float32))
-        self.dropout = nnx.Dropout(dropout, rngs=rngs) if dropout > 0 else None
-        self.act_dropout = nnx.Dropout(act_dropout, rngs=rngs) if act_dropout > 0 else None
+        self.dropout = HashDropout(dropout, rngs=rngs) if dropout > 0 else None
+        self.act_dropout = HashDropout(act_dropout, rngs=rngs) if act_dropout > 0 else None
 
-    def _drop(self, layer: nnx.Dropout | None, x: jax.Array, train: bool) -> jax.Array:
+    def _drop(self, layer: HashDropout | None, x: jax.Array, train: bool) -> jax.Array:
         return x if layer is None else layer(x, deterministic=not train)
 
     def _scale_heads(self, x: jax.Array) -> jax.Array:
@@ -298,8 +376,8 @@ class ParticleTransformer(nnx.Module):
     ) -> tuple[jax.Array, jax.Array]:
         """Pair features and attention bias of every particle pair.
 
-        Features and embedding are computed once per unordered pair (lower triangle incl. the
-        diagonal; both are symmetric) and gathered into the full matrices.
+        The embedding is computed once per unordered real pair (lower triangle incl. the
+        diagonal; it is symmetric, :meth:`PairEmbed.embed_tril`) and gathered into the matrices.
 
         Args:
             vectors: Float[Array, "batch P 4"] (px, py, pz, E); mask: Bool[Array, "batch P"].
@@ -308,14 +386,18 @@ class ParticleTransformer(nnx.Module):
             ``(pair_fts (B, P, P, 4), bias (B, H, P, P))``; the bias is 0 unless both are real.
         """
         assert self.pair_embed is not None
-        p = vectors.shape[1]
-        rows, cols, index = tril_pairs(p)
-        fts = pair_features(vectors[:, rows], vectors[:, cols])  # (B, n_pairs, 4)
-        real = mask[:, rows] & mask[:, cols]
-        u = self.pair_embed(jax.lax.stop_gradient(fts), real, train=train)  # (B, n_pairs, H)
-        bias = jnp.moveaxis(u[:, index], -1, 1)  # (B, H, P, P)
-        real_pairs = (mask[:, :, None] & mask[:, None, :])[:, None]
-        return fts[:, index], jnp.where(real_pairs, bias, 0.0)
+        rows, cols, index = tril_pairs(vectors.shape[1])  # the features' layout, (B, P, P, 4)
+
+        def pair_fn(b: jax.Array | None, i: jax.Array, j: jax.Array) -> jax.Array:
+            if b is None:
+                return pair_features(vectors[:, i], vectors[:, j])
+            return pair_features(vectors[b, i], vectors[b, j])
+
+        u = self.pair_embed.embed_tril(pair_fn, mask, train=train, buckets=self.cfg.pair_buckets)
+        bias = jnp.moveaxis(u[:, index], -1, 1)  # (B, H, P, P), zero unless both are real
+        # the features of all pairs are an output for inspection only: XLA drops them under jit
+        # when only the logits are used
+        return pair_features(vectors[:, rows], vectors[:, cols])[:, index], bias
 
     def intermediates(
         self, inputs: Mapping[str, jax.Array], *, train: bool

@@ -212,7 +212,7 @@ def test_a_few_train_steps_lower_the_loss():
 def test_fused_attention_matches_the_explicit_path():
     """jax.nn.dot_product_attention with the pair bias and key mask gives the same logits."""
     batch = _batch(6, 12)
-    ref = _eval(_model(), batch)["logits"]
+    ref = _eval(_model(dataclasses.replace(TINY, fused_attention=False)), batch)["logits"]
     fused = _model(dataclasses.replace(TINY, fused_attention=True))  # same seed, same weights
     np.testing.assert_allclose(_eval(fused, batch)["logits"], ref, rtol=1e-5, atol=1e-5)
     assert bool(jnp.isfinite(_eval(fused, batch, train=True)["logits"]).all())
@@ -228,3 +228,36 @@ def test_unphysical_four_vectors_stay_finite():
     out = _eval(_model(), batch)
     for key in ("pair_fts", "pair_bias", "logits"):
         assert bool(jnp.isfinite(out[key]).all()), key
+
+
+def _loss_and_stats(cfg: PartConfig, batch: dict, train: bool):
+    """Logits, pair bias, BatchNorm statistics after the call and the gradient of a loss."""
+    graphdef, params, rest = split_model(_model(cfg))
+
+    def loss(params, rest):
+        model = merge_model(graphdef, params, rest)
+        out = model.intermediates(batch, train=train)
+        return jnp.sum(out["logits"] ** 2), (out, nnx.state(model, nnx.BatchStat))
+
+    (_, (out, stats)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params, rest)
+    return out, stats, grads
+
+
+@pytest.mark.parametrize(("buckets", "train"), [(3, True), (4, False)], ids=["train", "eval"])
+def test_real_pairs_only_give_the_dense_result(buckets: int, train: bool):
+    """Embedding only the packed real-real pairs changes nothing: outputs, statistics, gradients.
+
+    The batch's real pairs fill a different fraction of the capacities for each bucket count,
+    and one jet has no real particle at all.
+    """
+    batch = _batch(7, 12)
+    batch["particles_mask"][3] = False
+    ref = _loss_and_stats(dataclasses.replace(TINY, pair_buckets=0), batch, train)
+    got = _loss_and_stats(dataclasses.replace(TINY, pair_buckets=buckets), batch, train)
+    for key in ("pair_bias", "logits"):
+        np.testing.assert_allclose(got[0][key], ref[0][key], rtol=1e-5, atol=1e-5, err_msg=key)
+    for name, a, b in [("stats", got[1], ref[1]), ("grads", got[2], ref[2])]:
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5, err_msg=name)
+    real = batch["particles_mask"][:, :, None] & batch["particles_mask"][:, None, :]
+    assert bool((got[0]["pair_bias"] * ~real[:, None] == 0).all())  # zero unless both are real
