@@ -35,18 +35,13 @@ if "--rss-point" not in sys.argv:
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_models import _batch  # noqa: E402  (the model benchmark's random jets)
+import bench_models  # noqa: E402  (the model benchmark's builder and random jets)
 
-from pipeline import config as C  # noqa: E402
 from pipeline import provenance  # noqa: E402
-from reco import tasks  # noqa: E402
-from reco.models import build_model  # noqa: E402
-from reco.models.registry import ModelConfig  # noqa: E402
-from reco.state import count_params, init_state  # noqa: E402
-from reco.train import make_predict_fn, make_train_step, model_inputs  # noqa: E402
+from reco.state import count_params  # noqa: E402
+from reco.train import model_inputs  # noqa: E402
 
 GIB = 2**30
 SMALL = ["embed_dims=[64,256,64]", "num_heads=4", "num_layers=4", "pair_embed_dims=[32,32,32]"]
@@ -67,16 +62,7 @@ FIELDS = """memory_analysis() fields (bytes of XLA's buffer assignment for one c
 
 def build(label: str, b: int, p: int):
     """(train step, predict, state, batch) of ``label`` as bench_models builds them."""
-    cfg = C.from_dict(ModelConfig, C.apply_overrides({"name": "part"}, CONFIGS[label]), label)
-    classes = tuple(f"c{i}" for i in range(10))
-    task = tasks.TaskConfig(targets=("label",), loss="cross_entropy", classes=classes)
-    spec = {"particles": (p, 17), "points": (p, 2), "vectors": (p, 4)}
-    model = build_model(cfg, spec, task.n_outputs, seed=0)
-    tx = optax.adamw(1e-3)
-    graphdef, state = init_state(model, tx)
-    step = make_train_step(graphdef, tx, task, tasks.make_scaler(task, {}))
-    predict = make_predict_fn(graphdef)
-    return step, predict, state, _batch(np.random.default_rng(0), b, p, 10)
+    return bench_models.build("part", CONFIGS[label], b, p, label)
 
 
 def _abstract(tree):

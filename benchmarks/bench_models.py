@@ -65,18 +65,24 @@ def time_train_steps(step, state, batch, steps: int) -> tuple[object, list[float
     return state, times
 
 
-def bench(name: str, overrides: list[str], b: int, p: int, steps: int) -> dict[str, float]:
-    cfg = C.from_dict(ModelConfig, C.apply_overrides({"name": name}, overrides), f"--set {name}.*")
+def build(name: str, overrides: list[str], b: int, p: int, label: str | None = None):
+    """(train step, predict, state, batch) of model ``name`` with ``--set`` style overrides, on
+    ``b`` random jets of ``p`` slots (10 classes); ``label`` names the overrides in errors."""
+    where = label or f"--set {name}.*"
+    cfg = C.from_dict(ModelConfig, C.apply_overrides({"name": name}, overrides), where)
     classes = tuple(f"c{i}" for i in range(10))
     task = tasks.TaskConfig(targets=("label",), loss="cross_entropy", classes=classes)
     spec = {"particles": (p, 17), "points": (p, 2), "vectors": (p, 4)}
     model = build_model(cfg, spec, task.n_outputs, seed=0)
     tx = optax.adamw(1e-3)
     graphdef, state = init_state(model, tx)
-    scaler = tasks.make_scaler(task, {})
-    step = make_train_step(graphdef, tx, task, scaler)
+    step = make_train_step(graphdef, tx, task, tasks.make_scaler(task, {}))
     predict = make_predict_fn(graphdef)
-    batch = _batch(np.random.default_rng(0), b, p, 10)
+    return step, predict, state, _batch(np.random.default_rng(0), b, p, 10)
+
+
+def bench(name: str, overrides: list[str], b: int, p: int, steps: int) -> dict[str, float]:
+    step, predict, state, batch = build(name, overrides, b, p)
     n_params = count_params(state.params)
 
     state, times = time_train_steps(step, state, batch, steps)

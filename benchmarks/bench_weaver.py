@@ -32,7 +32,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -193,12 +192,9 @@ def forward_flops(cfg: dict[str, Any], b: int) -> float:
 def timed_turn(fn, steps: int) -> float:
     """Median seconds of ``steps`` calls of ``fn`` (a call takes from tenths of a second to
     seconds, so the other implementation's idle thread pools spinning down do not count)."""
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    from reco.bench import median_seconds  # here: jax loads after the thread settings
+
+    return median_seconds(fn, steps, warm_up=False)
 
 
 def compare(name: str, b: int, repeats: int, steps: int, peak: float) -> list[str]:

@@ -70,9 +70,11 @@ EXPERIMENTS = {
 }
 
 
-def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
-    """Median wall time of ``fn()`` (which must block until its work is done), after one call."""
-    fn()
+def median_seconds(fn: Callable[[], Any], repeats: int, *, warm_up: bool = True) -> float:
+    """Median wall time of ``repeats`` calls of ``fn()`` (which must block until its work is
+    done), after one untimed call unless ``warm_up`` is False."""
+    if warm_up:
+        fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

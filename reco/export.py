@@ -18,7 +18,6 @@ name in the same folder, then a rename); :func:`load_jax_export` reads the ``jax
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import re
@@ -120,22 +119,17 @@ def inference_fn(
 
 
 def _exportable(model: Any) -> None:
-    """Switch ``model`` (in place) to the paths that convert; the outputs stay the same.
+    """Switch ``model`` (in place) to the ops that convert; the outputs stay the same.
 
-    ParT's packed real pairs (a switch over capacities, ``nonzero``) need concrete shapes: the
-    dense pair path has static shapes throughout. ``jax.nn.dot_product_attention`` with a bias
-    has no jax2onnx lowering: the explicit attention computes the same.
+    Every module of the model that has paths without an ONNX lowering or with data-dependent
+    shapes offers ``use_export_ops()`` (ParT's packed pairs, the fused attention).
     """
     from flax import nnx
 
-    from reco.models.attention import BiasedMultiHeadAttention
-
-    cfg = getattr(model, "cfg", None)
-    if dataclasses.is_dataclass(cfg) and getattr(cfg, "pair_buckets", 0):
-        model.cfg = dataclasses.replace(cfg, pair_buckets=0)
-    for _, node in nnx.iter_graph(model):
-        if isinstance(node, BiasedMultiHeadAttention):
-            node.fused = False
+    nodes = [node for _, node in nnx.iter_graph(model)]  # before any change to the graph
+    for node in nodes:
+        if callable(getattr(node, "use_export_ops", None)):
+            node.use_export_ops()
 
 
 def _prepare(

@@ -1,10 +1,32 @@
-"""Test-wide settings. JAX raises on implicit rank promotion, so silent broadcasting bugs fail."""
+"""Test-wide settings.
+
+JAX raises on implicit rank promotion, so silent broadcasting bugs fail. Compiled programs are
+kept in a persistent cache (``.cache/jax`` in the checkout, at most 2 GiB, least recently used
+dropped; ``JAX_COMPILATION_CACHE_DIR`` chooses another): the many ``reco`` subprocesses of the
+chain tests and the tests that build the same small models compile each program once, not once
+per process. XLA:CPU compiles a tiny ParT's initialisers in ~10 s and reads them back in ~1 s.
+The settings are environment variables, set before JAX loads, so subprocesses inherit them.
+"""
 
 from __future__ import annotations
 
-import jax
-import pytest
+import os
+from pathlib import Path
 
+_CACHE = {  # JAX option -> (environment variable's default, type)
+    "jax_compilation_cache_dir": (str(Path(__file__).resolve().parents[1] / ".cache" / "jax"), str),
+    "jax_persistent_cache_min_compile_time_secs": ("0", float),
+    "jax_persistent_cache_min_entry_size_bytes": ("0", int),
+    "jax_compilation_cache_max_size": (str(2 * 2**30), int),
+}
+for _name, (_default, _) in _CACHE.items():
+    os.environ.setdefault(_name.upper(), _default)
+
+import jax  # noqa: E402  (after the cache settings)
+import pytest  # noqa: E402
+
+for _name, (_, _type) in _CACHE.items():  # in case a plugin loaded JAX first
+    jax.config.update(_name, _type(os.environ[_name.upper()]))
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 

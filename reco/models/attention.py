@@ -119,6 +119,11 @@ class BiasedMultiHeadAttention(nnx.Module):
         self.attn_dropout = HashDropout(attn_dropout, rngs=rngs) if attn_dropout > 0 else None
         self.fused = fused
 
+    def use_export_ops(self) -> None:
+        """Compute with the explicit softmax attention (same outputs): jax2onnx has no lowering
+        of ``jax.nn.dot_product_attention`` with a bias. Called by ``reco.export``."""
+        self.fused = False
+
     def _project(self, x: jax.Array, part: slice) -> jax.Array:
         """Apply columns ``part`` of the packed projection: (B, L, E) -> (B, L, H, D)."""
         kernel = self.in_proj.kernel[...][:, part]

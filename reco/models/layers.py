@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -85,9 +86,7 @@ def hash_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     per element, ~10x slower on a CPU. Good enough for dropout masks, not for physics sampling.
     """
     k0, k1 = jax.random.bits(key, (2,), jnp.uint32)
-    n = 1
-    for d in shape:
-        n *= d
+    n = math.prod(shape)
     if n >= 2**32:
         raise ValueError(f"hash_bits: {shape} has more than 2**32 elements")
     i = jax.lax.iota(jnp.uint32, n).reshape(shape)

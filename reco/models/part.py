@@ -76,9 +76,9 @@ class PartConfig(ModelConfig):
     )
     bn_momentum: float = 0.9  # BatchNorm running-average momentum (flax convention; PyTorch 0.1)
     fused_attention: bool = True  # jax.nn.dot_product_attention where no attention dropout acts
-    pair_buckets: int = (
-        4  # embed only real-real pairs, packed into k/4 of all pairs (0 = all pairs)
-    )
+    # embed only the real-real pairs, packed into the smallest k/pair_buckets of all pairs that
+    # holds them (0 = every pair at the padded length)
+    pair_buckets: int = 4
 
     def __post_init__(self) -> None:
         if self.pair_buckets < 0:
@@ -370,6 +370,11 @@ class ParticleTransformer(nnx.Module):
         use_drop = bool(cfg.fc_widths) and cfg.fc_dropout > 0
         self.fc_dropout = nnx.Dropout(cfg.fc_dropout, rngs=rngs) if use_drop else None
         self.fc = torch_linear(width, n_outputs, rngs=rngs)
+
+    def use_export_ops(self) -> None:
+        """Embed every pair at the padded length (same outputs): the packed real pairs (a switch
+        over capacities, ``nonzero``) need concrete shapes. Called by ``reco.export``."""
+        self.cfg = dataclasses.replace(self.cfg, pair_buckets=0)
 
     def pair_bias(
         self, vectors: jax.Array, mask: jax.Array, *, train: bool

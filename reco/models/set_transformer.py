@@ -290,15 +290,17 @@ class SetTransformer(nnx.Module):
         Features and embedding are computed once per unordered pair (they are symmetric).
         """
         assert self.pair_embed is not None
-        rows, cols, index = tril_pairs(positions.shape[1])
-        t_a = None if times is None else times[:, rows]
-        t_b = None if times is None else times[:, cols]
-        fts = station_pair_features(positions[:, rows], positions[:, cols], t_a, t_b)
-        real = mask[:, rows] & mask[:, cols]
-        u = self.pair_embed(jax.lax.stop_gradient(fts), real, train=train)  # (B, n_pairs, H)
-        bias = jnp.moveaxis(u[:, index], -1, 1)  # (B, H, S, S)
-        real_pairs = (mask[:, :, None] & mask[:, None, :])[:, None]
-        return jnp.where(real_pairs, bias, 0.0)
+
+        def pair_fn(b: jax.Array | None, i: jax.Array, j: jax.Array) -> jax.Array:
+            at = (slice(None),) if b is None else (b,)
+            t_a = None if times is None else times[(*at, i)]
+            t_b = None if times is None else times[(*at, j)]
+            return station_pair_features(positions[(*at, i)], positions[(*at, j)], t_a, t_b)
+
+        # every pair at the padded length: station counts are small, and static shapes export
+        u = self.pair_embed.embed_tril(pair_fn, mask, train=train, buckets=0)  # (B, n_pairs, H)
+        _, _, index = tril_pairs(positions.shape[1])
+        return jnp.moveaxis(u[:, index], -1, 1)  # (B, H, S, S), zero unless both are real
 
     def __call__(self, inputs: Mapping[str, jax.Array], *, train: bool) -> jax.Array:
         """inputs (see the module docstring) -> Float[Array, "batch n_outputs"]."""

@@ -51,6 +51,7 @@ def test_train_init_from_fine_tunes_records_lineage_and_resumes(tmp_path):
     assert resumed["init_from"] == lineage and resumed["mlflow_run_id"] == info["mlflow_run_id"]
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: CI runs it in its second pass (-m slow)
 def test_import_part_writes_a_fine_tuning_source(tmp_path):
     if not ANCHOR.exists():
         pytest.skip(f"reference arrays not found at {ANCHOR}")

@@ -125,6 +125,7 @@ def test_evaluate_missing_run_folder(tmp_path):
     assert proc.returncode == 1 and "nope" in proc.stderr
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: CI runs it in its second pass (-m slow)
 def test_evaluate_from_checkpoint_path(smoke_run, tmp_path):
     cwd, run_dir, _ = smoke_run
     (step_dir,) = [p for p in (run_dir / "checkpoints" / "last").iterdir() if p.name.isdigit()]
@@ -214,6 +215,7 @@ def test_jets_part_chain_smoke(tmp_path):
     ]
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: CI runs it in its second pass (-m slow)
 def test_classical_baseline_run_compares_with_the_cnn(smoke_run):
     cwd, run_dir, _ = smoke_run
     reco("baseline", str(CONFIG), "--smoke", cwd=cwd)
@@ -291,6 +293,7 @@ def _pyfunc_matches_predictions(uri: str, model_uri: str, predictions: Path, key
     np.testing.assert_allclose(onnx_out, raw, atol=1e-4)
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: CI runs it in its second pass (-m slow)
 def test_registered_version_evaluates_like_its_run(smoke_run):
     """reco register -> a model version linked to the run; reco evaluate models:/NAME/1 gives
     the run's own predictions and metrics; the pyfunc runs on numpy batches."""

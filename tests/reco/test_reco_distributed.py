@@ -68,6 +68,7 @@ def four_devices(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: CI runs it in its second pass (-m slow)
 def test_four_devices_train_like_one(four_devices):
     """A sharded step on 4 devices = 1 device with the same global batch: parameters, BatchNorm
     statistics and every logged loss (dropout masks do not depend on the layout)."""
@@ -78,16 +79,19 @@ def test_four_devices_train_like_one(four_devices):
         np.testing.assert_allclose(np.array(four[name]), np.array(one[name]), rtol=1e-5)
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: CI runs it in its second pass (-m slow)
 def test_fsdp_trains_like_replicated(four_devices):
     assert (four_devices / "fsdp_split.txt").read_text().strip() != "0"  # something was split
     assert _max_rel_diff(four_devices / "fsdp.npz", four_devices / "one.npz") < 1e-5
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: CI runs it in its second pass (-m slow)
 def test_resume_on_another_device_count(four_devices):
     """1 epoch on 4 devices, resumed on 2 = 2 epochs on 1 device."""
     assert _max_rel_diff(four_devices / "moved.npz", four_devices / "one.npz") < 1e-5
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: CI runs it in its second pass (-m slow)
 def test_bfloat16_compute_keeps_float32_weights(four_devices):
     bf16 = np.load(four_devices / "bf16.npz")
     assert {str(bf16[k].dtype) for k in bf16} == {"float32"}  # master weights and statistics
@@ -122,6 +126,7 @@ def test_two_processes_train_together_and_restore_in_one(tmp_path, free_port):
 # units (one device)
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: CI runs it in its second pass (-m slow)
 def test_killed_during_a_checkpoint_write_resumes_to_the_same_parameters(tmp_path):
     """SIGKILL while Orbax writes epoch 1's checkpoint: the half-written step is never restored;
     --resume continues from epoch 0's checkpoint and ends as the uninterrupted run."""

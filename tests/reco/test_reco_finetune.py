@@ -292,6 +292,7 @@ def test_in_head_reads_flat_and_pytree_paths():
 # through fit
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: CI runs it in its second pass (-m slow)
 def test_fit_starts_from_the_source_and_resume_does_not_reload_it(
     tiny_cnn, loaders, stats, tmp_path
 ):
@@ -322,6 +323,7 @@ def test_fit_starts_from_the_source_and_resume_does_not_reload_it(
         fit(tiny_cnn, longer, *loaders(), stats, tmp_path / "again")
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: CI runs it in its second pass (-m slow)
 def test_ranger_slow_weights_start_from_the_copied_parameters(tiny_cnn, loaders, stats, tmp_path):
     # Lookahead keeps slow weights from the optimiser's init: they must be the copied ones, or
     # the first synchronisation (step 6) pulls the model halfway back to a random initialisation
@@ -397,6 +399,7 @@ def _anchor_overrides(ref: dict[str, np.ndarray]) -> list[str]:
     ]
 
 
+@pytest.mark.slow  # tens of seconds on 2 cores: CI runs it in its second pass (-m slow)
 def test_imported_weaver_weights_are_a_fine_tuning_source(anchor, tmp_path):
     from reco.experiment import load_config
     from reco.finetune import import_part, init_source
