@@ -21,6 +21,7 @@ parameters and the other non-RNG variables (BatchNorm running statistics) are co
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +33,25 @@ from flax import nnx
 from reco.state import TrainState, abstract, head_modules, in_head, merge_model, split_model
 
 KINDS = ("best", "last")
+# how tensorstore (Orbax's array writer) reports a failed write: a ValueError with a status
+_IO_FAILURE = re.compile(r"RESOURCE_EXHAUSTED|PERMISSION_DENIED|os_error_code|Failed writing")
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, no permission); names the folder, the
+    reason and the last complete checkpoint of that kind, which is left as it was."""
+
+    def __init__(self, path: Path, kept: Path | None, err: BaseException) -> None:
+        reason = " ".join(str(err).split())
+        if len(reason) > 300:
+            reason = reason[:300] + " ..."
+        then = (
+            f"the last complete one, {kept}, is intact: make room (or fix the permissions) "
+            "and continue with --resume"
+            if kept is not None
+            else "there is no complete one yet"
+        )
+        super().__init__(f"{path}: could not write the checkpoint ({reason}); {then}")
 
 
 class Checkpoints:
@@ -68,18 +88,24 @@ class Checkpoints:
     ) -> Path:
         """Write ``state`` (numbered by its step) as the ``kind`` checkpoint; return its folder."""
         step = int(state.step)
-        self._managers[kind].save(
-            step,
-            args=ocp.args.Composite(
-                model=ocp.args.StandardSave({"params": state.params, "rest": state.rest}),
-                train=ocp.args.StandardSave({"step": state.step, "opt_state": state.opt_state}),
-                meta=ocp.args.JsonSave(meta),
-                config=ocp.args.JsonSave(config),
-                stats=ocp.args.JsonSave(stats),
-            ),
-            force=True,
-        )
-        self._managers[kind].wait_until_finished()
+        kept = self.path(kind)
+        try:
+            self._managers[kind].save(
+                step,
+                args=ocp.args.Composite(
+                    model=ocp.args.StandardSave({"params": state.params, "rest": state.rest}),
+                    train=ocp.args.StandardSave({"step": state.step, "opt_state": state.opt_state}),
+                    meta=ocp.args.JsonSave(meta),
+                    config=ocp.args.JsonSave(config),
+                    stats=ocp.args.JsonSave(stats),
+                ),
+                force=True,
+            )
+            self._managers[kind].wait_until_finished()
+        except (OSError, ValueError) as err:
+            if isinstance(err, ValueError) and not _IO_FAILURE.search(str(err)):
+                raise
+            raise CheckpointWriteError(self.directory / kind / str(step), kept, err) from err
         return self.directory / kind / str(step)
 
     def restore(self, kind: str, template: TrainState) -> tuple[TrainState, dict[str, Any]]:

@@ -41,6 +41,26 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
+def full_disk(tmp_path, request):
+    """A small tmpfs: 256 KiB, or the size given by indirect parametrisation (``"4m"``); needs
+    root and mount (skipped where that is not allowed)."""
+    import subprocess
+
+    where = tmp_path / "small"
+    where.mkdir()
+    size = getattr(request, "param", "256k")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()[:200]}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=False)
+
+
+@pytest.fixture
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (for a jax.distributed coordinator)."""
     import socket

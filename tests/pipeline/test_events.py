@@ -167,24 +167,6 @@ def test_length_mismatch_in_file(tmp_path: Path) -> None:
         open_events(path)
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    """A 256 KiB tmpfs (needs root and mount; skipped where that is not allowed)."""
-    import subprocess
-
-    where = tmp_path / "small"
-    where.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()[:200]}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", str(where)], check=False)
-
-
 _FULL_DISK_WRITES = """
 import sys
 from pathlib import Path
