@@ -196,9 +196,16 @@ def read_run_info(run_dir: Path) -> dict:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: on a failure (a full
+    disk, no permission) the earlier file is untouched, no temporary is left, and the error
+    names ``path``."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, f"{path}: could not write ({err.strerror or err})") from err
 
 
 def open_tracker(cfg: ExperimentConfig, run_dir: Path, run_id: str | None = None) -> Tracker:

@@ -4,6 +4,7 @@ naming the checkpoint, and the last complete one kept."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,16 @@ def test_a_full_or_read_only_disk_names_the_checkpoint_and_keeps_the_last_one(
     assert reason in out
     assert f"the last complete one, {checkpoints / '0'}, is intact" in out
     assert f"kept: {checkpoints / '0'} 0 True" in out, out + proc.stderr[-3000:]
+
+
+def test_run_json_on_a_full_disk_names_it_and_keeps_the_earlier_one(full_disk):
+    from reco.experiment import RUN_INFO, _write_json_atomic
+
+    path = full_disk / RUN_INFO
+    _write_json_atomic(path, {"mlflow_run_id": "abc"})
+    before = path.read_bytes()
+    message = re.escape(f"{path}: could not write (No space left on device)")
+    with pytest.raises(OSError, match=message):
+        _write_json_atomic(path, {"mlflow_run_id": "abc", "notes": "x" * 400_000})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in full_disk.iterdir()) == [RUN_INFO]  # no temporary left
