@@ -300,6 +300,9 @@ def test_registered_version_evaluates_like_its_run(smoke_run):
     from mlflow.tracking import MlflowClient
 
     cwd, run_dir, _ = smoke_run
+    # the run's own predictions and metrics of its best checkpoint, fresh: other tests of this
+    # module continue the run (--resume) or evaluate another checkpoint into it
+    reco("evaluate", str(run_dir), cwd=cwd)
     info = json.loads((run_dir / "run.json").read_text())
     out = reco("register", str(run_dir), "airshower-energy", cwd=cwd)
     assert "registered models:/airshower-energy/1" in out.stderr
