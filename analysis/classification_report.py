@@ -35,10 +35,10 @@ from analysis.report import (
     AnalysisResult,
     PredictionsFileError,
     _attr_str,
-    _write_atomic,
     open_predictions,
     write_metrics_json,
 )
+from pipeline.atomic import write_atomic
 
 PROBS = "prediction/probs"
 LABELS = "truth/label"
@@ -247,5 +247,5 @@ def analyze_classification(predictions: Path, cfg: AnalysisConfig, out_dir: Path
         ),
     ]
     write_metrics_json(out_dir, predictions, sample.attrs, cfg, metrics)
-    _write_atomic(out_dir / "classification_table.md", table)
+    write_atomic(out_dir / "classification_table.md", table)
     return AnalysisResult(metrics, figures, table, attrs=sample.attrs)

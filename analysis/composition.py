@@ -52,10 +52,10 @@ from analysis.report import (
     _energy_eev,
     _read,
     _suffix_lge,
-    _write_atomic,
     open_predictions,
     write_metrics_json,
 )
+from pipeline.atomic import write_atomic
 
 TARGETS = ("xmax", "ln_a")  # composition regression targets, prediction/<t> and truth/<t>
 STEMS = {"xmax": "xmax", "ln_a": "lna"}  # target -> metric stem
@@ -503,7 +503,7 @@ def run_composition(
         figures = _draw(
             sample, selections, rbins, elong, edges, out_dir, xmax_expectations, expectation_label
         )
-    _write_atomic(out_dir / "composition_table.md", table)
+    write_atomic(out_dir / "composition_table.md", table)
     return CompositionResult(
         metrics, figures, table, sample.targets, edges, selections, rbins, elong, sample.attrs
     )

@@ -41,7 +41,7 @@ import numpy as np
 
 from analysis import classification as cm
 from analysis import metrics as est
-from analysis.report import _write_atomic
+from pipeline.atomic import write_atomic
 from pipeline.events import EventFile, EventFileError, open_events
 from pipeline.tracking import Tracker
 
@@ -401,8 +401,8 @@ def compare_samples(
             "metrics": result.metrics,
         }
         text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n"
-        _write_atomic(out_dir / "metrics.json", text)
-        _write_atomic(out_dir / "table.md", result.table_markdown)
+        write_atomic(out_dir / "metrics.json", text)
+        write_atomic(out_dir / "table.md", result.table_markdown)
         result.files = [out_dir / "table.md", out_dir / "metrics.json", *result.figures]
     return result
 

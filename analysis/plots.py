@@ -9,7 +9,6 @@ applied in a ``matplotlib.style.context``). Every function writes atomically (te
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +20,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from analysis.binned import BinnedSummary, Summary
+from pipeline.atomic import atomic_path
 
 _STYLE = mplhep.style.ATLAS  # a dict of rcParams; ATLAS-like fonts and ticks
 _DPI = 100
@@ -46,17 +46,8 @@ def save_png(fig: Figure, path: Path) -> None:
     Raises:
         OSError: naming ``path`` (a full or read-only disk); nothing is left behind.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path, "the plot") as tmp:  # the earlier plot stays on a failure
         fig.savefig(tmp, format="png", dpi=_DPI)
-        os.replace(tmp, path)
-    except OSError as err:  # a full or read-only disk: the earlier plot stays as it was
-        tmp.unlink(missing_ok=True)
-        raise OSError(f"{path}: could not write the plot ({err})") from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _label(ax) -> None:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ import numpy as np
 from analysis import binned as binned_mod
 from analysis import plots
 from analysis.binned import BinnedSummary, Summary
+from pipeline.atomic import write_atomic
 
 PlotName = Literal["resolution_vs_energy", "resolution_vs_zenith", "reco_vs_true", "residuals"]
 METRICS_SCHEMA_VERSION = 1
@@ -200,17 +199,6 @@ def metric_dict(
     return out
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_metrics_json(
     out_dir: Path, predictions: Path, attrs: dict, cfg: AnalysisConfig, metrics: dict[str, float]
 ) -> None:
@@ -224,7 +212,7 @@ def write_metrics_json(
         "metrics": metrics,
     }
     text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    _write_atomic(out_dir / "metrics.json", text)
+    write_atomic(out_dir / "metrics.json", text)
 
 
 def analyze(
@@ -298,5 +286,5 @@ def analyze(
         figures += comp.figures
         full_table += "\n" + comp.table_markdown
     write_metrics_json(out_dir, predictions, sample.attrs, cfg, metrics)
-    _write_atomic(out_dir / "resolution_table.md", full_table)
+    write_atomic(out_dir / "resolution_table.md", full_table)
     return AnalysisResult(metrics, figures, table, overall, energy, zenith, sample.attrs)

@@ -19,7 +19,6 @@ constant, checked).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.atomic import write_atomic
 from pipeline.config import from_dict, to_dict
 
 C_LIGHT = 0.299792458  # m/ns
@@ -123,12 +123,8 @@ class SDCalibration:
 
     def save(self, path: Path) -> Path:
         """Write the calibration as JSON, atomically; returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-        tmp.replace(path)
-        return path
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        return write_atomic(path, text, "the calibration")
 
     @classmethod
     def load(cls, path: Path) -> SDCalibration:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +29,8 @@ from typing import Any
 
 import h5py
 import numpy as np
+
+from pipeline.atomic import atomic_path
 
 SCHEMA_VERSION = 1
 
@@ -237,9 +238,8 @@ def write_events(
             )
         n_events = offsets.size - 1
     chunk = chunk_events_for({k: v for k, v in arrays.items() if not _is_meta(k)}, n_events)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
+    # h5py raises RuntimeError when its flush on close fails on a full disk
+    with atomic_path(path, "the event file", (OSError, RuntimeError)) as tmp:
         with h5py.File(tmp, "w") as f:
             for name, arr in arrays.items():
                 try:
@@ -267,14 +267,6 @@ def write_events(
             f.attrs["created_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
             f.attrs["n_events"] = n_events
             f.attrs["chunk_events"] = chunk
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:  # a full or read-only disk (h5py raises either when
-        # its flush on close fails): an earlier file at `path` stays intact
-        tmp.unlink(missing_ok=True)
-        raise OSError(f"{path}: could not write the event file ({err}); nothing replaced") from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -15,7 +15,6 @@ shards, so the loader, the feature statistics and evaluation read sharded splits
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
+
+from pipeline.atomic import atomic_path
 
 if TYPE_CHECKING:
     from pipeline.events import EventFile
@@ -102,8 +103,7 @@ def write_manifest(path: Path, shards: Sequence[Path], attrs: dict[str, Any]) ->
         with open_events(shard, kind=attrs.get("kind")) as ev:
             total += ev.n_events
         names.append(shard.name)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
+    with atomic_path(path, "the manifest", (OSError, RuntimeError)) as tmp:
         with h5py.File(tmp, "w") as f:
             for key, value in attrs.items():
                 if value is not None:
@@ -112,10 +112,6 @@ def write_manifest(path: Path, shards: Sequence[Path], attrs: dict[str, Any]) ->
             f.attrs["created_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
             f.attrs["n_events"] = total
             f.attrs[MANIFEST_ATTR] = json.dumps(names)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     EventFileSet.open(path).close()  # the shards agree with each other (raises if not)
     return path
 

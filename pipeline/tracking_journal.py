@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import write_atomic
 from pipeline.tracking import DatasetRef, MLflowTracker
 
 JOURNAL = "journal.jsonl"
@@ -122,9 +123,7 @@ class Journal:
 
     def save_state(self, **changes: Any) -> dict[str, Any]:
         state = self.state() | changes
-        tmp = self.state_path.with_name(f".{STATE}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(state, indent=1))
-        os.replace(tmp, self.state_path)
+        write_atomic(self.state_path, json.dumps(state, indent=1), "the journal state")
         return state
 
     def backlog(self) -> list[dict[str, Any]]:

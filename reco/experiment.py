@@ -13,7 +13,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from analysis.report import AnalysisConfig
 from analysis.sd_calibration import CalibrationConfig
 from pipeline import config as C
 from pipeline import provenance
+from pipeline.atomic import write_atomic
 from pipeline.config import DataConfig
 from pipeline.events import open_events
 from pipeline.features import FeatureConfig
@@ -196,16 +196,9 @@ def read_run_info(run_dir: Path) -> dict:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: on a failure (a full
-    disk, no permission) the earlier file is untouched, no temporary is left, and the error
-    names ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise OSError(err.errno, f"{path}: could not write ({err.strerror or err})") from err
+    """Write ``data`` to ``path`` atomically: on a failure (a full disk, no permission) the
+    earlier file is untouched, no temporary is left, and the error names ``path``."""
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True), "the run record")
 
 
 def open_tracker(cfg: ExperimentConfig, run_dir: Path, run_id: str | None = None) -> Tracker:

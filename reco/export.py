@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
-import tempfile
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -32,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from pipeline.atomic import write_atomic
 
 FORMATS = {"onnx": "model.onnx", "jax": "model.jaxexport"}  # format -> default file name
 OUTPUT_NAME = "outputs"  # the ONNX output: Float[batch n_outputs], raw model outputs
@@ -150,21 +150,6 @@ def _prepare(
     return predict, signature, meta
 
 
-def _write_atomic(out: Path, data: bytes) -> Path:
-    """Write ``data`` to ``out`` through a temporary file in the same folder and a rename."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
-
-
 @contextlib.contextmanager
 def _conversion_patches() -> Iterator[None]:
     """The conversion's settings (not thread-safe: ``jnp.mod`` is swapped for its duration).
@@ -242,7 +227,7 @@ def export_onnx(checkpoint: Path, out: Path, which: str = "best") -> Path:
     # jax2onnx annotates intermediate values with shapes that can disagree with its own layout
     # transposes (onnxruntime warns and ignores them): leave shape inference to the runtime.
     del proto.graph.value_info[:]
-    return _write_atomic(Path(out), proto.SerializeToString())
+    return write_atomic(Path(out), proto.SerializeToString())
 
 
 def export_jax(
@@ -262,7 +247,7 @@ def export_jax(
         for k, (shape, dtype) in signature.items()
     }
     exported = jax.export.export(jax.jit(predict), platforms=platforms)(args)
-    return _write_atomic(Path(out), bytes(exported.serialize()))
+    return write_atomic(Path(out), bytes(exported.serialize()))
 
 
 def load_jax_export(path: Path) -> Callable[[Mapping[str, Any]], jax.Array]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import config as C
+from pipeline.atomic import write_atomic
 
 VARIANTS_KEY = "variants"
 BASELINES_KEY = "baselines"
@@ -228,8 +229,5 @@ def run_suite(
             missing = [n for n in (*baselines, *configs) if n not in runs]
             if missing:
                 table += f"\nNot finished: {', '.join(missing)}\n"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(f".{out.name}.tmp")
-            tmp.write_text(f"# {first.suite}\n\n{table}")
-            tmp.replace(out)
+            write_atomic(out, f"# {first.suite}\n\n{table}", "the comparison")
     return runs, out

@@ -61,6 +61,25 @@ def full_disk(tmp_path, request):
 
 
 @pytest.fixture
+def run_snippet():
+    """Run a Python snippet in a process of its own (``python -c code *args``) with the checkout
+    on ``PYTHONPATH`` and JAX on the CPU; returns the completed process (output as text). For
+    code that leaves its process in a state the test process must not inherit (a failed HDF5
+    flush, Orbax's writer threads after a failed save)."""
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+
+    def run(code: str, *args: object, timeout: float = 300) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONPATH": root, "JAX_PLATFORMS": "cpu"}
+        cmd = [sys.executable, "-c", code, *map(str, args)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+    return run
+
+
+@pytest.fixture
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (for a jax.distributed coordinator)."""
     import socket

@@ -39,6 +39,7 @@ import awkward as ak
 import numpy as np
 import uproot
 
+from pipeline.atomic import atomic_path
 from pipeline.config import config_hash
 from pipeline.events import JaggedGroup, open_events, write_events
 from simulation.jets.config import JETCLASS_LABELS
@@ -267,23 +268,16 @@ def write_jetclass_root(
         if not classes:
             raise ValueError(f"{where}: no {_ONEHOT}<class> one-hot datasets to take labels from")
         check_classes(classes, where)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-        try:
-            with uproot.recreate(tmp) as f:
-                tree = f.mktree(
-                    TREE_NAME,
-                    _branch_types(),
-                    counter_name=lambda counted: "n" + counted,
-                    field_name=lambda outer, inner: inner,
-                )
-                for start in range(0, n_jets, chunk_size):
-                    arrays, offsets, content = read(slice(start, min(start + chunk_size, n_jets)))
-                    tree.extend(_root_block(where, start, classes, arrays, offsets, content))
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_path(path, "the ROOT file") as tmp, uproot.recreate(tmp) as f:
+            tree = f.mktree(
+                TREE_NAME,
+                _branch_types(),
+                counter_name=lambda counted: "n" + counted,
+                field_name=lambda outer, inner: inner,
+            )
+            for start in range(0, n_jets, chunk_size):
+                arrays, offsets, content = read(slice(start, min(start + chunk_size, n_jets)))
+                tree.extend(_root_block(where, start, classes, arrays, offsets, content))
     return path
 
 

@@ -1,8 +1,5 @@
 """Event files: round trip, atomic writes, and validation errors that name the file and problem."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -192,7 +189,7 @@ except OSError as err:
 """
 
 
-def test_a_full_disk_names_the_file_and_keeps_the_earlier_one(full_disk):
+def test_a_full_disk_names_the_file_and_keeps_the_earlier_one(full_disk, run_snippet):
     """Event files and plots: writing to a full disk fails naming the file; what was there
     before is untouched and no temporary file is left. (The failing writes run in a process of
     their own: after a failed flush the HDF5 library's state is not to be trusted — that
@@ -200,14 +197,7 @@ def test_a_full_disk_names_the_file_and_keeps_the_earlier_one(full_disk):
     path = full_disk / "test.h5"
     write_events(path, {"truth/x": np.arange(100, dtype=np.float32)}, {"kind": "airshower"})
     before = path.read_bytes()
-    root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run(
-        [sys.executable, "-c", _FULL_DISK_WRITES, str(full_disk)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(root)},
-    )
+    proc = run_snippet(_FULL_DISK_WRITES, full_disk, timeout=120)
     lines = proc.stdout.splitlines()
     assert any(
         line.startswith("events:") and "test.h5: could not write the event file" in line

@@ -3,15 +3,9 @@ naming the checkpoint, and the last complete one kept."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
 
 # Runs in a process of its own: Orbax's writer threads and event loop are left in a failed
 # state, which the test process must not inherit.
@@ -61,15 +55,9 @@ print("kept:", first, meta["epoch"], same)
     ids=["full", "read-only"],
 )
 def test_a_full_or_read_only_disk_names_the_checkpoint_and_keeps_the_last_one(
-    full_disk, damage, reason
+    full_disk, damage, reason, run_snippet
 ):
-    proc = subprocess.run(
-        [sys.executable, "-c", _SAVE_ON_A_FULL_DISK, str(full_disk), damage],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"},
-    )
+    proc = run_snippet(_SAVE_ON_A_FULL_DISK, full_disk, damage)
     out = proc.stdout
     checkpoints = full_disk / "checkpoints" / "last"
     assert f"error: {checkpoints / '1'}: could not write the checkpoint (" in out, (
@@ -86,7 +74,7 @@ def test_run_json_on_a_full_disk_names_it_and_keeps_the_earlier_one(full_disk):
     path = full_disk / RUN_INFO
     _write_json_atomic(path, {"mlflow_run_id": "abc"})
     before = path.read_bytes()
-    message = re.escape(f"{path}: could not write (No space left on device)")
+    message = re.escape(f"{path}: could not write the run record (No space left on device)")
     with pytest.raises(OSError, match=message):
         _write_json_atomic(path, {"mlflow_run_id": "abc", "notes": "x" * 400_000})
     assert path.read_bytes() == before
