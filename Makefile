@@ -14,8 +14,13 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed  ## simulate, train, evaluate and analyse the default experiment
 	$(VENV)/bin/reco run $(CONFIG)
 
+# test files run in parallel, one process per core (at most 4), each file's tests in one process
+# (module fixtures are shared); PYTEST_WORKERS=0 runs them in this process
+PYTEST_WORKERS ?= auto
+XDIST = -n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile
+
 test: $(VENV)/.installed  ## the default test run (minutes; no slow tests)
-	$(VENV)/bin/pytest -q -m "not slow"
+	$(VENV)/bin/pytest -q -m "not slow" $(XDIST)
 
 test-slow: $(VENV)/.installed  ## the slow tests only (whole-chain suites, multi-process chains)
 	$(VENV)/bin/pytest -q -m slow
