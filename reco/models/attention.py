@@ -46,14 +46,50 @@ def torch_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs) -> nnx.
 _HALF = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 
+# Jets per chunk of the CPU attention at inference: about this many bytes of float32 logits
+# (B_chunk, H, Lq, Lk) per chunk, so softmax's passes over them stay in the CPU's caches.
+CPU_CHUNK_BYTES = 2**21
+
+
+def _xla_attention(q, k, v, bias, key_mask) -> jax.Array:
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
+
+
+def _batch_chunked(fn, batch: int, chunk: int, *args: jax.Array | None) -> jax.Array:
+    """``fn(*args)`` computed ``chunk`` batch entries at a time (``lax.map``); arguments without
+    the batch axis (None, or broadcast with a leading 1) are shared by every chunk."""
+    mapped = [a is not None and a.shape[0] == batch for a in args]
+    xs = tuple(a for a, m in zip(args, mapped, strict=True) if m)
+
+    def one(entry: tuple[jax.Array, ...]) -> jax.Array:
+        it = iter(entry)
+        full = [next(it)[None] if m else a for a, m in zip(args, mapped, strict=True)]
+        return fn(*full)[0]
+
+    return jax.lax.map(one, xs, batch_size=chunk)
+
+
 def fused_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None, key_mask: jax.Array | None
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    bias: jax.Array | None,
+    key_mask: jax.Array | None,
+    *,
+    chunked: bool = False,
 ) -> jax.Array:
     """``softmax(q k^T / sqrt(D) + bias) v`` over real keys, (B, L, H, D) -> (B, L, H, D).
 
     cuDNN's fused kernel on a GPU in half precision (the mask folded into the bias: cuDNN's
     boolean masks are causal or sequence lengths only); XLA's elsewhere, and also on a GPU where
     JAX's cuDNN wrapper refuses the call while tracing (GPU generation, cuDNN version, shapes).
+
+    ``chunked`` (for inference): on a CPU, a few batch entries at a time (``CPU_CHUNK_BYTES`` of
+    logits each), the way a flash-attention kernel keeps its tile in cache. XLA:CPU runs the
+    softmax over (B, H, Lq, Lk) logits in several passes through memory; chunked, the default
+    ParT's attention takes half the time (docs/benchmarks.md). Not for training: the scan's
+    backward pass is slower than the unchunked one.
     """
     if jax.default_backend() == "gpu" and q.dtype in _HALF:
         # the large negative number JAX's cuDNN path uses (cuDNN mishandles the dtype's minimum)
@@ -67,9 +103,13 @@ def fused_attention(
             return jax.nn.dot_product_attention(q, k, v, bias=full, implementation="cudnn")
         except (RuntimeError, ValueError, NotImplementedError, TypeError):
             pass  # fall back to XLA below
-    mask = None if key_mask is None else key_mask[:, None, None, :]
     bias = None if bias is None else bias.astype(q.dtype)
-    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
+    batch = q.shape[0]
+    per_entry = 4 * q.shape[2] * q.shape[1] * k.shape[1]  # float32 logits of one batch entry
+    chunk = max(1, CPU_CHUNK_BYTES // per_entry)
+    if chunked and jax.default_backend() == "cpu" and chunk < batch:
+        return _batch_chunked(_xla_attention, batch, chunk, q, k, v, bias, key_mask)
+    return _xla_attention(q, k, v, bias, key_mask)
 
 
 class BiasedMultiHeadAttention(nnx.Module):
@@ -85,7 +125,8 @@ class BiasedMultiHeadAttention(nnx.Module):
             On a GPU in half precision (``train.precision: bfloat16``) this is cuDNN's fused
             flash attention, with the pair bias and the key mask folded into one additive bias;
             where cuDNN refuses (an older GPU or cuDNN, an unsupported head width) and on CPU
-            and TPU it is XLA's implementation (:func:`fused_attention`).
+            and TPU it is XLA's implementation (:func:`fused_attention`); on a CPU at
+            inference, a few batch entries at a time.
     """
 
     def __init__(
@@ -160,7 +201,7 @@ class BiasedMultiHeadAttention(nnx.Module):
         k = self._project(key_value, slice(e, 2 * e))
         v = self._project(key_value, slice(2 * e, 3 * e))
         if self.fused and (self.attn_dropout is None or not train):
-            out = fused_attention(q, k, v, bias, key_mask)
+            out = fused_attention(q, k, v, bias, key_mask, chunked=not train)
             return self.out_proj(out.reshape(*out.shape[:-2], e))
         # logits, bias and softmax in float32 also when the projections compute in bfloat16
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)

@@ -53,6 +53,29 @@ def test_fused_attention_is_the_explicit_attention():
     np.testing.assert_allclose(np.asarray(fused), np.asarray(explicit), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_chunked_cpu_attention_is_the_whole_batch_attention(monkeypatch, with_bias):
+    """At inference on a CPU the attention runs a few batch entries at a time: same result,
+    also when the batch is not a multiple of the chunk and with a bias shared by the batch."""
+    from reco.models import attention
+
+    q, k, v, bias, mask = _attention_inputs(jnp.float32, b=5)
+    mask = jnp.concatenate([mask, mask[:2]])
+    if not with_bias:
+        bias = bias[:1]  # one (1, H, L, L) bias broadcast over the batch
+    whole = fused_attention(q, k, v, bias, mask)
+    per_entry = 4 * 4 * 12 * 12  # float32 logits of one entry: H * Lq * Lk
+    monkeypatch.setattr(attention, "CPU_CHUNK_BYTES", 2 * per_entry)  # chunks of 2: 2, 2, 1
+    jaxpr = str(jax.make_jaxpr(lambda *a: fused_attention(*a, chunked=True))(q, k, v, bias, mask))
+    assert ("while" in jaxpr or "scan" in jaxpr) == (jax.default_backend() == "cpu")
+    chunked = jax.jit(lambda *a: fused_attention(*a, chunked=True))(q, k, v, bias, mask)
+    np.testing.assert_allclose(np.asarray(chunked), np.asarray(whole), rtol=1e-6, atol=1e-6)
+    no_mask = fused_attention(q, k, v, None, None, chunked=True)
+    np.testing.assert_allclose(
+        np.asarray(no_mask), np.asarray(fused_attention(q, k, v, None, None)), atol=1e-6
+    )
+
+
 def test_bfloat16_attention_softmax_in_float32():
     from flax import nnx
 
