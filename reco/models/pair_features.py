@@ -35,6 +35,16 @@ def delta_phi(phi_a: jax.Array, phi_b: jax.Array) -> jax.Array:
     return jnp.mod(phi_a - phi_b + math.pi, 2.0 * math.pi) - math.pi
 
 
+
+def kinematics(v: jax.Array) -> jax.Array:
+    """Float[Array, "... 4"] 4-vectors -> Float[Array, "... 7"] ``(px, py, pz, E, pT, y, phi)``.
+
+    Computed once per particle and then gathered per pair: the logarithm, arctangent and square
+    root of each particle's ``(pT, y, phi)`` are then not evaluated again for each of its pairs.
+    """
+    return jnp.concatenate([v, jnp.stack(pt_rapidity_phi(v), axis=-1)], axis=-1)
+
+
 def pair_features(v_a: jax.Array, v_b: jax.Array) -> jax.Array:
     """Interaction features of the pairs ``(a, b)``.
 
@@ -45,8 +55,13 @@ def pair_features(v_a: jax.Array, v_b: jax.Array) -> jax.Array:
     Returns:
         Float[Array, "... 4"]: ``[ln kT, ln z, ln Delta, ln m^2]`` per pair, symmetric in (a, b).
     """
-    pt_a, y_a, phi_a = pt_rapidity_phi(v_a)
-    pt_b, y_b, phi_b = pt_rapidity_phi(v_b)
+    return kinematic_pair_features(kinematics(v_a), kinematics(v_b))
+
+
+def kinematic_pair_features(k_a: jax.Array, k_b: jax.Array) -> jax.Array:
+    """:func:`pair_features` of particles given by their :func:`kinematics` (``... 7``)."""
+    pt_a, y_a, phi_a = k_a[..., 4], k_a[..., 5], k_a[..., 6]
+    pt_b, y_b, phi_b = k_b[..., 4], k_b[..., 5], k_b[..., 6]
     dy = y_a - y_b
     dphi = delta_phi(phi_a, phi_b)
     delta = jnp.sqrt(dy * dy + dphi * dphi)
@@ -54,7 +69,7 @@ def pair_features(v_a: jax.Array, v_b: jax.Array) -> jax.Array:
     lnkt = jnp.log(jnp.maximum(ptmin * delta, PAIR_EPS))
     lnz = jnp.log(jnp.maximum(ptmin / jnp.maximum(pt_a + pt_b, PAIR_EPS), PAIR_EPS))
     lndelta = jnp.log(jnp.maximum(delta, PAIR_EPS))
-    s = v_a + v_b
+    s = k_a[..., :4] + k_b[..., :4]
     # E^2 - |p|^2 cancels almost completely for (near-)massless pairs, above all the self pair:
     # the result is float32 rounding noise around 4 m^2 that the log then amplifies (ln 1e-8 vs
     # ~ -3). The max (a no-op on squares) keeps XLA from contracting the squares and the sums into

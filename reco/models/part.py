@@ -36,7 +36,7 @@ from flax import nnx
 
 from reco.models.attention import BiasedMultiHeadAttention, torch_linear
 from reco.models.layers import HashDropout
-from reco.models.pair_features import N_PAIR_FEATURES, pair_features
+from reco.models.pair_features import N_PAIR_FEATURES, kinematic_pair_features, kinematics
 from reco.models.registry import InputSpec, ModelConfig, particle_input_shape, register_model
 
 NORM_EPS = 1e-5  # PyTorch's LayerNorm/BatchNorm epsilon (flax's LayerNorm default is 1e-6)
@@ -392,17 +392,18 @@ class ParticleTransformer(nnx.Module):
         """
         assert self.pair_embed is not None
         rows, cols, index = tril_pairs(vectors.shape[1])  # the features' layout, (B, P, P, 4)
+        kin = kinematics(vectors)  # (B, P, 7): pT, y, phi once per particle, not per pair
 
         def pair_fn(b: jax.Array | None, i: jax.Array, j: jax.Array) -> jax.Array:
             if b is None:
-                return pair_features(vectors[:, i], vectors[:, j])
-            return pair_features(vectors[b, i], vectors[b, j])
+                return kinematic_pair_features(kin[:, i], kin[:, j])
+            return kinematic_pair_features(kin[b, i], kin[b, j])
 
         u = self.pair_embed.embed_tril(pair_fn, mask, train=train, buckets=self.cfg.pair_buckets)
         bias = jnp.moveaxis(u[:, index], -1, 1)  # (B, H, P, P), zero unless both are real
         # the features of all pairs are an output for inspection only: XLA drops them under jit
         # when only the logits are used
-        return pair_features(vectors[:, rows], vectors[:, cols])[:, index], bias
+        return kinematic_pair_features(kin[:, rows], kin[:, cols])[:, index], bias
 
     def intermediates(
         self, inputs: Mapping[str, jax.Array], *, train: bool
