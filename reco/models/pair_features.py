@@ -35,7 +35,6 @@ def delta_phi(phi_a: jax.Array, phi_b: jax.Array) -> jax.Array:
     return jnp.mod(phi_a - phi_b + math.pi, 2.0 * math.pi) - math.pi
 
 
-
 def kinematics(v: jax.Array) -> jax.Array:
     """Float[Array, "... 4"] 4-vectors -> Float[Array, "... 7"] ``(px, py, pz, E, pT, y, phi)``.
 
