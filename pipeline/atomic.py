@@ -19,12 +19,22 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_atomic"]
+__all__ = ["atomic_path", "temporary_owner", "write_atomic"]
 
 
 def temporary_for(path: Path) -> Path:
     """The temporary name used for ``path`` by this process and thread."""
     return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+def temporary_owner(tmp: Path) -> int | None:
+    """The process id that wrote the temporary ``tmp`` (None: not a name :func:`temporary_for`
+    gives), so a later process can remove the temporaries of writers that died."""
+    parts = Path(tmp).name.split(".")
+    if len(parts) < 5 or parts[0] or parts[-1] != "tmp":
+        return None
+    pid, thread = parts[-3], parts[-2]
+    return int(pid) if pid.isdigit() and thread.isdigit() else None
 
 
 @contextlib.contextmanager

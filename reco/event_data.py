@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline import config as C
+from pipeline.atomic import temporary_owner
 from pipeline.events import open_events
 from pipeline.shards import missing_shards, shard_name, shard_plan, write_manifest
 from simulation.jets.config import JetsConfig
@@ -99,17 +100,18 @@ def _check_other(cfg: ExperimentConfig, found: dict[str, str | None] | None, sim
 
 
 def _remove_stale_temporaries(folder: Path) -> None:
-    """Half-written event files (``.<name>.<pid>.tmp``) of processes no longer running here.
+    """Half-written event files (``.<name>.<pid>.<thread>.tmp``, ``pipeline.atomic``) of
+    processes no longer running here.
 
     Only for unsharded data: the tasks of a job array write shards of one folder from several
     hosts, whose process ids mean nothing on this one.
     """
     for tmp in Path(folder).glob(".*.h5.*.tmp"):
-        pid = tmp.name.rsplit(".", 2)[-2]
-        if not pid.isdigit():
+        pid = temporary_owner(tmp)
+        if pid is None:
             continue
         try:
-            os.kill(int(pid), 0)
+            os.kill(pid, 0)
         except ProcessLookupError:
             tmp.unlink(missing_ok=True)
         except PermissionError:

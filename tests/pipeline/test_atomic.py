@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from pipeline.atomic import atomic_path, write_atomic
+from pipeline.atomic import atomic_path, temporary_for, temporary_owner, write_atomic
 
 
 def test_writes_text_and_bytes_and_replaces_an_earlier_file(tmp_path):
@@ -55,3 +55,11 @@ def test_a_full_disk_keeps_the_errno_and_the_earlier_file(full_disk):
     assert e.value.errno == errno.ENOSPC
     assert path.read_text() == "{}"
     assert [p.name for p in full_disk.iterdir()] == ["metrics.json"]
+
+
+def test_the_temporary_names_its_writer(tmp_path):
+    tmp = temporary_for(tmp_path / "train.h5")
+    assert tmp.name.startswith(".train.h5.") and tmp.suffix == ".tmp"
+    assert temporary_owner(tmp) == os.getpid()
+    for other in ("train.h5", ".train.h5.tmp", ".train.h5.12.tmp", ".train.h5.x.12.tmp"):
+        assert temporary_owner(tmp_path / other) is None
