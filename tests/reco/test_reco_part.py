@@ -15,7 +15,7 @@ from flax import nnx
 from pipeline.config import from_dict, to_dict
 from reco.models import ModelConfig, build_model, registered_models
 from reco.models.pair_features import pair_features
-from reco.models.part import PartConfig, ParticleTransformer
+from reco.models.part import PartConfig, ParticleTransformer, trim_lengths
 from reco.state import count_params, merge_model, split_model
 
 TINY = PartConfig(
@@ -265,3 +265,32 @@ def test_real_pairs_only_give_the_dense_result(buckets: int, train: bool):
             np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5, err_msg=name)
     real = batch["particles_mask"][:, :, None] & batch["particles_mask"][:, None, :]
     assert bool((got[0]["pair_bias"] * ~real[:, None] == 0).all())  # zero unless both are real
+
+
+def test_trim_lengths():
+    assert trim_lengths(128, 8) == [16, 32, 48, 64, 80, 96, 112, 128]
+    assert trim_lengths(64, 8) == [16, 32, 48, 64]  # steps of at least 16 particles
+    assert trim_lengths(100, 3) == [34, 68, 100]
+    assert trim_lengths(16, 8) == [16] and trim_lengths(128, 0) == [128]
+
+
+@pytest.mark.parametrize("n_jets", [1, 11])
+def test_trimmed_inference_gives_the_padded_logits(n_jets: int):
+    """At inference on a CPU the jets run sorted, in groups cut to their longest jet (lengths 16,
+    32, 48 here): the logits are those of the padded pass, jet by jet, for groups of unequal
+    size (11 jets in 3 groups of 4), a jet with no real particle, a jet using every slot, and
+    real particles that are not first in their jet."""
+    p = 48
+    batch = _batch(n_jets, p, seed=3)
+    mask = batch["particles_mask"]
+    if n_jets > 1:
+        mask[2] = False
+        mask[5] = True
+        mask[7] = np.random.default_rng(1).random(p) < 0.3  # scattered over the slots
+    cfg = dataclasses.replace(TINY, trim_groups=3, trim_steps=4)
+    graphdef, params, rest = split_model(_model(cfg, p=p))
+    padded = _forward_jit(graphdef, params, rest, batch, False)["logits"]
+    trimmed = jax.jit(lambda b: merge_model(graphdef, params, rest)(b, train=False))
+    jaxpr = str(jax.make_jaxpr(trimmed)(batch))
+    assert "scan" in jaxpr and "cond" in jaxpr  # the trimmed path is taken on a CPU
+    np.testing.assert_allclose(trimmed(batch), padded, rtol=1e-5, atol=1e-5)
