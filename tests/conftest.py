@@ -10,6 +10,7 @@ The settings are environment variables, set before JAX loads, so subprocesses in
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -24,10 +25,63 @@ for _name, (_default, _) in _CACHE.items():
 
 import jax  # noqa: E402  (after the cache settings)
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 for _name, (_, _type) in _CACHE.items():  # in case a plugin loaded JAX first
     jax.config.update(_name, _type(os.environ[_name.upper()]))
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# The fuzz tests' hypothesis settings: ``@settings(settings.get_profile("fuzz"), max_examples=n)``.
+# Derandomized, no example database: every run replays the same cases.
+settings.register_profile(
+    "fuzz",
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_dir(tmp_path_factory) -> Path:
+    """One folder per fuzz module, reused by every case (hypothesis reruns a test body)."""
+    return tmp_path_factory.mktemp("fuzz")
+
+
+@pytest.fixture
+def fresh_name():
+    """``fresh_name(folder, "x.h5")`` -> a path not used before in this test (``x-<n>.h5``).
+
+    Damaged HDF5 files get one each: after some failed reads (a chunk that fails to decompress)
+    the HDF5 library keeps the file open past ``close()``, and it knows open files by inode, so
+    a later case that rewrote the same file in place would be read through the stale open one.
+    """
+    count = itertools.count()
+
+    def name(folder: Path, filename: str) -> Path:
+        stem, _, suffix = filename.partition(".")
+        return folder / f"{stem}-{next(count)}.{suffix}"
+
+    return name
+
+
+@pytest.fixture
+def damage():
+    """``damage(data, valid) -> bytes``: a copy of the bytes ``valid`` cut at a random length
+    and/or with up to 8 bits flipped (at least one change), drawn from ``st.data()``."""
+
+    def damaged(data: st.DataObject, valid: bytes) -> bytes:
+        raw = bytearray(valid)
+        if data.draw(st.booleans(), label="truncate"):
+            raw = raw[: data.draw(st.integers(0, len(raw) - 1), label="length")]
+        if raw:
+            for _ in range(data.draw(st.integers(0 if len(raw) < len(valid) else 1, 8))):
+                pos = data.draw(st.integers(0, len(raw) - 1), label="byte")
+                raw[pos] ^= 1 << data.draw(st.integers(0, 7), label="bit")
+        return bytes(raw)
+
+    return damaged
 
 
 def pytest_collection_modifyitems(config, items):

@@ -205,7 +205,8 @@ def _checked_table(
     """The checked ``/table/table`` dataset, its column map and constituent slots."""
     group = f.get(HDF_KEY)
     if not isinstance(group, h5py.Group):
-        found = ", ".join(f.keys()) or "nothing"
+        # a damaged name that is not UTF-8 comes back from h5py as bytes
+        found = ", ".join(k if isinstance(k, str) else repr(k) for k in f) or "nothing"
         raise TopTaggingFileError(
             f"{path}: no group /{HDF_KEY}; not a top-tagging file written by pandas "
             f"(it holds {found})"

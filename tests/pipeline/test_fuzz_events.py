@@ -8,15 +8,12 @@ run replays the same cases; ``pytest --hypothesis-show-statistics`` prints how m
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -27,21 +24,7 @@ from pipeline.loader import Loader
 
 
 def _settings(n: int) -> settings:
-    return settings(
-        max_examples=n,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-    )
-
-
-@pytest.fixture(scope="module")
-def workdir() -> Iterator[Path]:
-    # One folder per module, reused by every case (hypothesis reruns a test body many times).
-    path = Path(tempfile.mkdtemp(prefix="reco-fuzz-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    return settings(settings.get_profile("fuzz"), max_examples=n)  # tests/conftest.py
 
 
 # ------------------------------------------------------------------------------------------
@@ -87,16 +70,16 @@ def _problems(arrays: dict[str, np.ndarray]) -> set[str]:
 @_settings(200)
 @given(arrays=_event_arrays(), seed=st.integers(0, 2**16))
 def test_event_datasets_round_trip_or_name_the_dataset(
-    workdir: Path, arrays: dict[str, np.ndarray], seed: int
+    fuzz_dir: Path, arrays: dict[str, np.ndarray], seed: int
 ) -> None:
-    path = workdir / "events.h5"
+    path = fuzz_dir / "events.h5"
     bad = _problems(arrays)
     if bad:
         event("refused")
         with pytest.raises((ValueError, TypeError)) as err:  # TypeError: no HDF5 type
             write_events(path, arrays, {"kind": "fuzz"})
         assert any(repr(name) in str(err.value) for name in bad), (bad, str(err.value))
-        assert not list(workdir.glob(".*.tmp")), "a refused write left its temporary file"
+        assert not list(fuzz_dir.glob(".*.tmp")), "a refused write left its temporary file"
         return
     event("round trip")
     write_events(path, arrays, {"kind": "fuzz"})
@@ -174,10 +157,10 @@ def _jagged(draw: st.DrawFn) -> tuple[str, JaggedGroup, int | None]:
 @_settings(200)
 @given(case=_jagged(), group=st.sampled_from(("part", "tracks")), seed=st.integers(0, 2**16))
 def test_jagged_groups_round_trip_or_name_the_group(
-    workdir: Path, case: tuple[str, JaggedGroup, int | None], group: str, seed: int
+    fuzz_dir: Path, case: tuple[str, JaggedGroup, int | None], group: str, seed: int
 ) -> None:
     damage, jag, n_arrays = case
-    path = workdir / "jagged.h5"
+    path = fuzz_dir / "jagged.h5"
     arrays = {} if n_arrays is None else {"jet/jet_pt": np.ones(n_arrays, np.float32)}
     event(f"damage: {damage}")
     if damage != "none":
@@ -222,14 +205,14 @@ def test_jagged_groups_round_trip_or_name_the_group(
     offsets=st.data(),
 )
 def test_offsets_written_elsewhere_are_checked_when_read(
-    workdir: Path, counts: list[int], offsets: st.DataObject
+    fuzz_dir: Path, counts: list[int], offsets: st.DataObject
 ) -> None:
     """A file from another writer with offsets out of range or decreasing: reading them names the
     file and the offsets dataset (h5py would silently return a shorter slice)."""
     good = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     total = int(good[-1])
     path = write_events(
-        workdir / "offsets.h5",
+        fuzz_dir / "offsets.h5",
         {},
         {"kind": "fuzz"},
         jagged={"part": JaggedGroup(good, {"part_px": np.arange(total, dtype=np.float32)})},
@@ -365,10 +348,10 @@ def _jet_case(draw: st.DrawFn) -> tuple[dict, dict, dict]:
 @_settings(120)
 @given(case=_jet_case(), batch_size=st.integers(1, 5))
 def test_jet_batches_are_finite_or_the_error_names_file_and_field(
-    workdir: Path, case: tuple[dict, dict, dict], batch_size: int
+    fuzz_dir: Path, case: tuple[dict, dict, dict], batch_size: int
 ) -> None:
     arrays, jagged, specials = case
-    path = workdir / "jets.h5"
+    path = fuzz_dir / "jets.h5"
     _write_damaged(path, arrays, jagged, specials)
     base = jetclass_features("full", length=4)
     features = FeatureConfig(groups=(*base.groups, _RAW))
@@ -428,10 +411,10 @@ _SHOWER_FEATURES = FeatureConfig(
 @_settings(120)
 @given(case=_shower_case(), batch_size=st.integers(1, 5))
 def test_image_and_set_batches_are_finite_or_the_error_names_file_and_field(
-    workdir: Path, case: tuple[dict, dict], batch_size: int
+    fuzz_dir: Path, case: tuple[dict, dict], batch_size: int
 ) -> None:
     arrays, specials = case
-    path = workdir / "showers.h5"
+    path = fuzz_dir / "showers.h5"
     _write_damaged(path, arrays, {}, specials)
     targets = ("log10_energy",)
     try:
@@ -452,7 +435,7 @@ def test_image_and_set_batches_are_finite_or_the_error_names_file_and_field(
 
 
 @pytest.fixture(scope="module")
-def valid_bytes(workdir: Path) -> bytes:
+def valid_bytes(fuzz_dir: Path) -> bytes:
     rng = np.random.default_rng(0)
     counts = rng.integers(0, 6, 40)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -466,7 +449,7 @@ def valid_bytes(workdir: Path) -> bytes:
         "meta/station_x": np.arange(9.0).reshape(3, 3),
     }
     path = write_events(
-        workdir / "valid.h5",
+        fuzz_dir / "valid.h5",
         arrays,
         {"kind": "jets", "classes": ["QCD", "Tbqq"]},
         jagged={"part": JaggedGroup(offsets, content)},
@@ -477,17 +460,10 @@ def valid_bytes(workdir: Path) -> bytes:
 @_settings(300)
 @given(data=st.data())
 def test_truncated_and_bit_flipped_files_name_the_file(
-    workdir: Path, valid_bytes: bytes, data: st.DataObject
+    fuzz_dir: Path, valid_bytes: bytes, data: st.DataObject, damage, fresh_name
 ) -> None:
-    raw = bytearray(valid_bytes)
-    if data.draw(st.booleans(), label="truncate"):
-        raw = raw[: data.draw(st.integers(0, len(raw) - 1), label="length")]
-    if raw:
-        for _ in range(data.draw(st.integers(0 if len(raw) < len(valid_bytes) else 1, 8))):
-            pos = data.draw(st.integers(0, len(raw) - 1), label="byte")
-            raw[pos] ^= 1 << data.draw(st.integers(0, 7), label="bit")
-    path = workdir / "damaged.h5"
-    path.write_bytes(bytes(raw))
+    path = fresh_name(fuzz_dir, "damaged.h5")
+    path.write_bytes(damage(data, valid_bytes))
     try:
         with open_events(path) as f:
             for name in f.names:

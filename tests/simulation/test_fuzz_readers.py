@@ -7,14 +7,12 @@ derandomized and use no example database; ``pytest --hypothesis-show-statistics`
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from simulation.jets import JetsConfig, simulate
@@ -27,39 +25,14 @@ DATA = Path(__file__).parents[1] / "data"
 
 
 def _settings(n: int) -> settings:
-    return settings(
-        max_examples=n,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-    )
+    return settings(settings.get_profile("fuzz"), max_examples=n)  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
-def workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="reco-fuzz-readers-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def jetclass_file(workdir: Path) -> Path:
+def jetclass_file(fuzz_dir: Path) -> Path:
     return write_jetclass_root(
-        workdir / "jetclass.root", simulate(JetsConfig(), 30, seed=1), chunk_size=16
+        fuzz_dir / "jetclass.root", simulate(JetsConfig(), 30, seed=1), chunk_size=16
     )
-
-
-def _damage(data: st.DataObject, valid: bytes) -> bytes:
-    """A copy cut at a random length and/or with up to 8 bits flipped (at least one change)."""
-    raw = bytearray(valid)
-    if data.draw(st.booleans(), label="truncate"):
-        raw = raw[: data.draw(st.integers(0, len(raw) - 1), label="length")]
-    if raw:
-        for _ in range(data.draw(st.integers(0 if len(raw) < len(valid) else 1, 8))):
-            pos = data.draw(st.integers(0, len(raw) - 1), label="byte")
-            raw[pos] ^= 1 << data.draw(st.integers(0, 7), label="bit")
-    return bytes(raw)
 
 
 def _read_or_named_error(
@@ -79,26 +52,28 @@ def _read_or_named_error(
 
 @_settings(150)
 @given(data=st.data())
-def test_damaged_toptagging_files_name_the_file(workdir: Path, data: st.DataObject) -> None:
-    path = workdir / "toptagging.h5"
-    path.write_bytes(_damage(data, (DATA / "toptagging_pandas_12jets.h5").read_bytes()))
+def test_damaged_toptagging_files_name_the_file(
+    fuzz_dir: Path, data: st.DataObject, damage, fresh_name
+) -> None:
+    path = fresh_name(fuzz_dir, "toptagging.h5")
+    path.write_bytes(damage(data, (DATA / "toptagging_pandas_12jets.h5").read_bytes()))
     _read_or_named_error(path, read_toptagging, TopTaggingFileError)
 
 
 @_settings(150)
 @given(data=st.data())
 def test_damaged_jetclass_files_name_the_file(
-    workdir: Path, jetclass_file: Path, data: st.DataObject
+    fuzz_dir: Path, jetclass_file: Path, data: st.DataObject, damage
 ) -> None:
-    path = workdir / "damaged.root"
-    path.write_bytes(_damage(data, jetclass_file.read_bytes()))
+    path = fuzz_dir / "damaged.root"
+    path.write_bytes(damage(data, jetclass_file.read_bytes()))
     _read_or_named_error(path, read_jetclass_root, JetClassFileError)
 
 
 @_settings(40)
 @given(data=st.data())
-def test_damaged_delphes_files_name_the_file(workdir: Path, data: st.DataObject) -> None:
+def test_damaged_delphes_files_name_the_file(fuzz_dir: Path, data: st.DataObject, damage) -> None:
     pytest.importorskip("fastjet")
-    path = workdir / "delphes.root"
-    path.write_bytes(_damage(data, (DATA / "delphes_ttbar_10events.root").read_bytes()))
+    path = fuzz_dir / "delphes.root"
+    path.write_bytes(damage(data, (DATA / "delphes_ttbar_10events.root").read_bytes()))
     _read_or_named_error(path, lambda p: read_delphes(p, label="Tbqq"), DelphesFileError)

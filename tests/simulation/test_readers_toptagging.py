@@ -379,6 +379,13 @@ def test_not_a_top_tagging_file(tmp_path) -> None:
         f["jets"] = np.zeros(3)
     with pytest.raises(TopTaggingFileError, match=r"other\.h5: no group /table.*holds jets"):
         read_toptagging(other)
+    garbled = tmp_path / "garbled.h5"  # a damaged name (found by the fuzz test): not UTF-8
+    with h5py.File(garbled, "w") as f:
+        f[b"t\xffble"] = np.zeros(3)
+    with pytest.raises(
+        TopTaggingFileError, match=r"garbled\.h5: no group /table.*holds b't\\xffble'"
+    ):
+        read_toptagging(garbled)
     fixed = tmp_path / "fixed.h5"
     with h5py.File(fixed, "w") as f:
         f["table/block0_values"] = np.zeros((2, WIDTH))
