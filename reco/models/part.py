@@ -511,10 +511,7 @@ class ParticleTransformer(nnx.Module):
             return jax.lax.switch(which, [cut(length) for length in lengths], group)
 
         out = jax.lax.map(run, order).reshape(n_groups * size, -1)
-        position = jnp.zeros(n_jets, jnp.int32).at[order.reshape(-1)[:n_jets]].set(
-            jnp.arange(n_jets, dtype=jnp.int32)
-        )
-        return out[position]
+        return out[jnp.argsort(order.reshape(-1)[:n_jets])]  # back to the input's order
 
 
 @register_model("part", PartConfig)
