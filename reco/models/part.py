@@ -468,8 +468,10 @@ class ParticleTransformer(nnx.Module):
 
     def __call__(self, inputs: Mapping[str, jax.Array], *, train: bool) -> jax.Array:
         """inputs (see the module docstring) -> Float[Array, "batch n_outputs"] logits."""
-        lengths = trim_lengths(inputs[self.cfg.mask_key].shape[1], self.cfg.trim_steps)
-        if train or self.cfg.trim_groups < 1 or len(lengths) < 2 or jax.default_backend() != "cpu":
+        n_jets, n = inputs[self.cfg.mask_key].shape
+        lengths = trim_lengths(n, self.cfg.trim_steps)
+        trim = min(self.cfg.trim_groups, n_jets) >= 1 and len(lengths) > 1
+        if train or not trim or jax.default_backend() != "cpu":  # measured on a CPU only
             return self.intermediates(inputs, train=train)["logits"]
         return self._trimmed_logits(inputs, lengths)
 
