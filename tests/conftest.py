@@ -53,9 +53,10 @@ def fuzz_dir(tmp_path_factory) -> Path:
 def fresh_name():
     """``fresh_name(folder, "x.h5")`` -> a path not used before in this test (``x-<n>.h5``).
 
-    Damaged HDF5 files get one each: after some failed reads (a chunk that fails to decompress)
-    the HDF5 library keeps the file open past ``close()``, and it knows open files by inode, so
-    a later case that rewrote the same file in place would be read through the stale open one.
+    Damaged HDF5 files get one each: with one name rewritten in place, the damaged-file fuzz
+    test's outcome depended on the earlier cases (hypothesis reported it as flaky). After some
+    failed reads (a chunk that fails to decompress) one more HDF5 object stays alive, and HDF5
+    knows open files by inode: most likely a stale open file was read. New names avoid that.
     """
     count = itertools.count()
 
