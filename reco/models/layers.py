@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -116,3 +116,19 @@ class HashDropout(nnx.Dropout):
         threshold = jnp.uint32(min(round(self.rate * 2**32), 2**32 - 1))
         kept = hash_bits(self.rngs(), inputs.shape) >= threshold
         return jnp.where(kept, inputs / jnp.asarray(keep, inputs.dtype), jnp.zeros_like(inputs))
+
+
+def switch_by_capacity(
+    capacities: Sequence[int],
+    count: jax.Array,
+    branch: Callable[[int], Callable[..., Any]],
+    *operands: Any,
+) -> Any:
+    """``branch(c)(*operands)`` for the smallest static capacity ``c`` that holds a traced count.
+
+    One compiled branch per capacity (``lax.switch``), so the work follows the data while every
+    shape stays static. ``capacities`` must be sorted ascending; a count above the largest takes
+    the largest (``lax.switch`` clamps its index).
+    """
+    which = jnp.searchsorted(jnp.asarray(capacities), count)  # the first capacity >= count
+    return jax.lax.switch(which, [branch(c) for c in capacities], *operands)

@@ -39,7 +39,7 @@ import numpy as np
 from flax import nnx
 
 from reco.models.attention import BiasedMultiHeadAttention, torch_linear
-from reco.models.layers import HashDropout
+from reco.models.layers import HashDropout, switch_by_capacity
 from reco.models.pair_features import N_PAIR_FEATURES, kinematic_pair_features, kinematics
 from reco.models.registry import InputSpec, ModelConfig, particle_input_shape, register_model
 
@@ -182,8 +182,8 @@ class PairEmbed(nnx.Module):
             mask: Bool[Array, "batch n"], True for real elements.
             buckets: with ``buckets >= 2`` only the real-real pairs are embedded: they are packed
                 into one flat array whose length is the smallest of the capacities k/buckets of
-                all pairs (k = 1 ... buckets) that holds them, a ``lax.switch`` over one compiled
-                branch per capacity. With 0 or 1 every pair is embedded at the padded length
+                all pairs (k = 1 ... buckets) that holds them (``switch_by_capacity``: one compiled
+                branch per capacity). With 0 or 1 every pair is embedded at the padded length
                 (static shapes throughout, as the ONNX export needs).
 
         Returns:
@@ -231,8 +231,7 @@ class PairEmbed(nnx.Module):
 
             return run
 
-        which = jnp.searchsorted(jnp.asarray(caps), count)  # the first capacity >= count
-        u, stats = jax.lax.switch(which, [branch(c) for c in caps], state, order, count)
+        u, stats = switch_by_capacity(caps, count, branch, state, order, count)
         if train:  # the BatchNorm statistics of the real pairs
             nnx.update(self, stats)
         return u
@@ -478,7 +477,7 @@ class ParticleTransformer(nnx.Module):
     def _trimmed_logits(self, inputs: Mapping[str, jax.Array], lengths: list[int]) -> jax.Array:
         """Inference logits, the jets sorted by multiplicity and run ``trim_groups`` groups at a
         time (``lax.map``), each group cut to the first of ``lengths`` that holds its longest jet
-        (``lax.switch``, one compiled branch per length). The same outputs as the padded pass
+        (``switch_by_capacity``, one compiled branch per length). The same outputs as the padded pass
         up to float rounding: ParT has no positions, padded particles are masked everywhere.
 
         On a CPU (docs/benchmarks.md, default config, 128 jets of 43-128 particles): 1.3x.
@@ -508,9 +507,8 @@ class ParticleTransformer(nnx.Module):
             return logits
 
         def run(members: jax.Array) -> jax.Array:
-            which = jnp.searchsorted(jnp.asarray(lengths), jnp.max(count[members]))
             group = {k: v[members] for k, v in jets.items()}
-            return jax.lax.switch(which, [cut(length) for length in lengths], group)
+            return switch_by_capacity(lengths, jnp.max(count[members]), cut, group)
 
         out = jax.lax.map(run, order).reshape(n_groups * size, -1)
         return out[jnp.argsort(order.reshape(-1)[:n_jets])]  # back to the input's order

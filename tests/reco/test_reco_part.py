@@ -14,6 +14,7 @@ from flax import nnx
 
 from pipeline.config import from_dict, to_dict
 from reco.models import ModelConfig, build_model, registered_models
+from reco.models.layers import switch_by_capacity
 from reco.models.pair_features import pair_features
 from reco.models.part import PartConfig, ParticleTransformer, trim_lengths
 from reco.state import count_params, merge_model, split_model
@@ -272,6 +273,19 @@ def test_trim_lengths():
     assert trim_lengths(64, 8) == [16, 32, 48, 64]  # steps of at least 16 particles
     assert trim_lengths(100, 3) == [34, 68, 100]
     assert trim_lengths(16, 8) == [16] and trim_lengths(128, 0) == [128]
+
+
+def test_switch_by_capacity_takes_the_smallest_capacity_that_holds_the_count():
+    """The branch built for the first capacity >= count runs (under jit: a traced count); a count
+    above every capacity takes the largest."""
+
+    @jax.jit
+    def chosen(count, x):
+        return switch_by_capacity([4, 8, 16], count, lambda cap: lambda v: v[:cap].sum() + cap, x)
+
+    x = jnp.zeros(16)
+    got = [int(chosen(jnp.int32(c), x)) for c in (0, 4, 5, 8, 9, 16, 40)]
+    assert got == [4, 4, 8, 8, 16, 16, 16]
 
 
 @pytest.mark.parametrize("n_jets", [0, 1, 11])
