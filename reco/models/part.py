@@ -477,8 +477,8 @@ class ParticleTransformer(nnx.Module):
     def _trimmed_logits(self, inputs: Mapping[str, jax.Array], lengths: list[int]) -> jax.Array:
         """Inference logits, the jets sorted by multiplicity and run ``trim_groups`` groups at a
         time (``lax.map``), each group cut to the first of ``lengths`` that holds its longest jet
-        (``switch_by_capacity``, one compiled branch per length). The same outputs as the padded pass
-        up to float rounding: ParT has no positions, padded particles are masked everywhere.
+        (``switch_by_capacity``: one compiled branch per length). The same outputs as the padded
+        pass up to float rounding: ParT has no positions, padded particles are masked everywhere.
 
         On a CPU (docs/benchmarks.md, default config, 128 jets of 43-128 particles): 1.3x.
         """
