@@ -249,6 +249,25 @@ def trim_lengths(n: int, steps: int) -> list[int]:
     return [*range(step, n, step), n]
 
 
+def gather_bias(u: jax.Array, index: np.ndarray, *, flat: bool) -> jax.Array:
+    """Pair embeddings (B, n_pairs, H) -> the attention bias (B, H, P, P); ``index`` (P, P) maps
+    (i, j) to its pair (:func:`tril_pairs`).
+
+    XLA writes a gather's output index-major: gathering whole pairs (``u[:, index]``) gives a
+    (P, P, B, H) array that every block then reads through a transpose. With ``flat`` the
+    gather takes one flat index per (jet, head, i, j), computed inside its fusion, and its
+    output is (B, H, P, P) in memory (needs B * H * n_pairs < 2^31, else the pairs' gather).
+    """
+    n_jets, n_pairs, heads = u.shape
+    n = index.shape[0]
+    if not flat or n_jets * heads * n_pairs >= 2**31:  # int32 indices
+        return jnp.moveaxis(u[:, index], -1, 1)
+    values = jnp.moveaxis(u, -1, 1).reshape(-1)  # (B * H * n_pairs,)
+    start = jnp.arange(n_jets * heads, dtype=jnp.int32)[:, None] * n_pairs
+    at = start + jnp.asarray(index.reshape(1, -1), jnp.int32)
+    return values.at[at].get(mode="promise_in_bounds").reshape(n_jets, heads, n, n)
+
+
 def tril_pairs(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lower-triangle pairs (i >= j) of n set elements and the (n, n) map from (i, j) to pair index."""
     rows, cols = np.tril_indices(n)
@@ -424,7 +443,9 @@ class ParticleTransformer(nnx.Module):
 
         buckets = self.cfg.pair_buckets if buckets is None else buckets
         u = self.pair_embed.embed_tril(pair_fn, mask, train=train, buckets=buckets)
-        bias = jnp.moveaxis(u[:, index], -1, 1)  # (B, H, P, P), zero unless both are real
+        # (B, H, P, P), zero unless both are real; the flat gather measured faster in training
+        # only (docs/benchmarks.md)
+        bias = gather_bias(u, index, flat=train)
         # the features of all pairs are an output for inspection only: XLA drops them under jit
         # when only the logits are used
         return kinematic_pair_features(kin[:, rows], kin[:, cols])[:, index], bias

@@ -16,7 +16,13 @@ from pipeline.config import from_dict, to_dict
 from reco.models import ModelConfig, build_model, registered_models
 from reco.models.layers import switch_by_capacity
 from reco.models.pair_features import pair_features
-from reco.models.part import PartConfig, ParticleTransformer, trim_lengths
+from reco.models.part import (
+    PartConfig,
+    ParticleTransformer,
+    gather_bias,
+    tril_pairs,
+    trim_lengths,
+)
 from reco.state import count_params, merge_model, split_model
 
 TINY = PartConfig(
@@ -266,6 +272,22 @@ def test_real_pairs_only_give_the_dense_result(buckets: int, train: bool):
             np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5, err_msg=name)
     real = batch["particles_mask"][:, :, None] & batch["particles_mask"][:, None, :]
     assert bool((got[0]["pair_bias"] * ~real[:, None] == 0).all())  # zero unless both are real
+
+
+def test_flat_bias_gather_gives_the_pair_gather():
+    """The bias gathered with one flat index per (jet, head, i, j) (training) is the pairs'
+    gather (inference): values, and gradients through its backward pass's scatter-add."""
+    n = 9
+    rows, cols, index = tril_pairs(n)
+    u = jax.random.normal(jax.random.key(0), (3, len(rows), 4))
+    cot = jax.random.normal(jax.random.key(1), (3, 4, n, n))
+    got, vjp_flat = jax.vjp(lambda x: gather_bias(x, index, flat=True), u)
+    ref, vjp_pairs = jax.vjp(lambda x: gather_bias(x, index, flat=False), u)
+    np.testing.assert_array_equal(got, ref)
+    assert got.shape == (3, 4, n, n)
+    np.testing.assert_array_equal(got[1, 2, 5, 3], u[1, index[5, 3], 2])
+    np.testing.assert_array_equal(got, np.swapaxes(got, -1, -2))  # symmetric, per head
+    np.testing.assert_allclose(vjp_flat(cot)[0], vjp_pairs(cot)[0], rtol=1e-6, atol=1e-6)
 
 
 def test_trim_lengths():
