@@ -256,15 +256,16 @@ def gather_bias(u: jax.Array, index: np.ndarray, *, flat: bool) -> jax.Array:
     XLA writes a gather's output index-major: gathering whole pairs (``u[:, index]``) gives a
     (P, P, B, H) array that every block then reads through a transpose. With ``flat`` the
     gather takes one flat index per (jet, head, i, j), computed inside its fusion, and its
-    output is (B, H, P, P) in memory (needs B * H * n_pairs < 2^31, else the pairs' gather).
+    output is (B, H, P, P) in memory (needs B * H * n_pairs < 2^32, else the pairs' gather).
     """
     n_jets, n_pairs, heads = u.shape
     n = index.shape[0]
-    if not flat or n_jets * heads * n_pairs >= 2**31:  # int32 indices
+    if not flat or n_jets * heads * n_pairs >= 2**32:  # uint32 indices
         return jnp.moveaxis(u[:, index], -1, 1)
     values = jnp.moveaxis(u, -1, 1).reshape(-1)  # (B * H * n_pairs,)
-    start = jnp.arange(n_jets * heads, dtype=jnp.int32)[:, None] * n_pairs
-    at = start + jnp.asarray(index.reshape(1, -1), jnp.int32)
+    start = jnp.arange(n_jets * heads, dtype=jnp.uint32)[:, None] * n_pairs
+    # unsigned: the gather's fusion has no negative-index handling
+    at = start + jnp.asarray(index.reshape(1, -1), jnp.uint32)
     return values.at[at].get(mode="promise_in_bounds").reshape(n_jets, heads, n, n)
 
 
