@@ -203,8 +203,11 @@ class BiasedMultiHeadAttention(nnx.Module):
         if self.fused and (self.attn_dropout is None or not train):
             out = fused_attention(q, k, v, bias, key_mask, chunked=not train)
             return self.out_proj(out.reshape(*out.shape[:-2], e))
+        # heads first before the products (and the output swapped back after): XLA:CPU's
+        # batched products run faster so (docs/benchmarks.md); q, k, v are (B, H, L, D) here
+        q, k, v = (jnp.swapaxes(t, 1, 2) for t in (q, k, v))
         # logits, bias and softmax in float32 also when the projections compute in bfloat16
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+        logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
         logits = logits / math.sqrt(self.head_dim)
         if bias is not None:
             logits = logits + bias.astype(jnp.float32)
@@ -214,5 +217,5 @@ class BiasedMultiHeadAttention(nnx.Module):
         probs = jax.nn.softmax(logits, axis=-1)
         if self.attn_dropout is not None:
             probs = self.attn_dropout(probs, deterministic=not train)
-        out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
+        out = jnp.swapaxes(jnp.einsum("bhqk,bhkd->bhqd", probs.astype(v.dtype), v), 1, 2)
         return self.out_proj(out.reshape(*out.shape[:-2], e))
