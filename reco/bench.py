@@ -140,11 +140,15 @@ def _peak_bytes(compiled: Any) -> float | None:
     )
 
 
-def experiment_rows(exp: Experiment, n_events: int, batch: int, repeats: int) -> list[Row]:
-    """Loader, train step, inference and memory of one experiment config (module docstring)."""
+def experiment_rows(
+    exp: Experiment, n_events: int, batch: int, repeats: int, precision: str = "float32"
+) -> list[Row]:
+    """Loader, train step, inference and memory of one experiment config (module docstring),
+    with the model computing in ``precision`` (``train.precision``: float32 or bfloat16)."""
     from pipeline.events import open_events
     from pipeline.features import fit_stats
     from pipeline.loader import Loader
+    from reco import precision as mixed
     from reco import tasks
     from reco.event_data import simulate
     from reco.experiment import load_config
@@ -156,6 +160,7 @@ def experiment_rows(exp: Experiment, n_events: int, batch: int, repeats: int) ->
     with tempfile.TemporaryDirectory(prefix="reco-bench-") as tmp:
         sizes = [f"simulation.n_train={n_events}", "simulation.n_val=16", "simulation.n_test=16"]
         overrides = [*exp.overrides, *sizes, f"data.dir={tmp}", f"loader.batch_size={batch}"]
+        overrides.append(f"train.precision={precision}")
         overrides.append("loader.cache=false")  # every epoch from HDF5: the loader's lower bound
         cfg = load_config(exp.config, overrides=overrides)
         paths = simulate(cfg)
@@ -179,6 +184,7 @@ def experiment_rows(exp: Experiment, n_events: int, batch: int, repeats: int) ->
     if exp.crop is not None:
         spec = {k: (min(v[0], exp.crop), *v[1:]) if len(v) == 2 else v for k, v in spec.items()}
     model = build_model(cfg.model, spec, cfg.task.n_outputs, seed=0)
+    mixed.apply(model, cfg.train.precision)
     tx, _ = make_optimizer(cfg.train, total_steps=10_000, steps_per_epoch=100)
     graphdef, state = init_state(model, tx)
     n_params = count_params(state.params)
@@ -197,7 +203,7 @@ def experiment_rows(exp: Experiment, n_events: int, batch: int, repeats: int) ->
     params, rest = holder["state"].params, holder["state"].rest
     inputs = model_inputs(on_device)
     infer_s = median_seconds(lambda: jax.block_until_ready(predict(params, rest, inputs)), repeats)
-    label = exp.label
+    label = exp.label if precision == "float32" else f"{exp.label} [{precision}]"
     rows = [
         Row(label, "loader", loader_rate, "events/s", f"HDF5 -> padded batches of {batch}"),
         Row(label, "train step", train_s * 1e3, "ms", f"batch {batch}, {n_params:,} params"),
@@ -216,8 +222,10 @@ def run(
     batch: int = 128,
     repeats: int = 5,
     progress: Callable[[str], None] | None = None,
+    precision: str = "float32",
 ) -> list[Row]:
-    """All sections named in ``only`` ("simulation" and keys of :data:`EXPERIMENTS`)."""
+    """All sections named in ``only`` ("simulation" and keys of :data:`EXPERIMENTS`); the models
+    compute in ``precision`` (float32 or bfloat16, :mod:`reco.precision`)."""
     unknown = [s for s in only if s != "simulation" and s not in EXPERIMENTS]
     if unknown:
         raise ValueError(
@@ -230,7 +238,7 @@ def run(
         if section == "simulation":
             rows += simulation_rows(n_events, repeats)
         else:
-            rows += experiment_rows(EXPERIMENTS[section], n_events, batch, repeats)
+            rows += experiment_rows(EXPERIMENTS[section], n_events, batch, repeats, precision)
     return rows
 
 

@@ -23,6 +23,9 @@ def bench(
     ] = 2048,
     batch: Annotated[int, typer.Option(help="Batch size of the loader and the steps")] = 128,
     repeats: Annotated[int, typer.Option(help="Timed calls per number (median reported)")] = 5,
+    precision: Annotated[
+        str, typer.Option(help="Compute dtype of the models: float32 or bfloat16")
+    ] = "float32",
     out: Annotated[Path | None, typer.Option(help="Also write the table (markdown) here")] = None,
 ) -> None:
     """Simulation, loader, train-step and inference throughput and peak memory of reco's own
@@ -33,7 +36,12 @@ def bench(
     try:
         head = b.header()
         rows = b.run(
-            sections, events, batch, repeats, progress=lambda s: _console().print(f"[dim]{s}...[/]")
+            sections,
+            events,
+            batch,
+            repeats,
+            progress=lambda s: _console().print(f"[dim]{s}...[/]"),
+            precision=precision,
         )
     except (OSError, ValueError) as err:
         _fail(err)

@@ -44,3 +44,11 @@ def test_bench_crops_set_inputs_to_the_small_configs_length():
 def test_unknown_section_is_named():
     with pytest.raises(ValueError, match="'gnn'"):
         bench.run(["gnn"])
+
+
+def test_bench_runs_the_models_in_bfloat16_and_labels_the_rows():
+    rows = bench.run(["transformer"], n_events=64, batch=16, repeats=1, precision="bfloat16")
+    assert rows and all(r.section.endswith("[bfloat16]") for r in rows)
+    assert all(math.isfinite(r.value) and r.value > 0 for r in rows)
+    with pytest.raises(ValueError, match="precision"):
+        bench.run(["transformer"], n_events=64, batch=16, repeats=1, precision="float16")

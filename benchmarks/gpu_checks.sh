@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The GPU checks of the performance and scale-out work, in one go and in order of priority (a
+# lent GPU's minutes are few): the tests marked `gpu`, bench_scale.py (ParT and the CNN at batch
+# 512 in float32 and bfloat16, with FLOP utilisation), a kernel profile of ParT's bfloat16 train
+# step, `reco bench` in bfloat16 and float32 at batch 512, and ParT with cuDNN attention.
+#
+# Usage: bash benchmarks/gpu_checks.sh [OUT_DIR]      (from the repository root)
+# Needs python3 with a CUDA jax, flax, optax, h5py, typer, rich, pytest, hypothesis, mplhep; the
+# repository is put on PYTHONPATH (no install needed). Each step has its own time limit and
+# appends to OUT_DIR/gpu_checks.log as it goes, so a cut-short run still leaves what it measured.
+set -u
+OUT_DIR=${1:-${OUT:-gpu-checks}}
+mkdir -p "$OUT_DIR"
+LOG="$OUT_DIR/gpu_checks.log"
+PY=${PY:-python3}
+export PYTHONUNBUFFERED=1 PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
+# one compile per program across the steps below (bench_scale and the profile share ParT's)
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/reco-jax-cache}
+
+step() {  # step NAME SECONDS COMMAND...
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name ($(date +%T), limit ${limit}s): $*" | tee -a "$LOG"
+    local t0=$SECONDS
+    timeout "$limit" "$@" 2>&1 | tee -a "$LOG"
+    echo "== $name: rc ${PIPESTATUS[0]}, $((SECONDS - t0)) s" | tee -a "$LOG"
+}
+
+step machine 30 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm \
+--format=csv; $PY -c 'import jax, flax, optax; print(jax.__version__, flax.__version__, \
+optax.__version__, jax.devices())'"
+step tests-gpu 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/reco/test_reco_precision.py
+step bench-scale 300 "$PY" benchmarks/bench_scale.py --models part,cnn --batch 512 \
+    --particles 128 --steps 10
+step profile-part-bf16 120 "$PY" benchmarks/profile_step.py --model part --precision bfloat16 \
+    --batch 512 --particles 128 --steps 5 --top 40 --trace-dir /tmp/reco-trace
+step reco-bench-bf16 240 "$PY" -m reco bench --only cnn,transformer,part,part_small --batch 512 \
+    --repeats 3 --precision bfloat16 --out "$OUT_DIR/reco_bench_bf16.md"
+step reco-bench-fp32 240 "$PY" -m reco bench --only cnn,transformer,part,part_small --batch 512 \
+    --repeats 3 --precision float32 --out "$OUT_DIR/reco_bench_fp32.md"
+step bench-scale-cudnn 150 "$PY" benchmarks/bench_scale.py --models part --batch 512 \
+    --particles 128 --steps 10 --precisions bfloat16 --set part.fused_attention=true \
+    --set part.attn_dropout=0
