@@ -21,6 +21,7 @@ import os
 import queue
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -55,6 +56,7 @@ class LoaderConfig:
     # list lengths (< 1 drops the softest particles of the longest jets); evaluation: always 1
     augment: Literal["none", "lattice"] = "none"  # training batches: "lattice" moves each
     # event's image groups by a random symmetry of the station grid (pipeline.symmetry)
+    build_threads: int = 1  # threads that read and build each block, in parts of whole chunks
 
     def __post_init__(self) -> None:
         if not 0.0 < self.trim_quantile <= 1.0:
@@ -135,11 +137,15 @@ class Loader:
         trim_buckets: tuple[int, ...] = (),
         trim_quantile: float = 1.0,
         augment: str = "none",
+        build_threads: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+        if build_threads < 1:
+            raise ValueError(f"build_threads must be >= 1, got {build_threads}")
+        self.build_threads, self._pool = int(build_threads), None
         self._observer_paths = {
             f"observer/{o.rsplit('/', 1)[-1]}": (o if "/" in o else f"truth/{o}") for o in observers
         }
@@ -248,6 +254,7 @@ class Loader:
             trim_buckets=cfg.trim_buckets,
             trim_quantile=cfg.trim_quantile if shuffle else 1.0,  # lossless unless training
             augment=cfg.augment if shuffle else "none",  # training loaders only
+            build_threads=cfg.build_threads,
             **kwargs,  # type: ignore[arg-type]
         )
 
@@ -337,23 +344,40 @@ class Loader:
                 out[f"{g}_mask"] = batch[f"{g}_mask"][:, :length]
         return out
 
-    def _read_block(self, b: int) -> dict[str, np.ndarray]:
-        start = int(self._block_starts[b])
-        sel = slice(start, start + self._block_size(b))
+    def _built_block(self, b: int) -> dict[str, np.ndarray]:
+        """All events of block ``b`` in file order as one (unpadded) batch dict: built in parts
+        of whole chunks on ``build_threads`` threads (per-event features: the same arrays)."""
+        if self._cache is not None and b in self._cache:
+            return self._cache[b]
+        start, size = int(self._block_starts[b]), self._block_size(b)
+        chunk = self.file.chunk_events
+        parts = min(self.build_threads, -(-size // chunk))
+        if parts > 1:
+            edges = sorted({start + round(k * size / parts / chunk) * chunk for k in range(parts)})
+            edges = [e for e in edges if e < start + size]
+            ranges = list(zip(edges, [*edges[1:], start + size], strict=True))
+            out = _concat(list(self._builders().map(lambda r: self._build(*r), ranges)))
+        else:
+            out = self._build(start, start + size)
+        if self._cache is not None:
+            self._cache[b] = out
+        return out
+
+    def _builders(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.build_threads, thread_name_prefix="reco-build")
+        return self._pool
+
+    def _build(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Events ``start:stop`` read from the file and built into inputs, targets and index."""
+        sel = slice(start, stop)
         paths = (*self._sources, *self._target_paths, *self._observer_paths.values())
         raw = {p: self.file.read(p, sel) for p in dict.fromkeys(paths)}
         jagged = jagged_groups(self.features)
-        if jagged:  # one contiguous read per field of the block
+        if jagged:  # one contiguous read per field of the range
             raw.update(read_block(jagged, self.file, sel))
-        return raw
-
-    def _built_block(self, b: int) -> dict[str, np.ndarray]:
-        """All events of block ``b`` in file order as one (unpadded) batch dict."""
-        if self._cache is not None and b in self._cache:
-            return self._cache[b]
-        raw = self._read_block(b)
-        start, size = int(self._block_starts[b]), self._block_size(b)
-        index = np.arange(start, start + size, dtype=np.int64)
+        size = stop - start
+        index = np.arange(start, stop, dtype=np.int64)
         try:
             out = build_inputs(self.features, self.stats, raw, event_index=index)
         except ValueError as err:
@@ -370,8 +394,6 @@ class Loader:
             out[key] = raw[p]
             if raw[p].dtype.kind == "f":
                 self._check_finite(key, raw[p][:, None], (p,), index)
-        if self._cache is not None:
-            self._cache[b] = out
         return out
 
     def _check_finite(
@@ -476,7 +498,10 @@ class Loader:
             thread.join()
 
     def close(self) -> None:
-        """Close the file if this loader opened it."""
+        """Stop the build threads; close the file if this loader opened it."""
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown()
+            self._pool = None
         if self._own_file:
             self.file.close()
 

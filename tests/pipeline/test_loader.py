@@ -132,22 +132,25 @@ def test_processes_disjoint_and_covering(
             assert sorted(union.tolist()) == list(range(N))  # covering
 
 
-def test_worker_exception_propagates(efile, stats, monkeypatch) -> None:
-    loader = _make(efile, stats)
-    original = Loader._read_block
+@pytest.mark.parametrize("build_threads", [1, 3])
+def test_worker_exception_propagates(efile, stats, monkeypatch, build_threads) -> None:
+    """A read failing in the producer thread, or in a build thread, reaches the consumer."""
+    loader = _make(efile, stats, build_threads=build_threads, shuffle_block=256)
+    original = Loader._build
     calls = []
 
-    def failing(self, b):
-        calls.append(b)
+    def failing(self, start, stop):
+        calls.append(start)
         if len(calls) == 3:
             raise RuntimeError("disk on fire")
-        return original(self, b)
+        return original(self, start, stop)
 
-    monkeypatch.setattr(Loader, "_read_block", failing)
+    monkeypatch.setattr(Loader, "_build", failing)
     with pytest.raises(RuntimeError, match="disk on fire"):
         for _ in loader.epoch(0):
             pass
     _wait_no_loader_threads()
+    loader.close()
 
 
 def _loader_threads() -> list[threading.Thread]:
@@ -224,3 +227,36 @@ def test_cache_gives_identical_batches_without_rereading(
     expected = np.sort(_indices(plain, 3))
     monkeypatch.setattr(efile, "read", lambda *a, **k: pytest.fail("cached loader read the file"))
     np.testing.assert_array_equal(np.sort(_indices(cached, 3)), expected)
+
+
+def test_build_threads_give_identical_batches(
+    efile: EventFile, stats: FeatureStats, monkeypatch
+) -> None:
+    """Blocks built in parts of whole chunks on several threads: the same batches, every epoch;
+    the parts are read on the pool's threads; close() stops them."""
+    parts = []
+    build = Loader._build
+
+    def spy(self, start, stop):
+        parts.append((start, stop, threading.current_thread().name))
+        return build(self, start, stop)
+
+    monkeypatch.setattr(Loader, "_build", spy)
+    one = _make(efile, stats, shuffle_block=512)
+    three = _make(efile, stats, shuffle_block=512, build_threads=3, cache=True)
+    assert three.block_events > 2 * efile.chunk_events  # several parts per block
+    for e in range(2):
+        for a, b in zip(one.epoch(e), three.epoch(e), strict=True):
+            assert a.keys() == b.keys()
+            for k in a:
+                np.testing.assert_array_equal(a[k], b[k])
+    threaded = [p for p in parts if p[2].startswith("reco-build")]
+    assert len(threaded) > len(three._block_starts)
+    # the parts of the threaded loader tile the file, each range read once (then cached)
+    spans = sorted((s, t) for s, t, _ in threaded)
+    assert spans[0][0] == 0 and spans[-1][1] == N
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    three.close()
+    assert three._pool is None
+    with pytest.raises(ValueError, match="build_threads"):
+        _make(efile, stats, build_threads=0)
