@@ -5,12 +5,12 @@ Sections (each a list of :class:`Row`):
 - simulation: air showers with and without traces, toy jets (events/s of the simulators);
 - per experiment config (the air-shower CNN, the station transformer, ParT in its default
   2.14 M configuration at 128 particles and in the small one at 64): events simulated into a
-  temporary folder, then the loader (events/s from HDF5 to padded batches, one epoch, without
-  the in-memory cache the configs switch on for later epochs), the jitted
+  temporary folder, then the loader (events/s from HDF5 to padded batches, one epoch without the
+  in-memory cache, and the later epochs with it, as the configs run: ``loader.cache``), the jitted
   train step (forward, backward, optimiser update, state donated) and the jitted inference on a
   real batch, the peak memory of the compiled train step (XLA's memory analysis: arguments +
   outputs - donated + temporaries), and how many times faster the loader is than the step
-  consumes events (training is fed when this is well above 1).
+  consumes events, without and with the cache (training is fed when this is well above 1).
 
 Timings are medians of ``repeats`` calls after a compile/warm-up call; the machine and versions
 head the table. Numbers depend on what else runs on the machine: run it alone.
@@ -161,25 +161,33 @@ def experiment_rows(
         sizes = [f"simulation.n_train={n_events}", "simulation.n_val=16", "simulation.n_test=16"]
         overrides = [*exp.overrides, *sizes, f"data.dir={tmp}", f"loader.batch_size={batch}"]
         overrides.append(f"train.precision={precision}")
-        overrides.append("loader.cache=false")  # every epoch from HDF5: the loader's lower bound
         cfg = load_config(exp.config, overrides=overrides)
         paths = simulate(cfg)
         targets = cfg.task.targets
         with open_events(paths["train"]) as events:
             stats = fit_stats(cfg.features, events, targets)
-        loader = Loader.from_config(
-            paths["train"], cfg.loader, cfg.features, stats, targets, shuffle=True, seed=0
-        )
-        try:
+        loader_rates = {}  # cache off: every epoch from HDF5; on: the epochs after the first
+        for cache in (False, True):
+            loader = Loader.from_config(
+                paths["train"],
+                dataclasses.replace(cfg.loader, cache=cache),
+                cfg.features,
+                stats,
+                targets,
+                shuffle=True,
+                seed=0,
+            )
+            try:
 
-            def one_epoch() -> int:
-                return sum(int(b["valid"].sum()) for b in loader.epoch(0))
+                def one_epoch(loader: Loader = loader) -> int:
+                    return sum(int(b["valid"].sum()) for b in loader.epoch(0))
 
-            loader_rate = n_events / median_seconds(one_epoch, repeats)
-            host_batch = _crop(device_batch(next(iter(loader.epoch(0)))), exp.crop)
-            spec = dict(loader.input_spec)
-        finally:
-            loader.close()
+                # the warm-up epoch fills the cache
+                loader_rates[cache] = n_events / median_seconds(one_epoch, repeats)
+                host_batch = _crop(device_batch(next(iter(loader.epoch(0)))), exp.crop)
+                spec = dict(loader.input_spec)
+            finally:
+                loader.close()
 
     if exp.crop is not None:
         spec = {k: (min(v[0], exp.crop), *v[1:]) if len(v) == 2 else v for k, v in spec.items()}
@@ -204,12 +212,15 @@ def experiment_rows(
     inputs = model_inputs(on_device)
     infer_s = median_seconds(lambda: jax.block_until_ready(predict(params, rest, inputs)), repeats)
     label = exp.label if precision == "float32" else f"{exp.label} [{precision}]"
+    fed = "> 1: fed"
     rows = [
-        Row(label, "loader", loader_rate, "events/s", f"HDF5 -> padded batches of {batch}"),
+        Row(label, "loader", loader_rates[False], "events/s", f"HDF5 -> padded batches of {batch}"),
+        Row(label, "loader (cached)", loader_rates[True], "events/s", "loader.cache: later epochs"),
         Row(label, "train step", train_s * 1e3, "ms", f"batch {batch}, {n_params:,} params"),
         Row(label, "training", batch / train_s, "events/s"),
         Row(label, "inference", batch / infer_s, "events/s"),
-        Row(label, "loader / training", loader_rate * train_s / batch, "x", "> 1: fed"),
+        Row(label, "loader / training", loader_rates[False] * train_s / batch, "x", fed),
+        Row(label, "cached loader / training", loader_rates[True] * train_s / batch, "x", fed),
     ]
     if peak is not None:
         rows.append(Row(label, "train step peak memory", peak / 2**30, "GiB", "XLA estimate"))

@@ -14,10 +14,12 @@ def test_bench_measures_an_experiment_and_renders_the_table():
     got = {r.what: r for r in rows}
     assert set(got) == {
         "loader",
+        "loader (cached)",
         "train step",
         "training",
         "inference",
         "loader / training",
+        "cached loader / training",
         "train step peak memory",
     }
     assert all(math.isfinite(r.value) and r.value > 0 for r in rows)
