@@ -289,6 +289,12 @@ def test_flat_bias_gather_gives_the_pair_gather():
     np.testing.assert_array_equal(got, np.swapaxes(got, -1, -2))  # symmetric, per head
     np.testing.assert_allclose(vjp_flat(cot)[0], vjp_pairs(cot)[0], rtol=1e-6, atol=1e-6)
 
+    def gathered_ranks(flat):  # ranks of the arrays each gather reads
+        jaxpr = jax.make_jaxpr(lambda x: gather_bias(x, index, flat=flat))(u).jaxpr
+        return [e.invars[0].aval.ndim for e in jaxpr.eqns if e.primitive.name == "gather"]
+
+    assert gathered_ranks(True) == [1] and gathered_ranks(False) == [3]
+
 
 def test_trim_lengths():
     assert trim_lengths(128, 8) == [16, 32, 48, 64, 80, 96, 112, 128]
