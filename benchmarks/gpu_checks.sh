@@ -2,7 +2,8 @@
 # The GPU checks of the performance and scale-out work, in one go and in order of priority (a
 # lent GPU's minutes are few): the tests marked `gpu`, bench_scale.py (ParT and the CNN at batch
 # 512 in float32 and bfloat16, with FLOP utilisation), a kernel profile of ParT's bfloat16 train
-# step, `reco bench` in bfloat16 and float32 at batch 512, and ParT with cuDNN attention.
+# step, ParT without the pair-capacity switch, `reco bench` in bfloat16 and float32 at batch 512,
+# and ParT with cuDNN attention. Results of 2026-12-04 (H200): docs/benchmarks.md.
 #
 # Usage: bash benchmarks/gpu_checks.sh [OUT_DIR]      (from the repository root)
 # Needs python3 with a CUDA jax, flax, optax, h5py, typer, rich, pytest, hypothesis, mplhep; the
@@ -34,6 +35,10 @@ step bench-scale 300 "$PY" benchmarks/bench_scale.py --models part,cnn --batch 5
     --particles 128 --steps 10
 step profile-part-bf16 120 "$PY" benchmarks/profile_step.py --model part --precision bfloat16 \
     --batch 512 --particles 128 --steps 5 --top 40 --trace-dir /tmp/reco-trace
+# the packed real pairs choose their capacity with lax.switch: on a GPU a conditional waits for
+# its predicate on the host (the step's kernels cannot be queued ahead); A/B without it
+step bench-scale-dense-pairs 120 "$PY" benchmarks/bench_scale.py --models part --batch 512 \
+    --particles 128 --steps 10 --precisions bfloat16 --set part.pair_buckets=0
 step reco-bench-bf16 240 "$PY" -m reco bench --only cnn,transformer,part,part_small --batch 512 \
     --repeats 3 --precision bfloat16 --out "$OUT_DIR/reco_bench_bf16.md"
 step reco-bench-fp32 240 "$PY" -m reco bench --only cnn,transformer,part,part_small --batch 512 \
