@@ -118,6 +118,16 @@ class HashDropout(nnx.Dropout):
         return jnp.where(kept, inputs / jnp.asarray(keep, inputs.dtype), jnp.zeros_like(inputs))
 
 
+def true_indices(flags: jax.Array) -> jax.Array:
+    """Indices of the True entries of a 1-D mask in order, then zeros: ``jnp.nonzero(flags,
+    size=flags.size, fill_value=0)[0]``, but written by a scatter of distinct indices (no
+    atomics on a GPU; ``jnp.nonzero`` scatter-adds its counts, colliding on a few slots)."""
+    n = flags.shape[0]
+    every = jnp.arange(n, dtype=jnp.int32)
+    at = jnp.where(flags, jnp.cumsum(flags, dtype=jnp.int32) - 1, n + every)  # False: dropped
+    return jnp.zeros(n, jnp.int32).at[at].set(every, mode="drop", unique_indices=True)
+
+
 def switch_by_capacity(
     capacities: Sequence[int],
     count: jax.Array,

@@ -39,7 +39,7 @@ import numpy as np
 from flax import nnx
 
 from reco.models.attention import BiasedMultiHeadAttention, torch_linear
-from reco.models.layers import HashDropout, switch_by_capacity
+from reco.models.layers import HashDropout, switch_by_capacity, true_indices
 from reco.models.pair_features import N_PAIR_FEATURES, kinematic_pair_features, kinematics
 from reco.models.registry import InputSpec, ModelConfig, particle_input_shape, register_model
 
@@ -204,7 +204,7 @@ class PairEmbed(nnx.Module):
         caps = sorted({n_events * -(-n_pairs * k // buckets) for k in range(1, buckets + 1)})
         flat = real.reshape(-1)
         count = jnp.sum(flat, dtype=jnp.int32)
-        (order,) = jnp.nonzero(flat, size=total, fill_value=0)  # real pairs first
+        order = true_indices(flat)  # real pairs first
         rows_j, cols_j = jnp.asarray(rows), jnp.asarray(cols)
 
         # pure functions of the module's state (nnx.split/merge), not nnx transforms: a jitted
@@ -226,7 +226,13 @@ class PairEmbed(nnx.Module):
                 valid = jnp.arange(cap) < count
                 # recomputed in the backward pass: a switch keeps the residuals of every branch
                 u, stats = jax.checkpoint(embed_packed)(state, idx, valid)
-                packed = jnp.zeros((total, u.shape[-1]), u.dtype).at[idx].add(u)
+                # the real pairs to their places, the fill entries to distinct places past the
+                # end (dropped): indices unique and sorted, so a GPU stores without atomics
+                to = jnp.where(valid, idx, total + jnp.arange(cap, dtype=idx.dtype))
+                packed = jnp.zeros((total, u.shape[-1]), u.dtype)
+                packed = packed.at[to].set(
+                    u, mode="drop", unique_indices=True, indices_are_sorted=True
+                )
                 return packed.reshape(n_events, n_pairs, -1), stats
 
             return run
@@ -256,17 +262,40 @@ def gather_bias(u: jax.Array, index: np.ndarray, *, flat: bool) -> jax.Array:
     XLA writes a gather's output index-major: gathering whole pairs (``u[:, index]``) gives a
     (P, P, B, H) array that every block then reads through a transpose. With ``flat`` the
     gather takes one flat index per (jet, head, i, j), computed inside its fusion, and its
-    output is (B, H, P, P) in memory (needs B * H * n_pairs < 2^32, else the pairs' gather).
+    output is (B, H, P, P) in memory (needs B * H * P * P < 2^32, else the pairs' gather). Its
+    gradient is gathered too, each pair's ``g[i, j] + g[j, i]`` (``g[i, i]`` on the diagonal):
+    the same sums as the scatter-add autodiff would emit, with no atomics on a GPU (where those
+    are slow and their order varies from run to run).
     """
     n_jets, n_pairs, heads = u.shape
     n = index.shape[0]
-    if not flat or n_jets * heads * n_pairs >= 2**32:  # uint32 indices
+    if not flat or n_jets * heads * n * n >= 2**32:  # uint32 indices
         return jnp.moveaxis(u[:, index], -1, 1)
-    values = jnp.moveaxis(u, -1, 1).reshape(-1)  # (B * H * n_pairs,)
-    start = jnp.arange(n_jets * heads, dtype=jnp.uint32)[:, None] * n_pairs
-    # unsigned: the gather's fusion has no negative-index handling
-    at = start + jnp.asarray(index.reshape(1, -1), jnp.uint32)
-    return values.at[at].get(mode="promise_in_bounds").reshape(n_jets, heads, n, n)
+    rows, cols = np.tril_indices(n)  # pair p is (rows[p], cols[p]) in tril_pairs order
+    assert n_pairs == len(rows) and np.array_equal(index[rows, cols], np.arange(n_pairs))
+
+    def flat_at(values: jax.Array, outer: int, inner: np.ndarray, shape: tuple[int, ...]):
+        """``values`` (flat) at ``o * stride + inner`` for every outer index o, reshaped."""
+        stride = values.size // outer
+        # unsigned: the gather's fusion has no negative-index handling
+        start = jnp.arange(outer, dtype=jnp.uint32)[:, None] * stride
+        at = start + jnp.asarray(inner.reshape(1, -1), jnp.uint32)
+        return values.at[at].get(mode="promise_in_bounds").reshape(shape)
+
+    @jax.custom_vjp
+    def bias(u: jax.Array) -> jax.Array:
+        values = jnp.moveaxis(u, -1, 1).reshape(-1)  # (B * H * n_pairs,)
+        return flat_at(values, n_jets * heads, index, (n_jets, heads, n, n))
+
+    def bias_bwd(_: None, g: jax.Array) -> tuple[jax.Array]:
+        values = g.reshape(-1)  # (B * H * P * P,)
+        lower = flat_at(values, n_jets * heads, rows * n + cols, (n_jets, heads, n_pairs))
+        upper = flat_at(values, n_jets * heads, cols * n + rows, (n_jets, heads, n_pairs))
+        du = lower + jnp.where(jnp.asarray(rows != cols), upper, jnp.zeros((), g.dtype))
+        return (jnp.moveaxis(du, 1, -1).astype(u.dtype),)
+
+    bias.defvjp(lambda u: (bias(u), None), bias_bwd)
+    return bias(u)
 
 
 def tril_pairs(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

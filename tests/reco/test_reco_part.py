@@ -14,7 +14,7 @@ from flax import nnx
 
 from pipeline.config import from_dict, to_dict
 from reco.models import ModelConfig, build_model, registered_models
-from reco.models.layers import switch_by_capacity
+from reco.models.layers import switch_by_capacity, true_indices
 from reco.models.pair_features import pair_features
 from reco.models.part import (
     PartConfig,
@@ -274,26 +274,72 @@ def test_real_pairs_only_give_the_dense_result(buckets: int, train: bool):
     assert bool((got[0]["pair_bias"] * ~real[:, None] == 0).all())  # zero unless both are real
 
 
+def _primitives(jaxpr) -> list:
+    """Every equation of a jaxpr, inside calls and custom rules too."""
+    out = []
+    for e in jaxpr.eqns:
+        out.append(e)
+        for v in e.params.values():
+            for sub in v if isinstance(v, tuple | list) else (v,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    out += _primitives(inner)
+    return out
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 100])
+def test_true_indices_are_nonzeros(n: int):
+    for p in (0.0, 0.3, 1.0):
+        flags = jax.random.uniform(jax.random.key(n), (n,)) < p
+        want = jnp.nonzero(flags, size=n, fill_value=0)[0]
+        np.testing.assert_array_equal(jax.jit(true_indices)(flags), want)
+
+
+def test_packed_pairs_train_without_scatter_adds():
+    """The packed real pairs are written and their gradients read with distinct indices only:
+    no scatter-add (GPU atomics) in a train step's gradient."""
+    batch = _batch(7, 12)
+    graphdef, params, rest = split_model(_model(dataclasses.replace(TINY, pair_buckets=3)))
+
+    def loss(params):
+        out = merge_model(graphdef, params, rest).intermediates(batch, train=True)
+        return jnp.sum(out["logits"] ** 2)
+
+    names = {e.primitive.name for e in _primitives(jax.make_jaxpr(jax.grad(loss))(params).jaxpr)}
+    assert "scatter" in names and "scatter-add" not in names
+
+
 def test_flat_bias_gather_gives_the_pair_gather():
     """The bias gathered with one flat index per (jet, head, i, j) (training) is the pairs'
-    gather (inference): values, and gradients through its backward pass's scatter-add."""
+    gather (inference): values, and gradients, bit for bit; the flat path's gradient is gathered
+    too (no scatter: atomics on a GPU)."""
     n = 9
     rows, cols, index = tril_pairs(n)
     u = jax.random.normal(jax.random.key(0), (3, len(rows), 4))
     cot = jax.random.normal(jax.random.key(1), (3, 4, n, n))
-    got, vjp_flat = jax.vjp(lambda x: gather_bias(x, index, flat=True), u)
-    ref, vjp_pairs = jax.vjp(lambda x: gather_bias(x, index, flat=False), u)
-    np.testing.assert_array_equal(got, ref)
+    for dtype in (jnp.float32, jnp.bfloat16):
+        got, vjp_flat = jax.vjp(lambda x: gather_bias(x, index, flat=True), u.astype(dtype))
+        ref, vjp_pairs = jax.vjp(lambda x: gather_bias(x, index, flat=False), u.astype(dtype))
+        np.testing.assert_array_equal(got, ref)
+        grad = vjp_flat(cot.astype(dtype))[0]
+        assert grad.dtype == dtype
+        np.testing.assert_array_equal(grad, vjp_pairs(cot.astype(dtype))[0])
     assert got.shape == (3, 4, n, n)
-    np.testing.assert_array_equal(got[1, 2, 5, 3], u[1, index[5, 3], 2])
+    np.testing.assert_array_equal(got[1, 2, 5, 3], u[1, index[5, 3], 2].astype(jnp.bfloat16))
     np.testing.assert_array_equal(got, np.swapaxes(got, -1, -2))  # symmetric, per head
-    np.testing.assert_allclose(vjp_flat(cot)[0], vjp_pairs(cot)[0], rtol=1e-6, atol=1e-6)
+
+    def eqns(flat):
+        def loss(x):
+            return jnp.sum(gather_bias(x, index, flat=flat) * cot)
+
+        return _primitives(jax.make_jaxpr(jax.grad(loss))(u).jaxpr)
 
     def gathered_ranks(flat):  # ranks of the arrays each gather reads
-        jaxpr = jax.make_jaxpr(lambda x: gather_bias(x, index, flat=flat))(u).jaxpr
-        return [e.invars[0].aval.ndim for e in jaxpr.eqns if e.primitive.name == "gather"]
+        return [e.invars[0].aval.ndim for e in eqns(flat) if e.primitive.name == "gather"]
 
-    assert gathered_ranks(True) == [1] and gathered_ranks(False) == [3]
+    assert set(gathered_ranks(True)) == {1} and 3 in gathered_ranks(False)
+    assert not [e for e in eqns(True) if "scatter" in e.primitive.name]
+    assert [e for e in eqns(False) if "scatter" in e.primitive.name]
 
 
 def test_trim_lengths():
