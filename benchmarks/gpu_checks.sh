@@ -31,6 +31,9 @@ step machine 30 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version
 --format=csv; $PY -c 'import jax, flax, optax; print(jax.__version__, flax.__version__, \
 optax.__version__, jax.devices())'"
 step tests-gpu 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/reco/test_reco_precision.py
+# ParT's train step bit-reproducible, its gathers without scatter-adds, on this backend
+step tests-part 150 "$PY" -m pytest -q -p no:cacheprovider tests/reco/test_reco_part.py \
+    -k "bit_reproducible or flat_bias or packed_pairs or true_indices or real_pairs"
 step bench-scale 300 "$PY" benchmarks/bench_scale.py --models part,cnn --batch 512 \
     --particles 128 --steps 10
 step profile-part-bf16 120 "$PY" benchmarks/profile_step.py --model part --precision bfloat16 \
