@@ -7,8 +7,10 @@
 #
 # Usage: bash benchmarks/gpu_checks.sh [OUT_DIR]      (from the repository root)
 # Needs python3 with a CUDA jax, flax, optax, h5py, typer, rich, pytest, hypothesis, mplhep; the
-# repository is put on PYTHONPATH (no install needed). Each step has its own time limit and
-# appends to OUT_DIR/gpu_checks.log as it goes, so a cut-short run still leaves what it measured.
+# repository is put on PYTHONPATH (no install needed); on a GPU image that lacks some of them
+# (mplhep, awkward, uproot), install their wheels into a folder on PYTHONPATH first. Each step has
+# its own time limit and appends to OUT_DIR/gpu_checks.log as it goes, so a cut-short run still
+# leaves what it measured.
 set -u
 OUT_DIR=${1:-${OUT:-gpu-checks}}
 mkdir -p "$OUT_DIR"
