@@ -116,6 +116,10 @@ class Loader:
             lengths: below 1 the longest jets lose their softest particles (lists are pT-ordered),
             like the reference's training-time trimming (which crops at a random quantile in
             [0.9, 1.02] and drops randomly chosen particles). Use it for training loaders only.
+        build_threads: read and build each block in this many parts of whole chunks, on a pool of
+            threads (the same batches: features are per event). Pays where the inputs are built
+            with numpy (the air-shower images and station sets); HDF5 reads themselves do not run
+            in parallel (h5py serialises them), so jets gain nothing.
     """
 
     def __init__(
