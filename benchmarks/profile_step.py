@@ -28,15 +28,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_scale import sharded_step  # noqa: E402
 
 
-def device_events(trace: dict) -> list[dict]:
-    """Complete ("X") events of the device's kernels: on a GPU the stream lines of the device
-    processes (not the "XLA Ops"/"XLA Modules" lines derived from them, which would count the
-    same time twice); on a CPU-only machine the XLA thunks of the host's executor threads."""
+def line_names(trace: dict) -> tuple[dict, dict]:
+    """The trace's process names (pid -> name) and thread names ((pid, tid) -> name)."""
     meta = [e for e in trace["traceEvents"] if e.get("ph") == "M"]
     procs = {e["pid"]: e["args"]["name"] for e in meta if e.get("name") == "process_name"}
     threads = {
         (e["pid"], e["tid"]): e["args"]["name"] for e in meta if e.get("name") == "thread_name"
     }
+    return procs, threads
+
+
+def device_events(trace: dict) -> list[dict]:
+    """Complete ("X") events of the device's kernels: on a GPU the stream lines of the device
+    processes (not the "XLA Ops"/"XLA Modules" lines derived from them, which would count the
+    same time twice); on a CPU-only machine the XLA thunks of the host's executor threads."""
+    procs, threads = line_names(trace)
     gpu = {pid for pid, n in procs.items() if "/device:" in n and "CPU" not in n.upper()}
     events = [e for e in trace["traceEvents"] if e.get("ph") == "X" and "dur" in e]
     if gpu:
@@ -48,11 +54,7 @@ def device_events(trace: dict) -> list[dict]:
 
 def line_summary(trace: dict) -> str:
     """Busy ms of every process/thread line of the trace (to check what was counted)."""
-    meta = [e for e in trace["traceEvents"] if e.get("ph") == "M"]
-    procs = {e["pid"]: e["args"]["name"] for e in meta if e.get("name") == "process_name"}
-    threads = {
-        (e["pid"], e["tid"]): e["args"]["name"] for e in meta if e.get("name") == "thread_name"
-    }
+    procs, threads = line_names(trace)
     busy = collections.Counter()
     for e in trace["traceEvents"]:
         if e.get("ph") == "X" and "dur" in e:

@@ -503,7 +503,7 @@ class Loader:
 
     def close(self) -> None:
         """Stop the build threads; close the file if this loader opened it."""
-        if getattr(self, "_pool", None) is not None:
+        if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
         if self._own_file:

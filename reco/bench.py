@@ -184,8 +184,9 @@ def experiment_rows(
 
                 # the warm-up epoch fills the cache
                 loader_rates[cache] = n_events / median_seconds(one_epoch, repeats)
-                host_batch = _crop(device_batch(next(iter(loader.epoch(0)))), exp.crop)
-                spec = dict(loader.input_spec)
+                if cache:  # the batch the steps run on (the same with or without the cache)
+                    host_batch = _crop(device_batch(next(iter(loader.epoch(0)))), exp.crop)
+                    spec = dict(loader.input_spec)
             finally:
                 loader.close()
 
