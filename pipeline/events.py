@@ -14,14 +14,15 @@ and one flat content dataset per field, in the buffer layout of ``awkward.to_buf
 ListOffsetArray of a RecordArray. The group's ``form`` attribute holds the awkward form JSON whose
 form keys are the dataset names, so ``awkward.from_buffers(form, n, group, buffer_key="{form_key}")``
 rebuilds the array from the stored buffers. Padding to (n, P, F) is done with numpy from the offsets
-(:func:`pad_jagged`), measured 15x faster than padding through awkward.
+(:func:`pipeline.jet_features.pad_jagged`), measured 15x faster than padding through awkward.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ import h5py
 import numpy as np
 
 from pipeline.atomic import atomic_path
+from pipeline.chunks import ChunkReader
 
 SCHEMA_VERSION = 1
 
@@ -291,45 +293,6 @@ def _write_jagged(
     g.attrs["fields"] = json.dumps(list(content))
 
 
-def pad_jagged(
-    offsets: np.ndarray, content: Mapping[str, np.ndarray], max_len: int, fields: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pad per-event lists to a fixed length with numpy (no awkward).
-
-    Args:
-        offsets: (n + 1,) int, starting at 0 (as returned by :meth:`EventFile.read_jagged`).
-        content: field -> flat (offsets[-1],) array.
-        max_len: P, the padded length; longer events keep their first P entries (the leading
-            ones when the lists are stored pT-ordered).
-        fields: the F fields to stack, in this order.
-
-    Returns:
-        values (n, P, F) float32 (padding 0) and mask (n, P) bool (True for a real entry).
-
-    Raises:
-        ValueError: a kept entry is NaN or inf as float32 (naming the field).
-    """
-    offsets = np.asarray(offsets, dtype=np.int64)
-    n = offsets.size - 1
-    if max_len < 0:
-        raise ValueError(f"max_len: must be >= 0, got {max_len}")
-    lengths = np.minimum(np.diff(offsets), max_len)
-    mask = np.arange(max_len)[None, :] < lengths[:, None]
-    event, slot = np.nonzero(mask)
-    src = offsets[event] + slot - offsets[0]
-    values = np.zeros((n, max_len, len(fields)), dtype=np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32: checked below
-        for k, field in enumerate(fields):
-            values[event, slot, k] = np.asarray(content[field])[src]
-    finite = np.isfinite(values)
-    if not finite.all():
-        k = int(np.argwhere(~finite)[0][-1])
-        raise ValueError(
-            f"pad_jagged: field {fields[k]!r} has NaN, inf or values beyond float32 (|x| > 3.4e38)"
-        )
-    return values, mask
-
-
 def _plain(value: Any) -> Any:
     """HDF5 attribute value -> plain Python (str, int, float, bool, list)."""
     if isinstance(value, bytes):
@@ -354,6 +317,7 @@ class EventFile:
         self.attrs: dict[str, Any] = {k: _plain(v) for k, v in handle.attrs.items()}
         self.n_events = int(self.attrs["n_events"])
         self.chunk_events = int(self.attrs.get("chunk_events", _MAX_CHUNK_EVENTS))
+        self._chunks = ChunkReader(handle)  # slices of chunked datasets, in parallel threads
 
     def __enter__(self) -> EventFile:
         return self
@@ -362,24 +326,44 @@ class EventFile:
         self.close()
 
     def close(self) -> None:
+        self._chunks.close()
         if self._f.id.valid:
             self._f.close()
 
     def __repr__(self) -> str:
         return f"EventFile({str(self.path)!r}, n_events={self.n_events})"
 
+    @contextlib.contextmanager
+    def _reading(self, what: str) -> Iterator[None]:
+        """h5py's errors on damaged metadata (found only when an object is opened) as
+        :class:`EventFileError` naming the file and ``what``."""
+        try:
+            yield
+        except EventFileError:
+            raise
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as err:
+            raise EventFileError(f"{self.path}: {what} cannot be read: {err}") from err
+
     def _dataset(self, name: str) -> h5py.Dataset:
         if name not in self.names:
             raise KeyError(f"{self.path}: no dataset {name!r}")
-        return self._f[name]
+        with self._reading(f"dataset {name!r}"):
+            return self._f[name]
 
     def _load(self, ds: h5py.Dataset, name: str, sel: Any = ()) -> np.ndarray:
         """``ds[sel]``; damage found only now (a chunk that fails to decompress, cut metadata)
-        raises :class:`EventFileError` naming the file and the dataset."""
-        try:
+        raises :class:`EventFileError` naming the file and the dataset.
+
+        Slices of event datasets are read chunk by chunk outside h5py's lock where the storage
+        allows (:mod:`pipeline.chunks`), so that threads reading parts of a block run in parallel.
+        """
+        with self._reading(f"dataset {name!r}"):
+            if isinstance(sel, slice) and sel.step in (None, 1) and ds.ndim > 0:
+                start, stop, _ = sel.indices(ds.shape[0])
+                out = self._chunks.read(ds, start, max(start, stop))
+                if out is not None:
+                    return out
             return ds[sel]
-        except (OSError, RuntimeError) as err:
-            raise EventFileError(f"{self.path}: dataset {name!r} cannot be read: {err}") from err
 
     def shape(self, name: str) -> tuple[int, ...]:
         """Full shape of a dataset (event axis first for event datasets)."""
@@ -415,9 +399,10 @@ class EventFile:
 
     def jagged_groups(self) -> tuple[str, ...]:
         """Names of the jagged groups (e.g. ``("part",)``)."""
-        if JAGGED_PREFIX.rstrip("/") not in self._f:
-            return ()
-        return tuple(sorted(self._f[JAGGED_PREFIX.rstrip("/")]))
+        with self._reading("the jagged groups"):
+            if JAGGED_PREFIX.rstrip("/") not in self._f:
+                return ()
+            return tuple(sorted(self._f[JAGGED_PREFIX.rstrip("/")]))
 
     def jagged_fields(self, group: str) -> tuple[str, ...]:
         """Content fields of a jagged group, in their stored order."""
@@ -436,10 +421,11 @@ class EventFile:
         return str(_plain(self._jagged(group).attrs["form"]))
 
     def _jagged(self, group: str) -> h5py.Group:
-        full = JAGGED_PREFIX + group
-        if full not in self._f:
+        with self._reading(f"jagged group {group!r}"):
+            g = self._f.get(JAGGED_PREFIX + group)
+        if g is None:
             raise KeyError(f"{self.path}: no jagged group {group!r}")
-        return self._f[full]
+        return g
 
     def read_jagged(
         self, group: str, fields: Sequence[str] | None = None, sel: slice | None = None
@@ -460,14 +446,20 @@ class EventFile:
             raise ValueError("read_jagged: sel must be a contiguous slice (step 1)")
         stop = max(stop, start)
         where = f"jagged/{group}/offsets"
-        offsets = self._load(g["offsets"], where, slice(start, stop + 1)).astype(np.int64)
         names = self.jagged_fields(group) if fields is None else tuple(fields)
-        unknown = [f for f in names if f not in g]
-        if unknown:
-            raise KeyError(f"{self.path}: jagged group {group!r} has no fields {unknown}")
+        with self._reading(f"jagged group {group!r}"):
+            unknown = [f for f in names if f not in g]
+            data = {f: g[f] for f in ("offsets", *names) if f not in unknown}
+        if unknown:  # asked for (KeyError), or listed in the group's own 'fields' (damage)
+            error = KeyError if fields is not None else EventFileError
+            raise error(f"{self.path}: jagged group {group!r} has no fields {unknown}")
+        odd = [f for f, d in data.items() if not isinstance(d, h5py.Dataset) or d.ndim != 1]
+        if odd:
+            raise EventFileError(f"{self.path}: jagged group {group!r}: {odd} are not 1-d datasets")
+        offsets = self._load(data.pop("offsets"), where, slice(start, stop + 1)).astype(np.int64)
         # Offsets written elsewhere (or damaged) must not index past the content or go backwards:
         # h5py would silently return a shorter slice and the padding would read other events.
-        size = min((g[f].shape[0] for f in names), default=None)
+        size = min((d.shape[0] for d in data.values()), default=None)
         if (
             offsets[0] < 0
             or np.any(np.diff(offsets) < 0)
@@ -478,7 +470,7 @@ class EventFile:
                 f"(content length) for events {start}:{stop}"
             )
         lo, hi = int(offsets[0]), int(offsets[-1])
-        content = {f: self._load(g[f], f"jagged/{group}/{f}", slice(lo, hi)) for f in names}
+        content = {f: self._load(d, f"jagged/{group}/{f}", slice(lo, hi)) for f, d in data.items()}
         return offsets - lo, content
 
     def read_meta(self, name: str) -> np.ndarray:
@@ -556,7 +548,12 @@ def open_events(path: Path, kind: str | None = None, require: Iterable[str] = ()
         raise EventFileError(
             f"{path}: cannot be read as HDF5 (truncated, corrupt or not an HDF5 file): {err}"
         ) from err
-    if "shard_files" in handle.attrs:  # a manifest: the split is in several files
+    try:
+        manifest = "shard_files" in handle.attrs  # a manifest: the split is in several files
+    except (OSError, RuntimeError, KeyError) as err:
+        handle.close()
+        raise EventFileError(f"{path}: corrupt event file: {err}") from err
+    if manifest:
         from pipeline.shards import EventFileSet
 
         handle.close()

@@ -12,7 +12,7 @@ of one jagged group of the event file (``jagged/<source_group>/...``, e.g. the j
 Values are computed on the *real* particles only (the first ``length`` of each event; files store
 them pT-ordered, so the leading ones are kept), then transformed, standardised, shifted/scaled by
 ``center``/``scale`` and clipped, and scattered into zero-padded (n, P, V) float32 arrays with an
-(n, P) bool mask built from the offsets, as :func:`pipeline.events.pad_jagged` does. Padded entries
+(n, P) bool mask built from the offsets, as :func:`pad_jagged` does. Padded entries
 are never computed, so ``ln`` of a padded 0 cannot occur.
 
 Batch arrays for a jagged group are given to :func:`pipeline.features.build_inputs` under the
@@ -22,7 +22,7 @@ returned by :meth:`pipeline.events.EventFile.read_jagged`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -35,6 +35,46 @@ if TYPE_CHECKING:
 
 DEFAULT_LENGTH = 128  # P of a jagged group whose ``length`` is None (JetClass)
 JET_PREFIX = "jet/"  # sources under this prefix are per-event datasets broadcast to particles
+
+
+def pad_jagged(
+    offsets: np.ndarray, content: Mapping[str, np.ndarray], max_len: int, fields: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pad per-event lists to a fixed length with numpy (no awkward).
+
+    Args:
+        offsets: (n + 1,) int, starting at 0 (as returned by :meth:`EventFile.read_jagged`).
+        content: field -> flat (offsets[-1],) array.
+        max_len: P, the padded length; longer events keep their first P entries (the leading
+            ones when the lists are stored pT-ordered).
+        fields: the F fields to stack, in this order.
+
+    Returns:
+        values (n, P, F) float32 (padding 0) and mask (n, P) bool (True for a real entry).
+
+    Raises:
+        ValueError: a kept entry is NaN or inf as float32 (naming the field).
+    """
+    offsets = np.asarray(offsets, dtype=np.int64)
+    n = offsets.size - 1
+    if max_len < 0:
+        raise ValueError(f"max_len: must be >= 0, got {max_len}")
+    lengths = np.minimum(np.diff(offsets), max_len)
+    mask = np.arange(max_len)[None, :] < lengths[:, None]
+    event, slot = np.nonzero(mask)
+    src = offsets[event] + slot - offsets[0]
+    values = np.zeros((n, max_len, len(fields)), dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32: checked below
+        for k, field in enumerate(fields):
+            values[event, slot, k] = np.asarray(content[field])[src]
+    finite = np.isfinite(values)
+    if not finite.all():
+        k = int(np.argwhere(~finite)[0][-1])
+        raise ValueError(
+            f"pad_jagged: field {fields[k]!r} has NaN, inf or values beyond float32 (|x| > 3.4e38)"
+        )
+    return values, mask
+
 
 # ------------------------------------------------------------------------------------------
 # derived per-particle variables

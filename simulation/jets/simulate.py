@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.events import JaggedGroup, pad_jagged
+from pipeline.events import JaggedGroup
+from pipeline.jet_features import pad_jagged
 from simulation.jets.config import JetsConfig
 from simulation.jets.decays import BOTTOM, CHARM, hard_process
 from simulation.jets.detector import detector_response, is_charged

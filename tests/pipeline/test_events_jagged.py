@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.events import JaggedGroup, open_events, pad_jagged, write_events
+from pipeline.events import JaggedGroup, open_events, write_events
+from pipeline.jet_features import pad_jagged
 
 ATTRS = {"kind": "jets", "split": "train", "config_hash": "abc", "seed": 1}
 

@@ -17,9 +17,9 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pipeline.events import EventFileError, JaggedGroup, open_events, pad_jagged, write_events
+from pipeline.events import EventFileError, JaggedGroup, open_events, write_events
 from pipeline.features import FeatureConfig, InputGroupConfig, VariableConfig, fit_stats
-from pipeline.jet_features import jetclass_features
+from pipeline.jet_features import jetclass_features, pad_jagged
 from pipeline.loader import Loader
 
 

@@ -4,7 +4,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from pipeline.events import open_events, pad_jagged
+from pipeline.events import open_events
+from pipeline.jet_features import pad_jagged
 from simulation.jets import JetsConfig, simulate, write_dataset
 from simulation.jets.dataset import split_seeds
 
