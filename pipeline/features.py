@@ -32,7 +32,7 @@ import numpy as np
 
 from pipeline import jet_features  # imports this module only inside its functions
 from pipeline.events import META_PREFIX, EventFile
-from pipeline.transforms import REDUCING, TRANSFORMS
+from pipeline.transforms import PER_ENTRY, REDUCING, TRANSFORMS
 
 # ------------------------------------------------------------------------------------------
 # config
@@ -454,19 +454,28 @@ def build_inputs(
             )
             continue
         n = _n_events(g, read)
+        compact = None
+        if g.layout == "set" and g.compact and g.mask is not None:
+            compact = _Compact(_broadcast(g.mask, read(g.mask), n).astype(bool), g.length)
         channels = []
         for v in g.variables:
             key = f"{g.name}/{v.name}"
-            mask = _variable_mask(g, v, lambda p, n=n: _broadcast(p, read(p), n))
-            source = _broadcast(v.source, read(v.source), n)
+            early = compact is not None and v.transform in PER_ENTRY  # only the kept entries
+            get = _entry_reader(read, n, compact if early else None)
+            mask = _variable_mask(g, v, get)
+            source = get(v.source)
             with np.errstate(all="ignore"):  # out-of-domain values are caught below
                 x = scale_and_clip(key, v, _apply(v, source, mask), stats)
             if mask is not None:
                 mask = mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))  # series: over T
                 x = np.where(mask, x, np.float32(v.fill))
+            if compact is not None:  # non-real entries are all masked: fill
+                x = compact.place(x if early else compact.take(x, per_file=False), v.fill)
             channels.append(x.astype(np.float32, copy=False))
         data = np.stack(channels, axis=-1)
-        if g.layout == "set":
+        if compact is not None:  # already (n, k, ..., V)
+            entry = compact.entry
+        elif g.layout == "set":
             entry = (
                 _broadcast(g.mask, read(g.mask), n).astype(bool)
                 if g.mask is not None
@@ -475,18 +484,54 @@ def build_inputs(
             series = data.ndim - entry.ndim - 1  # 1 for a group of series, else 0
             data = data.reshape(n, -1, *data.shape[data.ndim - 1 - series :])
             entry = entry.reshape(n, -1)
-            if g.compact:  # real entries first, in their order
-                order = np.argsort(~entry, axis=1, kind="stable")
-                entry = np.take_along_axis(entry, order, axis=1)
-                data = np.take_along_axis(
-                    data, order.reshape(order.shape + (1,) * (data.ndim - 2)), axis=1
-                )
-            data, entry = _pad_set(data, entry, g.length)
-            out[f"{g.name}_mask"] = entry
+        if g.layout == "set":
+            data, out[f"{g.name}_mask"] = _pad_set(data, entry, g.length)
         _check_finite(g, data, event_index)
         out[g.name] = data
         assert data.shape[0] == n
     return out
+
+
+class _Compact:
+    """The real entries of a compact set group, first and in source order, cut to ``length``.
+
+    Per-entry transforms run on the real entries alone (an air-shower array's triggered stations
+    are ~10% of it), gathered by :meth:`take` and put in place by :meth:`place`.
+    """
+
+    def __init__(self, entry: np.ndarray, length: int | None) -> None:
+        n, self.entry_axes = entry.shape[0], entry.ndim - 1
+        flat = entry.reshape(n, -1)
+        order = np.argsort(~flat, axis=1, kind="stable")[:, :length]  # (n, k)
+        self.entry = flat[np.arange(n)[:, None], order]  # (n, k): real entries first
+        self.event, self.slot = np.nonzero(self.entry)  # (m,) each: the real entries kept
+        self.station = order[self.event, self.slot]  # (m,) their flat index in the source
+
+    def take(self, values: np.ndarray, per_file: bool) -> np.ndarray:
+        """(n, *entry axes, ...) values or a per-file (*entry axes, ...) constant -> (m, ...)."""
+        if per_file:
+            return values.reshape(-1, *values.shape[self.entry_axes :])[self.station]
+        flat = values.reshape(len(values), -1, *values.shape[1 + self.entry_axes :])
+        return flat[self.event, self.station]
+
+    def place(self, x: np.ndarray, fill: float) -> np.ndarray:
+        """(m, ...) values of the real entries -> (n, k, ...), ``fill`` elsewhere."""
+        out = np.full((*self.entry.shape, *x.shape[1:]), np.float32(fill), np.float32)
+        out[self.event, self.slot] = x
+        return out
+
+
+def _entry_reader(
+    read: Callable[[str], np.ndarray], n: int, compact: _Compact | None
+) -> Callable[[str], np.ndarray]:
+    """path -> its values for ``n`` events, or only the real entries ``compact`` keeps."""
+
+    def get(path: str) -> np.ndarray:
+        if compact is not None:
+            return compact.take(read(path), per_file=path.startswith(META_PREFIX))
+        return _broadcast(path, read(path), n)
+
+    return get
 
 
 def _n_events(g: InputGroupConfig, read: Callable[[str], np.ndarray]) -> int:

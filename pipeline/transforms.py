@@ -18,16 +18,22 @@ Transform = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 
 TRANSFORMS: dict[str, Transform] = {}
 REDUCING: set[str] = set()  # transforms that summarise the source's last axis (traces)
+PER_ENTRY: set[str] = set()  # transforms whose value at an entry depends on that entry alone
 
 
 def register_transform(
-    name: str, reduces_last_axis: bool = False
+    name: str, reduces_last_axis: bool = False, per_entry: bool = False
 ) -> Callable[[Transform], Transform]:
     """Register a feature transform under ``name`` (the value of ``VariableConfig.transform``).
 
     ``reduces_last_axis``: the transform summarises a per-entry series (a station's time trace,
     (n, R, C, T)) into one number per entry ((n, R, C)); its source has one axis more than the
     group's other sources.
+
+    ``per_entry``: each entry's (station's) value depends on that entry's source and mask alone,
+    not on the event's other entries. A compact set group then transforms only the entries it
+    keeps (the real ones, ~10% of an array's stations) instead of all of them; leave it False for
+    transforms that look across the event (``relative_time``).
     """
 
     def deco(fn: Transform) -> Transform:
@@ -36,17 +42,19 @@ def register_transform(
         TRANSFORMS[name] = fn
         if reduces_last_axis:
             REDUCING.add(name)
+        if per_entry:
+            PER_ENTRY.add(name)
         return fn
 
     return deco
 
 
-@register_transform("identity")
+@register_transform("identity", per_entry=True)
 def _identity(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return x
 
 
-@register_transform("log10_1p")
+@register_transform("log10_1p", per_entry=True)
 def _log10_1p(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """log10(1 + x): station signals in VEM span 4 decades; 0 stays 0.
 
@@ -56,12 +64,12 @@ def _log10_1p(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return np.log(x + np.float32(1.0)) * np.float32(1.0 / np.log(10.0))
 
 
-@register_transform("log")
+@register_transform("log", per_entry=True)
 def _log(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return np.log(x)
 
 
-@register_transform("log10")
+@register_transform("log10", per_entry=True)
 def _log10(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return np.log10(x)
 
@@ -105,7 +113,7 @@ def _trace_interval(x: np.ndarray, mask: np.ndarray | None, lo: float, hi: float
     return out
 
 
-@register_transform("trace_rise_time", reduces_last_axis=True)
+@register_transform("trace_rise_time", reduces_last_axis=True, per_entry=True)
 def _trace_rise_time(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """Rise time t10 -> t50 of a station trace (n, ..., T), in trace bins (25 ns by default).
 
@@ -115,7 +123,7 @@ def _trace_rise_time(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return _trace_interval(x, mask, 0.1, 0.5)
 
 
-@register_transform("trace_fall_time", reduces_last_axis=True)
+@register_transform("trace_fall_time", reduces_last_axis=True, per_entry=True)
 def _trace_fall_time(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """Fall time t50 -> t90 of a station trace (n, ..., T), in trace bins."""
     return _trace_interval(x, mask, 0.5, 0.9)

@@ -8,6 +8,7 @@ import pytest
 from pipeline.events import open_events, write_events
 from pipeline.features import (
     FeatureConfig,
+    FeatureStats,
     InputGroupConfig,
     VariableConfig,
     build_inputs,
@@ -16,6 +17,7 @@ from pipeline.features import (
     sources,
 )
 from pipeline.loader import Loader
+from pipeline.transforms import TRANSFORMS, register_transform
 
 N, R, C, T = 40, 3, 4, 12
 
@@ -141,3 +143,58 @@ def test_mixed_series_and_series_without_mask_are_refused(tmp_path):
             input_spec(FeatureConfig((unmasked,)), f)
         with pytest.raises(ValueError, match="compact is for layout 'set'"):
             input_spec(FeatureConfig((InputGroupConfig(name="i", compact=True),)), f)
+
+
+_SEEN: dict[str, list[tuple[int, ...]]] = {"per_entry": [], "per_event": []}
+
+
+def _probe(kind: str):
+    def fn(x, mask):
+        _SEEN[kind].append(x.shape)
+        return np.log(x.astype(np.float32) + np.float32(1.0))
+
+    return fn
+
+
+if "_probe_per_entry" not in TRANSFORMS:  # the registry is global to the process
+    register_transform("_probe_per_entry", per_entry=True)(_probe("per_entry"))
+    register_transform("_probe_per_event")(_probe("per_event"))
+
+
+def test_compact_groups_transform_only_the_kept_real_entries(tmp_path):
+    """Per-entry transforms see only the real entries that are kept; the others (relative_time)
+    see every station, so the earliest time comes from all triggered stations even when
+    ``length`` cuts some; both give the values of transforming everything."""
+    path, arrays = _write(tmp_path / "a.h5")
+    trig = arrays["station/trigger"].reshape(N, -1)
+    rng = np.random.default_rng(1)
+    time = np.where(trig, rng.normal(0, 500, trig.shape), 0).astype(np.float32).reshape(N, R, C)
+    var = dict(mask="station/trigger")
+    group = InputGroupConfig(
+        name="s", layout="set", mask="station/trigger", compact=True, length=3,
+        variables=(
+            VariableConfig(name="a", source="station/signal", transform="_probe_per_entry", **var),
+            VariableConfig(name="b", source="station/signal", transform="_probe_per_event", **var),
+            VariableConfig(name="t", source="station/time", transform="relative_time", **var),
+        ),
+    )  # fmt: skip
+    cfg = FeatureConfig((group,))
+    raw = {"station/signal": arrays["station/signal"], "station/trigger": arrays["station/trigger"],
+           "station/time": time}  # fmt: skip
+    for seen in _SEEN.values():
+        seen.clear()
+    out = build_inputs(cfg, FeatureStats({}, {}), raw)
+    kept = np.minimum(trig.sum(1), 3)
+    assert _SEEN["per_entry"] == [(kept.sum(),)] and _SEEN["per_event"] == [(N, R, C)]
+    assert (trig.sum(1) > 3).any()  # some events lose stations to the length
+    np.testing.assert_array_equal(out["s"][..., 0], out["s"][..., 1])
+    np.testing.assert_array_equal(out["s_mask"], np.arange(3) < kept[:, None])
+    for e in range(N):
+        idx = np.flatnonzero(trig[e])
+        if not len(idx):
+            assert (out["s"][e] == 0).all()
+            continue
+        t = time.reshape(N, -1)[e]
+        np.testing.assert_array_equal(out["s"][e, : kept[e], 2], t[idx[:3]] - t[idx].min())
+        want = np.log(arrays["station/signal"].reshape(N, -1)[e, idx[:3]] + np.float32(1))
+        np.testing.assert_array_equal(out["s"][e, : kept[e], 0], want)
