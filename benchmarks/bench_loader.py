@@ -3,6 +3,11 @@
 Writes ~50k synthetic air-shower events (11 x 11 stations) to a temporary directory, then times
 whole epochs (median of several after one warm-up epoch) for a few loader settings and prints a
 table with the machine info. Run: ``.venv/bin/python benchmarks/bench_loader.py [--events N]``.
+
+With ``--experiments cnn,transformer,part,part_small`` it simulates each of ``reco bench``'s
+experiment configs instead (their features, as they train) and times an epoch from HDF5 (the
+first epoch's work: read, transform, shuffle, batch) and a cached epoch (``loader.cache``), for
+each of ``--threads`` (``loader.build_threads``).
 """
 
 from __future__ import annotations
@@ -55,10 +60,42 @@ def _epoch_rate(loader: Loader, repeats: int) -> tuple[float, int]:
     return loader.n_events / statistics.median(times), n_batches
 
 
+def experiment_rows(name: str, n_events: int, batch: int, threads: list[int], repeats: int) -> None:
+    """Epochs of one of ``reco bench``'s experiments from HDF5 and cached, per thread count."""
+    import dataclasses
+
+    from reco.bench import EXPERIMENTS
+    from reco.event_data import simulate
+    from reco.experiment import load_config
+
+    exp = EXPERIMENTS[name]
+    with tempfile.TemporaryDirectory(prefix="reco-bench-loader-") as tmp:
+        sizes = [f"simulation.n_train={n_events}", "simulation.n_val=16", "simulation.n_test=16"]
+        cfg = load_config(exp.config, overrides=[*exp.overrides, *sizes, f"data.dir={tmp}"])
+        path = simulate(cfg)["train"]
+        with open_events(path) as f:
+            stats = fit_stats(cfg.features, f, cfg.task.targets)
+            chunk = f.chunk_events
+        for n_threads in threads:
+            rates = []
+            for cache in (False, True):
+                lc = dataclasses.replace(
+                    cfg.loader, batch_size=batch, cache=cache, build_threads=n_threads
+                )
+                with Loader.from_config(
+                    path, lc, cfg.features, stats, cfg.task.targets, shuffle=True, seed=0
+                ) as loader:
+                    rates.append(_epoch_rate(loader, repeats)[0])
+            print(f"{name:>12} {chunk:>6} {n_threads:>7} {rates[0]:>12,.0f} {rates[1]:>12,.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--experiments", default="", help="e.g. cnn,transformer,part,part_small")
+    parser.add_argument("--threads", default="1,2", help="loader.build_threads to time")
+    parser.add_argument("--batch", type=int, default=512, help="batch size (--experiments)")
     args = parser.parse_args()
 
     print(
@@ -69,6 +106,14 @@ def main() -> None:
         f"python {platform.python_version()}, numpy {np.__version__}, h5py {h5py.__version__}, "
         f"HDF5 {h5py.version.hdf5_version}"
     )
+    if args.experiments:
+        print(
+            f"\n{'experiment':>12} {'chunk':>6} {'threads':>7} {'HDF5 ev/s':>12} {'cached ev/s':>12}"
+        )
+        for name in args.experiments.split(","):
+            threads = [int(t) for t in args.threads.split(",")]
+            experiment_rows(name, args.events, args.batch, threads, args.repeats)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "train.h5"
         arrays = synthetic_airshowers(args.events)

@@ -56,7 +56,8 @@ class LoaderConfig:
     # list lengths (< 1 drops the softest particles of the longest jets); evaluation: always 1
     augment: Literal["none", "lattice"] = "none"  # training batches: "lattice" moves each
     # event's image groups by a random symmetry of the station grid (pipeline.symmetry)
-    build_threads: int = 1  # threads that read and build each block, in parts of whole chunks
+    build_threads: int = 0  # threads that read and build each block, in parts of whole chunks;
+    # 0 = one per core this process may use, at most 8
 
     def __post_init__(self) -> None:
         if not 0.0 < self.trim_quantile <= 1.0:
@@ -69,6 +70,7 @@ class LoaderConfig:
             )
 
 
+_AUTO_THREADS = 8  # build_threads 0: one per core, at most this many
 _STOP_POLL_S = 0.05  # how often a blocked producer checks whether the consumer has gone
 
 
@@ -117,9 +119,10 @@ class Loader:
             like the reference's training-time trimming (which crops at a random quantile in
             [0.9, 1.02] and drops randomly chosen particles). Use it for training loaders only.
         build_threads: read and build each block in this many parts of whole chunks, on a pool of
-            threads (the same batches: features are per event). Pays where the inputs are built
-            with numpy (the air-shower images and station sets); HDF5 reads themselves do not run
-            in parallel (h5py serialises them), so jets gain nothing.
+            threads (the same batches: features are per event); 0 = one per core this process
+            may use (its CPU affinity), at most 8. The chunks are read and inflated outside
+            h5py's lock (:mod:`pipeline.chunks`) and numpy releases the GIL, so parts run on
+            separate cores.
     """
 
     def __init__(
@@ -141,15 +144,16 @@ class Loader:
         trim_buckets: tuple[int, ...] = (),
         trim_quantile: float = 1.0,
         augment: str = "none",
-        build_threads: int = 1,
+        build_threads: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-        if build_threads < 1:
-            raise ValueError(f"build_threads must be >= 1, got {build_threads}")
-        self.build_threads, self._pool = int(build_threads), None
+        if build_threads < 0:
+            raise ValueError(f"build_threads must be >= 0 (0 = one per core), got {build_threads}")
+        self.build_threads = int(build_threads) or min(_AUTO_THREADS, _usable_cores())
+        self._pool: ThreadPoolExecutor | None = None
         self._observer_paths = {
             f"observer/{o.rsplit('/', 1)[-1]}": (o if "/" in o else f"truth/{o}") for o in observers
         }
@@ -425,24 +429,29 @@ class Loader:
         return {k: v[perm] for k, v in out.items()}
 
     def _raw_batches(self, e: int, stop: threading.Event) -> Iterator[dict[str, np.ndarray]]:
+        """Batches cut from the blocks in order: views into a block, or (for a batch that spans
+        two blocks) the leftover of one joined to the head of the next."""
         blocks, rng = self._epoch_blocks(e)
         bs, pending, n_pending, yielded = self.batch_size, [], 0, 0
         for b in blocks:
             if stop.is_set() or yielded == self._n_batches:
                 return
-            pending.append(self._block_batches(int(b), rng))
-            n_pending += self._block_size(int(b))
-            if n_pending < bs:
-                continue
-            merged = _concat(pending)
-            n_full = n_pending // bs
-            for i in range(n_full):
+            block, size = self._block_batches(int(b), rng), self._block_size(int(b))
+            pos = min(bs - n_pending, size) if n_pending else 0  # completes the pending batch
+            if pos:
+                pending.append({k: v[:pos] for k, v in block.items()})
+                n_pending += pos
+                if n_pending < bs:
+                    continue
+                yield _concat(pending)
+                yielded, pending, n_pending = yielded + 1, [], 0
+            while size - pos >= bs:
                 if yielded == self._n_batches or stop.is_set():
                     return
-                yield {k: v[i * bs : (i + 1) * bs] for k, v in merged.items()}
-                yielded += 1
-            rest = {k: v[n_full * bs :] for k, v in merged.items()}
-            pending, n_pending = ([rest], n_pending - n_full * bs) if n_pending % bs else ([], 0)
+                yield {k: v[pos : pos + bs] for k, v in block.items()}
+                yielded, pos = yielded + 1, pos + bs
+            if pos < size:
+                pending, n_pending = [{k: v[pos:] for k, v in block.items()}], size - pos
         template = self._template()
         while yielded < self._n_batches and not stop.is_set():
             # The partial last batch, then all-padding batches where other processes have more.
@@ -514,6 +523,13 @@ class Loader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

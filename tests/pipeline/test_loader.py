@@ -1,5 +1,6 @@
 """Loader: determinism, coverage, padding, sharding, prefetch thread errors and shutdown."""
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -91,9 +92,19 @@ def test_every_event_once_and_deterministic(efile: EventFile, stats: FeatureStat
     np.testing.assert_array_equal(np.concatenate([b["index"] for b in a]), e1)
 
 
-def test_no_shuffle_keeps_file_order(efile: EventFile, stats: FeatureStats) -> None:
-    idx = _indices(_make(efile, stats, shuffle=False), 0)
+@pytest.mark.parametrize("batch_size", [64, 48, 100, 300])
+def test_no_shuffle_keeps_file_order(
+    efile: EventFile, stats: FeatureStats, batch_size: int
+) -> None:
+    """Batches within a block, spanning two blocks, and larger than a block (blocks of 64)."""
+    loader = _make(efile, stats, shuffle=False, batch_size=batch_size)
+    assert loader.block_events == 64
+    batches = list(loader.epoch(0))
+    assert len(batches) == -(-N // batch_size)
+    idx = np.concatenate([b["index"] for b in batches])
     np.testing.assert_array_equal(idx[:N], np.arange(N))
+    target = np.concatenate([b["target"][:, 0] for b in batches])  # log10_energy = index
+    np.testing.assert_array_equal(target[:N], np.arange(N))
 
 
 def test_last_batch_padded(efile: EventFile, stats: FeatureStats) -> None:
@@ -242,7 +253,7 @@ def test_build_threads_give_identical_batches(
         return build(self, start, stop)
 
     monkeypatch.setattr(Loader, "_build", spy)
-    one = _make(efile, stats, shuffle_block=512)
+    one = _make(efile, stats, shuffle_block=512, build_threads=1)
     three = _make(efile, stats, shuffle_block=512, build_threads=3, cache=True)
     assert three.block_events > 2 * efile.chunk_events  # several parts per block
     for e in range(2):
@@ -259,4 +270,6 @@ def test_build_threads_give_identical_batches(
     three.close()
     assert three._pool is None
     with pytest.raises(ValueError, match="build_threads"):
-        _make(efile, stats, build_threads=0)
+        _make(efile, stats, build_threads=-1)
+    # 0 (the default): one thread per core this process may run on, at most 8
+    assert _make(efile, stats).build_threads == min(8, len(os.sched_getaffinity(0)))
