@@ -64,17 +64,11 @@ def experiment_rows(name: str, n_events: int, batch: int, threads: list[int], re
     """Epochs of one of ``reco bench``'s experiments from HDF5 and cached, per thread count."""
     import dataclasses
 
-    from reco.bench import EXPERIMENTS
-    from reco.event_data import simulate
-    from reco.experiment import load_config
+    from reco.bench import EXPERIMENTS, simulated_train
 
-    exp = EXPERIMENTS[name]
     with tempfile.TemporaryDirectory(prefix="reco-bench-loader-") as tmp:
-        sizes = [f"simulation.n_train={n_events}", "simulation.n_val=16", "simulation.n_test=16"]
-        cfg = load_config(exp.config, overrides=[*exp.overrides, *sizes, f"data.dir={tmp}"])
-        path = simulate(cfg)["train"]
+        cfg, path, stats = simulated_train(EXPERIMENTS[name], n_events, Path(tmp))
         with open_events(path) as f:
-            stats = fit_stats(cfg.features, f, cfg.task.targets)
             chunk = f.chunk_events
         for n_threads in threads:
             rates = []
@@ -110,8 +104,8 @@ def main() -> None:
         print(
             f"\n{'experiment':>12} {'chunk':>6} {'threads':>7} {'HDF5 ev/s':>12} {'cached ev/s':>12}"
         )
+        threads = [int(t) for t in args.threads.split(",")]
         for name in args.experiments.split(","):
-            threads = [int(t) for t in args.threads.split(",")]
             experiment_rows(name, args.events, args.batch, threads, args.repeats)
         return
     with tempfile.TemporaryDirectory() as tmp:

@@ -549,19 +549,10 @@ def open_events(path: Path, kind: str | None = None, require: Iterable[str] = ()
             f"{path}: cannot be read as HDF5 (truncated, corrupt or not an HDF5 file): {err}"
         ) from err
     try:
-        manifest = "shard_files" in handle.attrs  # a manifest: the split is in several files
-    except (OSError, RuntimeError, KeyError) as err:
-        handle.close()
-        raise EventFileError(f"{path}: corrupt event file: {err}") from err
-    if manifest:
-        from pipeline.shards import EventFileSet
-
-        handle.close()
-        return EventFileSet.open(path, kind=kind, require=tuple(require))  # type: ignore[return-value]
-    try:
-        names = _dataset_names(handle)
-        _validate(path, handle, names, kind, tuple(require))
-        return EventFile(path, handle, names)
+        if "shard_files" not in handle.attrs:  # else a manifest: the split is in several files
+            names = _dataset_names(handle)
+            _validate(path, handle, names, kind, tuple(require))
+            return EventFile(path, handle, names)
     except EventFileError:
         handle.close()
         raise
@@ -570,3 +561,7 @@ def open_events(path: Path, kind: str | None = None, require: Iterable[str] = ()
         # no longer decode).
         handle.close()
         raise EventFileError(f"{path}: corrupt event file: {err}") from err
+    from pipeline.shards import EventFileSet
+
+    handle.close()
+    return EventFileSet.open(path, kind=kind, require=tuple(require))  # type: ignore[return-value]

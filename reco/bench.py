@@ -140,36 +140,47 @@ def _peak_bytes(compiled: Any) -> float | None:
     )
 
 
+def simulated_train(
+    exp: Experiment, n_events: int, data_dir: Path, overrides: Sequence[str] = ()
+) -> tuple[Any, Path, Any]:
+    """The experiment's config (with ``overrides``), its simulated training file of ``n_events``
+    in ``data_dir`` (tiny val/test splits) and the feature statistics fitted on it."""
+    from pipeline.events import open_events
+    from pipeline.features import fit_stats
+    from reco.event_data import simulate
+    from reco.experiment import load_config
+
+    sizes = [f"simulation.n_train={n_events}", "simulation.n_val=16", "simulation.n_test=16"]
+    cfg = load_config(
+        exp.config, overrides=[*exp.overrides, *sizes, f"data.dir={data_dir}", *overrides]
+    )
+    path = simulate(cfg)["train"]
+    with open_events(path) as events:
+        stats = fit_stats(cfg.features, events, cfg.task.targets)
+    return cfg, path, stats
+
+
 def experiment_rows(
     exp: Experiment, n_events: int, batch: int, repeats: int, precision: str = "float32"
 ) -> list[Row]:
     """Loader, train step, inference and memory of one experiment config (module docstring),
     with the model computing in ``precision`` (``train.precision``: float32 or bfloat16)."""
-    from pipeline.events import open_events
-    from pipeline.features import fit_stats
     from pipeline.loader import Loader
     from reco import precision as mixed
     from reco import tasks
-    from reco.event_data import simulate
-    from reco.experiment import load_config
     from reco.models import build_model
     from reco.optim import make_optimizer
     from reco.state import count_params, init_state
     from reco.train import device_batch, make_predict_fn, make_train_step, model_inputs
 
     with tempfile.TemporaryDirectory(prefix="reco-bench-") as tmp:
-        sizes = [f"simulation.n_train={n_events}", "simulation.n_val=16", "simulation.n_test=16"]
-        overrides = [*exp.overrides, *sizes, f"data.dir={tmp}", f"loader.batch_size={batch}"]
-        overrides.append(f"train.precision={precision}")
-        cfg = load_config(exp.config, overrides=overrides)
-        paths = simulate(cfg)
+        extra = (f"loader.batch_size={batch}", f"train.precision={precision}")
+        cfg, train_path, stats = simulated_train(exp, n_events, Path(tmp), extra)
         targets = cfg.task.targets
-        with open_events(paths["train"]) as events:
-            stats = fit_stats(cfg.features, events, targets)
         loader_rates = {}  # cache off: every epoch from HDF5; on: the epochs after the first
         for cache in (False, True):
             loader = Loader.from_config(
-                paths["train"],
+                train_path,
                 dataclasses.replace(cfg.loader, cache=cache),
                 cfg.features,
                 stats,
