@@ -32,7 +32,7 @@ import numpy as np
 
 from pipeline import jet_features  # imports this module only inside its functions
 from pipeline.events import META_PREFIX, EventFile
-from pipeline.transforms import PER_ENTRY, REDUCING, TRANSFORMS
+from pipeline.transforms import PER_ENTRY, REDUCING, TRANSFORMS, shared_work
 
 # ------------------------------------------------------------------------------------------
 # config
@@ -363,11 +363,13 @@ def _fit_stats(cfg: FeatureConfig, train: EventFile, targets: tuple[str, ...]) -
                 jet_features.fit_group(g, train, sel, lambda k, x: var_acc[k].add(x))
                 continue
             n = _n_events(g, read)
-            for v in g.variables:
-                mask = _variable_mask(g, v, lambda p, n=n: _broadcast(p, read(p), n))
-                with np.errstate(all="ignore"):  # masked entries may be out of the domain
-                    x = _apply(v, _broadcast(v.source, read(v.source), n), mask)
-                var_acc[f"{g.name}/{v.name}"].add(x if mask is None else x[mask])
+            get = _memoised(lambda p, n=n: _broadcast(p, read(p), n))
+            with shared_work():  # the same source and mask objects: transforms share work
+                for v in g.variables:
+                    mask = _variable_mask(g, v, get)
+                    with np.errstate(all="ignore"):  # masked entries may be out of the domain
+                        x = _apply(v, get(v.source), mask)
+                    var_acc[f"{g.name}/{v.name}"].add(x if mask is None else x[mask])
         for t in targets:
             tgt_acc[t].add(read(f"truth/{t}"))
     return FeatureStats(
@@ -391,7 +393,7 @@ def _variable_mask(
     g: InputGroupConfig, v: VariableConfig, read: Callable[[str], np.ndarray]
 ) -> np.ndarray | None:
     """The variable's own mask and (set layout) the group's entry mask, combined."""
-    masks = [read(p).astype(bool) for p in (v.mask, g.mask) if p is not None]
+    masks = [read(p).astype(bool, copy=False) for p in (v.mask, g.mask) if p is not None]
     if not masks:
         return None
     return masks[0] if len(masks) == 1 else masks[0] & masks[1]
@@ -458,20 +460,28 @@ def build_inputs(
         if g.layout == "set" and g.compact and g.mask is not None:
             compact = _Compact(_broadcast(g.mask, read(g.mask), n).astype(bool), g.length)
         channels = []
-        for v in g.variables:
-            key = f"{g.name}/{v.name}"
-            early = compact is not None and v.transform in PER_ENTRY  # only the kept entries
-            get = _entry_reader(read, n, compact if early else None)
-            mask = _variable_mask(g, v, get)
-            source = get(v.source)
-            with np.errstate(all="ignore"):  # out-of-domain values are caught below
-                x = scale_and_clip(key, v, _apply(v, source, mask), stats)
-            if mask is not None:
-                mask = mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))  # series: over T
-                x = np.where(mask, x, np.float32(v.fill))
-            if compact is not None:  # non-real entries are all masked: fill
-                x = compact.place(x if early else compact.take(x, per_file=False), v.fill)
-            channels.append(x.astype(np.float32, copy=False))
+        # the same source and mask objects for every variable: transforms share work on them
+        readers = {
+            e: _memoised(_entry_reader(read, n, compact if e else None)) for e in (False, True)
+        }
+        masks: dict[tuple[str | None, bool], np.ndarray | None] = {}
+        with shared_work():  # within one group's build
+            for v in g.variables:
+                key = f"{g.name}/{v.name}"
+                early = compact is not None and v.transform in PER_ENTRY  # only the kept entries
+                get = readers[early]
+                if (v.mask, early) not in masks:
+                    masks[v.mask, early] = _variable_mask(g, v, get)
+                mask = masks[v.mask, early]
+                source = get(v.source)
+                with np.errstate(all="ignore"):  # out-of-domain values are caught below
+                    x = scale_and_clip(key, v, _apply(v, source, mask), stats)
+                if mask is not None:
+                    mask = mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))  # series: over T
+                    x = np.where(mask, x, np.float32(v.fill))
+                if compact is not None:  # non-real entries are all masked: fill
+                    x = compact.place(x if early else compact.take(x, per_file=False), v.fill)
+                channels.append(x.astype(np.float32, copy=False))
         data = np.stack(channels, axis=-1)
         if compact is not None:  # already (n, k, ..., V)
             entry = compact.entry
@@ -532,6 +542,18 @@ def _entry_reader(
         return _broadcast(path, read(path), n)
 
     return get
+
+
+def _memoised(get: Callable[[str], np.ndarray]) -> Callable[[str], np.ndarray]:
+    """``get`` computing each path's array once: later calls return the same object."""
+    done: dict[str, np.ndarray] = {}
+
+    def cached(path: str) -> np.ndarray:
+        if path not in done:
+            done[path] = get(path)
+        return done[path]
+
+    return cached
 
 
 def _n_events(g: InputGroupConfig, read: Callable[[str], np.ndarray]) -> int:

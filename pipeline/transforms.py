@@ -9,7 +9,9 @@ station), of the shape without the last axis. They are registered by name
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -87,12 +89,85 @@ def _relative_time(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return np.where(valid, x - t0, 0.0).astype(np.float32)
 
 
-def _crossing(trace: np.ndarray, cum: np.ndarray, level: np.ndarray) -> np.ndarray:
-    """Fractional bin where the cumulative trace reaches ``level`` (signal uniform in a bin)."""
-    i = np.argmax(cum >= level[..., None], axis=-1)[..., None]
-    in_bin = np.take_along_axis(trace, i, axis=-1)[..., 0]
-    before = np.take_along_axis(cum, i, axis=-1)[..., 0] - in_bin
-    return i[..., 0] + (level - before) / np.maximum(in_bin, np.float32(1e-12))
+_shared = threading.local()
+
+
+@contextmanager
+def shared_work() -> Iterator[None]:
+    """Within the block, transforms given the same source and mask *objects* compute their common
+    intermediates once (the signal-fraction times behind both the rise and the fall time).
+
+    For one build of inputs on one thread (:func:`pipeline.features.build_inputs`): the sources
+    must not change in place inside the block. Outside any block nothing is kept.
+    """
+    outer = getattr(_shared, "memo", None)
+    _shared.memo = {}
+    try:
+        yield
+    finally:
+        _shared.memo = outer
+
+
+_FRACTIONS = (0.1, 0.5, 0.9)  # of a trace's integral: the times the trace transforms use
+_BLOCK = 4096  # entries computed at a time: their (T, 4096) float32 traces stay in cache
+
+
+def _fraction_times(x: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """Fractional bins where each masked entry's integrated trace reaches :data:`_FRACTIONS` of
+    its total (signal uniform within a bin).
+
+    Returns (sel (n, ...) bool: the entries computed, total (k,) float32: their integrals,
+    times (len(_FRACTIONS), k) float64). The same numbers, to the bit, as ``np.cumsum`` along the
+    bins and ``argmax(cum >= level)``, ~3x faster:
+
+    - blocks of entries are converted to float32 bins first (``trace[t]`` is a row), so the
+      running sum is T - 1 vector additions, in the same order as ``cumsum``'s;
+    - the first bin with ``cum >= level`` is found by a binary search (the sums never decrease:
+      the trace is clipped at 0), over rows padded with +inf to a power of two; 0 where there is
+      none (a NaN total), as ``argmax`` gives.
+    """
+    memo = getattr(_shared, "memo", None)
+    key = (id(x), id(mask))
+    if memo is not None and key in memo:
+        return memo[key][2]
+    sel = np.ones(x.shape[:-1], bool) if mask is None else mask.astype(bool, copy=False)
+    rows = x[sel]  # (k, T) as stored
+    k, n_bins = rows.shape
+    total = np.empty(k, np.float32)
+    times = np.empty((len(_FRACTIONS), k), np.float64)
+    fractions = np.array(_FRACTIONS, np.float32)[:, None]
+    steps = [1 << j for j in reversed(range((n_bins - 1).bit_length()))]
+    height = 2 * steps[0] if steps else 1  # rows n_bins... stay +inf: never below a level
+    width = min(_BLOCK, k)
+    trace = np.empty(n_bins * width, np.float32)
+    cum = np.full(height * width, np.inf, np.float32)
+    for s in range(0, k, _BLOCK):
+        w = min(_BLOCK, k - s)
+        tr = trace[: n_bins * w].reshape(n_bins, w)
+        cu = cum[: height * w].reshape(height, w)
+        cu[n_bins:] = np.inf
+        tr[...] = rows[s : s + w].T
+        np.maximum(tr, np.float32(0.0), out=tr)
+        cu[0] = tr[0]
+        for i in range(1, n_bins):
+            np.add(cu[i - 1], tr[i], out=cu[i])
+        total[s : s + w] = cu[n_bins - 1]
+        level = fractions * cu[n_bins - 1]  # (F, w)
+        flat = cu.reshape(-1)
+        at = np.broadcast_to(np.arange(w) - w, level.shape)  # flat index of row (bins below - 1)
+        for step in steps:
+            probe = at + step * w
+            at = np.where(flat[probe] < level, probe, at)
+        i = (at + w) // w  # bins with cum < level
+        i[i >= n_bins] = 0
+        at = i * w + np.arange(w)
+        in_bin = tr.reshape(-1)[at]
+        before = flat[at] - in_bin
+        times[:, s : s + w] = i + (level - before) / np.maximum(in_bin, np.float32(1e-12))
+    out = (sel, total, times)
+    if memo is not None:
+        memo[key] = (x, mask, out)  # holding x and mask keeps their ids from being reused
+    return out
 
 
 def _trace_interval(x: np.ndarray, mask: np.ndarray | None, lo: float, hi: float) -> np.ndarray:
@@ -101,14 +176,9 @@ def _trace_interval(x: np.ndarray, mask: np.ndarray | None, lo: float, hi: float
     Only entries with ``mask`` True are computed (the other ~90% of an array's stations did not
     trigger and have empty traces); the rest get 0.
     """
+    sel, total, times = _fraction_times(x, mask)
+    width = times[_FRACTIONS.index(hi)] - times[_FRACTIONS.index(lo)]
     out = np.zeros(x.shape[:-1], np.float32)
-    sel = np.ones(out.shape, bool) if mask is None else mask.astype(bool)
-    trace = np.maximum(x[sel].astype(np.float32), np.float32(0.0))  # (k, T)
-    cum = np.cumsum(trace, axis=-1)
-    total = cum[:, -1]
-    width = _crossing(trace, cum, np.float32(hi) * total) - _crossing(
-        trace, cum, np.float32(lo) * total
-    )
     out[sel] = np.where(total > 0, width, np.float32(0.0))
     return out
 
