@@ -15,6 +15,10 @@ ListOffsetArray of a RecordArray. The group's ``form`` attribute holds the awkwa
 form keys are the dataset names, so ``awkward.from_buffers(form, n, group, buffer_key="{form_key}")``
 rebuilds the array from the stored buffers. Padding to (n, P, F) is done with numpy from the offsets
 (:func:`pipeline.jet_features.pad_jagged`), measured 15x faster than padding through awkward.
+
+A dataset that is zero wherever a bool event dataset (its mask) is False, such as the station
+traces, may be stored *sparse*: only the masked entries' values, read back dense
+(:mod:`pipeline.sparse`; ``schema_version`` 2).
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ import contextlib
 import importlib.metadata
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,13 +34,21 @@ from typing import Any
 import h5py
 import numpy as np
 
+from pipeline import sparse as _sparse
 from pipeline.atomic import atomic_path
 from pipeline.chunks import ChunkReader
+from pipeline.jagged import (  # JaggedGroup and jagged_form: re-exported
+    _GZIP,
+    JAGGED_PREFIX,
+    JaggedGroup,
+    _check_jagged,
+    _write_jagged,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: may hold sparse datasets (pipeline.sparse)
+_READABLE_VERSIONS = (1, 2)
 
 META_PREFIX = "meta/"
-JAGGED_PREFIX = "jagged/"
 
 # Event datasets share one chunk length (in events) so that a chunk-aligned block of events is a
 # contiguous, whole-chunk read in every dataset. ~1 MiB of the widest dataset per chunk, capped so
@@ -45,12 +56,6 @@ JAGGED_PREFIX = "jagged/"
 _CHUNK_BYTES = 1 << 20
 _MAX_CHUNK_EVENTS = 512
 _MIN_CHUNK_EVENTS = 16
-# gzip level 1 without byte shuffle, measured on 50k sparse 11x11 air-shower images (signal, time,
-# trigger; ~15% of stations triggered): 12 MB vs 55 MB raw, read 240k events/s in 512-event chunks,
-# write 0.4 s. gzip 4 (15 MB, 180k/s), lzf (22 MB, 150k/s) and byte shuffle (17 MB, 165k/s) were
-# all worse on both counts; lzf is also unreadable outside h5py.
-_COMPRESSION = "gzip"
-_COMPRESSION_OPTS = 1
 
 
 class EventFileError(ValueError):
@@ -70,98 +75,6 @@ def _is_meta(name: str) -> bool:
 
 def _is_jagged(name: str) -> bool:
     return name.startswith(JAGGED_PREFIX)
-
-
-_AWKWARD_PRIMITIVES = {
-    "f4": "float32", "f8": "float64", "f2": "float16", "i1": "int8", "i2": "int16",
-    "i4": "int32", "i8": "int64", "u1": "uint8", "u2": "uint16", "u4": "uint32", "u8": "uint64",
-    "b1": "bool",
-}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class JaggedGroup:
-    """Per-event lists of records: event i owns content rows offsets[i]:offsets[i + 1].
-
-    Attributes:
-        offsets: (n + 1,) int64, starting at 0, non-decreasing, ending at the content length.
-        content: field name (e.g. ``"part_px"``) -> flat (offsets[-1],) numeric array.
-    """
-
-    offsets: np.ndarray
-    content: Mapping[str, np.ndarray]
-
-    @property
-    def n_events(self) -> int:
-        return int(len(self.offsets)) - 1
-
-
-def _check_jagged(group: str, jag: JaggedGroup) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Validate one jagged group; return (offsets int64, content arrays)."""
-    if "/" in group or not group:
-        raise ValueError(f"jagged group name {group!r} must be a plain non-empty name")
-    offsets = np.asarray(jag.offsets)
-    if offsets.ndim != 1 or offsets.size < 1 or offsets.dtype.kind not in "iu":
-        raise ValueError(f"jagged {group!r}: offsets must be a 1-d integer array of length n + 1")
-    offsets = offsets.astype(np.int64, copy=False)
-    if offsets[0] != 0:
-        raise ValueError(f"jagged {group!r}: offsets must start at 0, got {offsets[0]}")
-    if np.any(np.diff(offsets) < 0):
-        raise ValueError(f"jagged {group!r}: offsets must be non-decreasing")
-    if not jag.content:
-        raise ValueError(f"jagged {group!r}: needs at least one content field")
-    content = {}
-    for field, arr in jag.content.items():
-        arr = np.asarray(arr)
-        if "/" in field or field == "offsets":
-            raise ValueError(f"jagged {group!r}: invalid field name {field!r}")
-        if arr.ndim != 1 or arr.shape[0] != offsets[-1]:
-            raise ValueError(
-                f"jagged {group!r}: field {field!r} has shape {arr.shape}, but offsets end at "
-                f"{offsets[-1]}"
-            )
-        if arr.dtype.str[1:] not in _AWKWARD_PRIMITIVES:
-            raise ValueError(f"jagged {group!r}: field {field!r} has unsupported dtype {arr.dtype}")
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-            n_bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
-            raise ValueError(
-                f"jagged {group!r}: field {field!r} contains {n_bad} non-finite values (NaN/inf)"
-            )
-        content[field] = arr
-    return offsets, content
-
-
-def jagged_form(content: Mapping[str, np.ndarray]) -> str:
-    """Awkward form JSON of a ListOffsetArray(RecordArray) whose buffers are named by field.
-
-    Form keys are the dataset names inside ``jagged/<group>/`` (``offsets`` and the field names),
-    so ``awkward.from_buffers(form, n, buffers, buffer_key="{form_key}")`` reads them directly.
-    """
-    contents = [
-        {
-            "class": "NumpyArray",
-            "primitive": _AWKWARD_PRIMITIVES[np.asarray(a).dtype.str[1:]],
-            "inner_shape": [],
-            "parameters": {},
-            "form_key": name,
-        }
-        for name, a in content.items()
-    ]
-    record = {
-        "class": "RecordArray",
-        "fields": list(content),
-        "contents": contents,
-        "parameters": {},
-        "form_key": None,
-    }
-    form = {
-        "class": "ListOffsetArray",
-        "offsets": "i64",
-        "content": record,
-        "parameters": {},
-        "form_key": "offsets",
-    }
-    return json.dumps(form)
 
 
 def chunk_events_for(arrays: Mapping[str, np.ndarray], n_events: int) -> int:
@@ -204,6 +117,7 @@ def write_events(
     arrays: dict[str, np.ndarray],
     attrs: dict[str, Any],
     jagged: Mapping[str, JaggedGroup] | None = None,
+    sparse: Mapping[str, str] | None = None,
 ) -> Path:
     """Write an event file atomically and return its path.
 
@@ -217,12 +131,15 @@ def write_events(
         jagged: group name (e.g. ``"part"``) -> :class:`JaggedGroup` of per-event lists, stored as
             ``jagged/<group>/offsets`` and ``jagged/<group>/<field>`` with the awkward ``form``
             attribute on the group (see the module docstring).
+        sparse: dataset name -> the bool event dataset (its leading shape) it is zero outside
+            of: stored as the mask's entries only (:mod:`pipeline.sparse`), read back dense.
 
     Raises:
         TypeError: a dataset of a dtype HDF5 cannot hold (str, object), named.
         ValueError: event datasets disagree on their length, or a float dataset has NaN/inf; a
             jagged group with bad offsets (not starting at 0, decreasing, not ending at the
-            content length), a mismatched event count, or NaN/inf in a field (named).
+            content length), a mismatched event count, or NaN/inf in a field (named); a sparse
+            dataset nonzero outside its mask, or whose mask is not a bool event dataset.
     """
     path = Path(path)
     arrays = {name: np.asarray(a) for name, a in arrays.items()}
@@ -239,11 +156,20 @@ def write_events(
                 f"{n_events}"
             )
         n_events = offsets.size - 1
-    chunk = chunk_events_for({k: v for k, v in arrays.items() if not _is_meta(k)}, n_events)
+    for name in sparse or {}:
+        if name not in arrays or _is_meta(name):
+            raise ValueError(f"sparse dataset {name!r} is not among the event datasets written")
+    rows = {k: _sparse.sparse_rows(k, arrays[k], m, arrays) for k, m in (sparse or {}).items()}
+    dense = {k: v for k, v in arrays.items() if not _is_meta(k) and k not in rows}
+    chunk = chunk_events_for(dense, n_events)
     # h5py raises RuntimeError when its flush on close fails on a full disk
     with atomic_path(path, "the event file", (OSError, RuntimeError)) as tmp:
         with h5py.File(tmp, "w") as f:
             for name, arr in arrays.items():
+                if name in rows:
+                    mask = (sparse or {})[name]
+                    _sparse.write_sparse(f, name, *rows[name], mask, chunk, _GZIP)
+                    continue
                 try:
                     if _is_meta(name) or arr.size == 0:  # HDF5 chunks cannot have a 0 axis
                         f.create_dataset(name, data=arr)
@@ -252,8 +178,7 @@ def write_events(
                             name,
                             data=arr,
                             chunks=(chunk, *arr.shape[1:]),
-                            compression=_COMPRESSION,
-                            compression_opts=_COMPRESSION_OPTS,
+                            **_GZIP,
                         )
                 except TypeError as err:  # str or object arrays: no HDF5 type
                     raise TypeError(
@@ -270,27 +195,6 @@ def write_events(
             f.attrs["n_events"] = n_events
             f.attrs["chunk_events"] = chunk
     return path
-
-
-def _write_jagged(
-    f: h5py.File, group: str, offsets: np.ndarray, content: dict[str, np.ndarray]
-) -> None:
-    g = f.create_group(JAGGED_PREFIX + group)
-    g.create_dataset("offsets", data=offsets)
-    for field, arr in content.items():
-        if arr.size == 0:
-            g.create_dataset(field, data=arr)
-        else:
-            # Content chunks of ~64k entries: a few hundred jets of ~100 particles.
-            g.create_dataset(
-                field,
-                data=arr,
-                chunks=(min(arr.size, 1 << 16),),
-                compression=_COMPRESSION,
-                compression_opts=_COMPRESSION_OPTS,
-            )
-    g.attrs["form"] = jagged_form(content)
-    g.attrs["fields"] = json.dumps(list(content))
 
 
 def _plain(value: Any) -> Any:
@@ -310,10 +214,17 @@ class EventFile:
     Use as a context manager or call :meth:`close`. Obtain one with :func:`open_events`.
     """
 
-    def __init__(self, path: Path, handle: h5py.File, names: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        handle: h5py.File,
+        names: tuple[str, ...],
+        sparse: Mapping[str, str] | None = None,
+    ) -> None:
         self.path = path
         self._f = handle
         self.names = names
+        self.sparse: dict[str, str] = dict(sparse or {})  # sparse dataset -> its mask
         self.attrs: dict[str, Any] = {k: _plain(v) for k, v in handle.attrs.items()}
         self.n_events = int(self.attrs["n_events"])
         self.chunk_events = int(self.attrs.get("chunk_events", _MAX_CHUNK_EVENTS))
@@ -367,9 +278,15 @@ class EventFile:
 
     def shape(self, name: str) -> tuple[int, ...]:
         """Full shape of a dataset (event axis first for event datasets)."""
+        if name in self.sparse:
+            with self._reading(f"sparse dataset {name!r}"):
+                return _sparse.dense_shape(self._f, name, self.sparse[name])
         return tuple(self._dataset(name).shape)
 
     def dtype(self, name: str) -> np.dtype:
+        if name in self.sparse:
+            with self._reading(f"sparse dataset {name!r}"):
+                return self._f[name]["rows"].dtype
         return self._dataset(name).dtype
 
     def read(self, name: str, sel: slice | np.ndarray | None = None) -> np.ndarray:
@@ -381,6 +298,8 @@ class EventFile:
         HDF5 fancy indexing needs) and put back in the order asked. Contiguous slices are by far the
         fastest reads: prefer them for bulk access.
         """
+        if name in self.sparse:
+            return self._read_sparse(name, slice(None) if sel is None else sel)
         ds = self._dataset(name)
         if sel is None or _is_meta(name):  # a per-file constant has no event axis
             return self._load(ds, name)
@@ -396,6 +315,24 @@ class EventFile:
             raise IndexError(f"{self.path}: index out of range for {name!r} (length {ds.shape[0]})")
         uniq, inverse = np.unique(idx, return_inverse=True)
         return self._load(ds, name, uniq)[inverse]
+
+    def _read_sparse(self, name: str, sel: slice | np.ndarray) -> np.ndarray:
+        """A sparse dataset's events ``sel``, dense (:mod:`pipeline.sparse`)."""
+        if isinstance(sel, slice) and sel.step in (None, 1):
+            start, stop, _ = sel.indices(self.n_events)
+            events: slice | np.ndarray = slice(start, max(start, stop))
+        else:
+            idx = np.arange(self.n_events)[sel] if isinstance(sel, slice) else np.asarray(sel)
+            idx = (np.flatnonzero(idx) if idx.dtype == bool else idx).astype(np.int64)
+            if idx.size and (idx.min() < 0 or idx.max() >= self.n_events):
+                raise IndexError(f"{self.path}: index out of range for {name!r}")
+            events, inverse = np.unique(idx, return_inverse=True)
+        mask = self.sparse[name]
+        with self._reading(f"sparse dataset {name!r}"):
+            out = _sparse.read_dense(
+                self._f, name, mask, events, self._load, lambda e: self.read(mask, e)
+            )
+        return out if isinstance(events, slice) else out[inverse]
 
     def jagged_groups(self) -> tuple[str, ...]:
         """Names of the jagged groups (e.g. ``("part",)``)."""
@@ -479,14 +416,26 @@ class EventFile:
         return self._load(self._dataset(full), full)
 
 
-def _dataset_names(f: h5py.File) -> tuple[str, ...]:
-    names: list[str] = []
-    f.visititems(lambda n, obj: names.append(n) if isinstance(obj, h5py.Dataset) else None)
-    return tuple(sorted(names))
+def _dataset_names(f: h5py.File) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The file's datasets (a sparse dataset by its own name) and its sparse datasets' masks."""
+    sparse = _sparse.sparse_groups(f)
+    names: list[str] = list(sparse)
+    inside = tuple(f"{g}/" for g in sparse)
+    f.visititems(
+        lambda n, obj: (
+            names.append(n) if isinstance(obj, h5py.Dataset) and not n.startswith(inside) else None
+        )
+    )
+    return tuple(sorted(names)), sparse
 
 
 def _validate(
-    path: Path, f: h5py.File, names: tuple[str, ...], kind: str | None, require: Iterable[str]
+    path: Path,
+    f: h5py.File,
+    names: tuple[str, ...],
+    sparse: Mapping[str, str],
+    kind: str | None,
+    require: Iterable[str],
 ) -> None:
     def fail(problem: str) -> EventFileError:
         return EventFileError(f"{path}: {problem}")
@@ -494,10 +443,11 @@ def _validate(
     version = f.attrs.get("schema_version")
     if version is None:
         raise fail("no 'schema_version' attribute; not an event file written by pipeline.events")
-    if int(version) != SCHEMA_VERSION:
+    if int(version) not in _READABLE_VERSIONS:
         raise fail(
-            f"schema_version {int(version)} found, but this code supports only "
-            f"schema_version {SCHEMA_VERSION}; regenerate the file or use a matching reco version"
+            f"schema_version {int(version)} found, but this code reads schema_version "
+            f"{' and '.join(map(str, _READABLE_VERSIONS))}; regenerate the file or use a "
+            "matching reco version"
         )
     if "n_events" not in f.attrs:
         raise fail("no 'n_events' attribute")
@@ -510,6 +460,11 @@ def _validate(
     n_events = int(f.attrs["n_events"])
     for name in names:
         if _is_meta(name):
+            continue
+        if name in sparse:
+            problem = _sparse.check_group(f, name, sparse[name], names)
+            if problem:
+                raise fail(problem)
             continue
         if _is_jagged(name):
             if name.endswith("/offsets") and f[name].shape != (n_events + 1,):
@@ -550,9 +505,9 @@ def open_events(path: Path, kind: str | None = None, require: Iterable[str] = ()
         ) from err
     try:
         if "shard_files" not in handle.attrs:  # else a manifest: the split is in several files
-            names = _dataset_names(handle)
-            _validate(path, handle, names, kind, tuple(require))
-            return EventFile(path, handle, names)
+            names, sparse = _dataset_names(handle)
+            _validate(path, handle, names, sparse, kind, tuple(require))
+            return EventFile(path, handle, names, sparse)
     except EventFileError:
         handle.close()
         raise

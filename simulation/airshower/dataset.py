@@ -83,7 +83,11 @@ def write_dataset(
             "split_seed": split_seed,
             **shard_attrs(shard),
         }
-        paths[split] = write_events(split_path(out_dir, split, shard), arrays | meta, attrs)
+        # Traces are zero at the stations that did not trigger (~90%): stored for the others only.
+        sparse = {"station/trace": "station/trigger"} if "station/trace" in arrays else None
+        paths[split] = write_events(
+            split_path(out_dir, split, shard), arrays | meta, attrs, sparse=sparse
+        )
     return paths
 
 

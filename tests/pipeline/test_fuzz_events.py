@@ -443,8 +443,11 @@ def valid_bytes(fuzz_dir: Path) -> bytes:
         "part_px": rng.normal(0, 1, offsets[-1]).astype(np.float32),
         "part_charge": rng.integers(-1, 2, offsets[-1]).astype(np.int8),
     }
+    trigger = rng.random((40, 3, 3)) < 0.3
     arrays = {
         "station/signal": rng.random((40, 3, 3)).astype(np.float32),
+        "station/trigger": trigger,
+        "station/trace": (rng.random((40, 3, 3, 4)) * trigger[..., None]).astype(np.float16),
         "truth/xmax": rng.normal(750, 60, 40),
         "meta/station_x": np.arange(9.0).reshape(3, 3),
     }
@@ -453,6 +456,7 @@ def valid_bytes(fuzz_dir: Path) -> bytes:
         arrays,
         {"kind": "jets", "classes": ["QCD", "Tbqq"]},
         jagged={"part": JaggedGroup(offsets, content)},
+        sparse={"station/trace": "station/trigger"},  # read through pipeline.sparse
     )
     return path.read_bytes()
 
