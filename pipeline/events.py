@@ -37,7 +37,7 @@ import numpy as np
 from pipeline import sparse as _sparse
 from pipeline.atomic import atomic_path
 from pipeline.chunks import ChunkReader
-from pipeline.jagged import (  # JaggedGroup and jagged_form: re-exported
+from pipeline.jagged import (  # JaggedGroup: re-exported
     _GZIP,
     JAGGED_PREFIX,
     JaggedGroup,

@@ -44,8 +44,11 @@ def sparse_rows(
             f"sparse dataset {name!r} (shape {values.shape}) needs a bool mask of its leading "
             f"shape with an event axis; {mask_name!r} is {mask.dtype} {lead}"
         )
-    outside = values[~mask]
-    if np.count_nonzero(outside):
+    step = 4096  # events at a time: the check's temporaries stay small
+    if any(
+        np.count_nonzero(values[i : i + step][~mask[i : i + step]])
+        for i in range(0, len(mask), step)
+    ):
         raise ValueError(
             f"sparse dataset {name!r} is nonzero where {mask_name!r} is False: storing it sparse "
             "would lose those values"
