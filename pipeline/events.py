@@ -319,20 +319,30 @@ class EventFile:
     def _read_sparse(self, name: str, sel: slice | np.ndarray) -> np.ndarray:
         """A sparse dataset's events ``sel``, dense (:mod:`pipeline.sparse`)."""
         if isinstance(sel, slice) and sel.step in (None, 1):
-            start, stop, _ = sel.indices(self.n_events)
-            events: slice | np.ndarray = slice(start, max(start, stop))
-        else:
-            idx = np.arange(self.n_events)[sel] if isinstance(sel, slice) else np.asarray(sel)
-            idx = (np.flatnonzero(idx) if idx.dtype == bool else idx).astype(np.int64)
-            if idx.size and (idx.min() < 0 or idx.max() >= self.n_events):
-                raise IndexError(f"{self.path}: index out of range for {name!r}")
-            events, inverse = np.unique(idx, return_inverse=True)
+            return self.read_rows(name, sel).dense()
+        idx = np.arange(self.n_events)[sel] if isinstance(sel, slice) else np.asarray(sel)
+        idx = (np.flatnonzero(idx) if idx.dtype == bool else idx).astype(np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n_events):
+            raise IndexError(f"{self.path}: index out of range for {name!r}")
+        events, inverse = np.unique(idx, return_inverse=True)
+        return self._rows(name, events).dense()[inverse]
+
+    def read_rows(self, name: str, sel: slice | None = None) -> _sparse.MaskedRows:
+        """A sparse dataset's contiguous events ``sel`` as stored: its mask and the masked
+        entries' rows, without the dense array (:class:`pipeline.sparse.MaskedRows`)."""
+        if name not in self.sparse:
+            raise KeyError(f"{self.path}: {name!r} is not a sparse dataset")
+        start, stop, step = (sel or slice(None)).indices(self.n_events)
+        if step != 1:
+            raise ValueError("read_rows: sel must be a contiguous slice (step 1)")
+        return self._rows(name, slice(start, max(start, stop)))
+
+    def _rows(self, name: str, events: slice | np.ndarray) -> _sparse.MaskedRows:
         mask = self.sparse[name]
         with self._reading(f"sparse dataset {name!r}"):
-            out = _sparse.read_dense(
+            return _sparse.read_rows(
                 self._f, name, mask, events, self._load, lambda e: self.read(mask, e)
             )
-        return out if isinstance(events, slice) else out[inverse]
 
     def jagged_groups(self) -> tuple[str, ...]:
         """Names of the jagged groups (e.g. ``("part",)``)."""

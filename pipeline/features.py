@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from pipeline import jet_features  # imports this module only inside its functions
+from pipeline.compact import Compact, pad_set
 from pipeline.events import META_PREFIX, EventFile
 from pipeline.transforms import PER_ENTRY, REDUCING, TRANSFORMS, shared_work
 
@@ -119,6 +120,26 @@ def sources(cfg: FeatureConfig) -> tuple[str, ...]:
             if v.mask is not None:
                 out[v.mask] = None
     return tuple(out)
+
+
+def row_sources(cfg: FeatureConfig, sparse: Mapping[str, str]) -> frozenset[str]:
+    """The sparse datasets (name -> its mask's path, ``EventFile.sparse``) that every variable
+    reads at their mask's entries only: per-entry transforms of a compact set group along that
+    mask, or reducing transforms masked by it. The loader passes these to :func:`build_inputs` as
+    :class:`pipeline.sparse.MaskedRows`, without the dense array."""
+    ok: dict[str, bool] = {}
+    for g in cfg.groups:
+        compact = g.layout == "set" and g.compact and g.mask is not None
+        for v in g.variables:
+            if g.layout == "jagged" or v.source not in sparse:
+                continue
+            m = sparse[v.source]
+            if compact:
+                fits = g.mask == m and v.transform in PER_ENTRY
+            else:
+                fits = v.transform in REDUCING and v.mask == m and g.mask in (None, m)
+            ok[v.source] = ok.get(v.source, True) and fits
+    return frozenset(p for p, fits in ok.items() if fits)
 
 
 def jagged_groups(cfg: FeatureConfig) -> tuple[InputGroupConfig, ...]:
@@ -431,7 +452,8 @@ def build_inputs(
     Args:
         arrays: dataset path -> array of the same ``n`` events (all of :func:`sources`), and per
             jagged group ``jagged/<group>/offsets`` (n + 1,) and ``jagged/<group>/<field>`` flat
-            content (as :meth:`EventFile.read_jagged` returns them).
+            content (as :meth:`EventFile.read_jagged` returns them). The :func:`row_sources`
+            may be given as stored (:meth:`EventFile.read_rows`).
         event_index: (n,) file indices of the events, only for error messages.
 
     Returns:
@@ -458,7 +480,7 @@ def build_inputs(
         n = _n_events(g, read)
         compact = None
         if g.layout == "set" and g.compact and g.mask is not None:
-            compact = _Compact(_broadcast(g.mask, read(g.mask), n).astype(bool), g.length)
+            compact = Compact(_broadcast(g.mask, read(g.mask), n).astype(bool), g.length)
         channels = []
         # the same source and mask objects for every variable: transforms share work on them
         readers = {
@@ -495,44 +517,15 @@ def build_inputs(
             data = data.reshape(n, -1, *data.shape[data.ndim - 1 - series :])
             entry = entry.reshape(n, -1)
         if g.layout == "set":
-            data, out[f"{g.name}_mask"] = _pad_set(data, entry, g.length)
+            data, out[f"{g.name}_mask"] = pad_set(data, entry, g.length)
         _check_finite(g, data, event_index)
         out[g.name] = data
         assert data.shape[0] == n
     return out
 
 
-class _Compact:
-    """The real entries of a compact set group, first and in source order, cut to ``length``.
-
-    Per-entry transforms run on the real entries alone (an air-shower array's triggered stations
-    are ~10% of it), gathered by :meth:`take` and put in place by :meth:`place`.
-    """
-
-    def __init__(self, entry: np.ndarray, length: int | None) -> None:
-        n, self.entry_axes = entry.shape[0], entry.ndim - 1
-        flat = entry.reshape(n, -1)
-        order = np.argsort(~flat, axis=1, kind="stable")[:, :length]  # (n, k)
-        self.entry = flat[np.arange(n)[:, None], order]  # (n, k): real entries first
-        self.event, self.slot = np.nonzero(self.entry)  # (m,) each: the real entries kept
-        self.station = order[self.event, self.slot]  # (m,) their flat index in the source
-
-    def take(self, values: np.ndarray, per_file: bool) -> np.ndarray:
-        """(n, *entry axes, ...) values or a per-file (*entry axes, ...) constant -> (m, ...)."""
-        if per_file:
-            return values.reshape(-1, *values.shape[self.entry_axes :])[self.station]
-        flat = values.reshape(len(values), -1, *values.shape[1 + self.entry_axes :])
-        return flat[self.event, self.station]
-
-    def place(self, x: np.ndarray, fill: float) -> np.ndarray:
-        """(m, ...) values of the real entries -> (n, k, ...), ``fill`` elsewhere."""
-        out = np.full((*self.entry.shape, *x.shape[1:]), np.float32(fill), np.float32)
-        out[self.event, self.slot] = x
-        return out
-
-
 def _entry_reader(
-    read: Callable[[str], np.ndarray], n: int, compact: _Compact | None
+    read: Callable[[str], np.ndarray], n: int, compact: Compact | None
 ) -> Callable[[str], np.ndarray]:
     """path -> its values for ``n`` events, or only the real entries ``compact`` keeps."""
 
@@ -567,17 +560,6 @@ def _n_events(g: InputGroupConfig, read: Callable[[str], np.ndarray]) -> int:
 def _broadcast(path: str, values: np.ndarray, n: int) -> np.ndarray:
     """A ``meta/`` constant repeated for ``n`` events (a view); per-event data unchanged."""
     return np.broadcast_to(values, (n, *values.shape)) if path.startswith(META_PREFIX) else values
-
-
-def _pad_set(data: np.ndarray, entry: np.ndarray, length: int | None) -> tuple[np.ndarray, ...]:
-    """Truncate or zero-pad the entry axis of (n, S, ...) data and its (n, S) mask to ``length``."""
-    if length is None or length == data.shape[1]:
-        return data, entry
-    if length < data.shape[1]:
-        return data[:, :length], entry[:, :length]
-    pad = length - data.shape[1]
-    widths = ((0, 0), (0, pad)) + ((0, 0),) * (data.ndim - 2)
-    return np.pad(data, widths), np.pad(entry, ((0, 0), (0, pad)), constant_values=False)
 
 
 def _check_finite(g: InputGroupConfig, data: np.ndarray, event_index: np.ndarray | None) -> None:

@@ -35,6 +35,7 @@ from pipeline.features import (
     build_inputs,
     input_spec,
     jagged_groups,
+    row_sources,
     sources,
 )
 from pipeline.jet_features import read_block
@@ -182,6 +183,9 @@ class Loader:
             self.close()
             raise
         self._sources = sources(features)
+        # sparse datasets read as stored (their rows) where the features use no more
+        not_inputs = {*self._target_paths, *self._observer_paths.values()}
+        self._rows = row_sources(features, getattr(self.file, "sparse", {})) - not_inputs
         self._epoch = 0
         self._cache: dict[int, dict[str, np.ndarray]] | None = {} if cache else None
         LoaderConfig(trim_buckets=tuple(trim_buckets), trim_quantile=trim_quantile)  # validates
@@ -380,7 +384,10 @@ class Loader:
         """Events ``start:stop`` read from the file and built into inputs, targets and index."""
         sel = slice(start, stop)
         paths = (*self._sources, *self._target_paths, *self._observer_paths.values())
-        raw = {p: self.file.read(p, sel) for p in dict.fromkeys(paths)}
+        raw = {
+            p: self.file.read_rows(p, sel) if p in self._rows else self.file.read(p, sel)
+            for p in dict.fromkeys(paths)
+        }
         jagged = jagged_groups(self.features)
         if jagged:  # one contiguous read per field of the range
             raw.update(read_block(jagged, self.file, sel))

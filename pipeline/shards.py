@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 
 from pipeline.atomic import atomic_path
+from pipeline.sparse import MaskedRows
 
 if TYPE_CHECKING:
     from pipeline.events import EventFile
@@ -143,11 +144,16 @@ class EventFileSet:
     def __init__(self, path: Path, files: list[EventFile], attrs: dict[str, Any]) -> None:
         self.path, self.files, self.attrs = path, files, attrs
         first = files[0]
-        self.names = first.names
+        self.names, self.sparse = first.names, first.sparse
         for ev in files[1:]:
             if ev.names != first.names:
                 diff = sorted(set(ev.names) ^ set(first.names))
                 raise ValueError(f"{path}: shard {ev.path.name} has other datasets: {diff}")
+            if ev.sparse != first.sparse:
+                raise ValueError(
+                    f"{path}: shard {ev.path.name} stores {sorted(ev.sparse)} sparse, "
+                    f"{first.path.name} {sorted(first.sparse)}"
+                )
             for name in ev.names:
                 if ev.dtype(name) != first.dtype(name):
                     raise ValueError(
@@ -251,6 +257,14 @@ class EventFileSet:
             mine = shard == i
             out[mine] = self.files[i].read(name, idx[mine] - self._starts[i])
         return out
+
+    def read_rows(self, name: str, sel: slice | None = None) -> MaskedRows:
+        """As ``EventFile.read_rows``, over the concatenated shards."""
+        start, stop, step = (sel or slice(None)).indices(self.n_events)
+        if step != 1:
+            raise ValueError("read_rows: sel must be a contiguous slice (step 1)")
+        parts = [self.files[i].read_rows(name, s) for i, s in self._pieces(start, max(stop, start))]
+        return MaskedRows.concat(parts) if parts else self.files[0].read_rows(name, slice(0, 0))
 
     def jagged_groups(self) -> tuple[str, ...]:
         return self.files[0].jagged_groups()

@@ -16,13 +16,49 @@ change. Files holding sparse datasets have ``schema_version`` 2.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import h5py
 import numpy as np
 
 SPARSE_ATTR = "sparse_mask"
+
+
+@dataclass(frozen=True)
+class MaskedRows:
+    """Events of a sparse dataset as stored, without the dense array: the mask (n, *lead) bool
+    and the masked entries' rows (m, *tail), ``dense()[mask] == rows``.
+
+    The loader hands these to the feature transforms that use the masked entries only (the trace
+    times, compact station sets), which then skip putting the rows in place and taking them out.
+    """
+
+    mask: np.ndarray
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.mask)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (*self.mask.shape, *self.rows.shape[1:])
+
+    def counts(self) -> np.ndarray:
+        """(n,) int64: the rows of each event."""
+        return _per_event(self.mask)
+
+    def dense(self) -> np.ndarray:
+        out = np.zeros(self.shape, self.rows.dtype)
+        out[self.mask] = self.rows
+        return out
+
+    @staticmethod
+    def concat(parts: Sequence[MaskedRows]) -> MaskedRows:
+        return MaskedRows(
+            np.concatenate([p.mask for p in parts]), np.concatenate([p.rows for p in parts])
+        )
 
 
 def sparse_rows(
@@ -120,15 +156,15 @@ def dense_shape(f: h5py.File, name: str, mask_name: str) -> tuple[int, ...]:
     return (*f[mask_name].shape, *f[name]["rows"].shape[1:])
 
 
-def read_dense(
+def read_rows(
     f: h5py.File,
     name: str,
     mask_name: str,
     events: slice | np.ndarray,
     load: Callable[[h5py.Dataset, str, Any], np.ndarray],
     read_mask: Callable[[slice | np.ndarray], np.ndarray],
-) -> np.ndarray:
-    """The dense values of ``events`` (a step-1 slice, or sorted unique indices).
+) -> MaskedRows:
+    """The :class:`MaskedRows` of ``events`` (a step-1 slice, or sorted unique indices).
 
     ``load(dataset, name, sel)`` reads a dataset (:meth:`EventFile._load`), ``read_mask`` the
     mask's events. Offsets that disagree with the mask raise ValueError naming both.
@@ -149,13 +185,11 @@ def read_dense(
             f"sparse dataset {name!r}: its offsets disagree with its mask {mask_name!r} (or run "
             f"past its {rows_ds.shape[0]} rows) at the {int(bad[0])}-th event read"
         )
-    out = np.zeros((*mask.shape, *rows_ds.shape[1:]), rows_ds.dtype)
     if not counts.sum():
-        return out
+        return MaskedRows(mask, np.zeros((0, *rows_ds.shape[1:]), rows_ds.dtype))
     if isinstance(events, slice):
         rows = load(rows_ds, f"{name}/rows", slice(int(lo[0]), int(hi[-1])))
     else:  # the rows of each event, increasing: what HDF5 point selection needs
         starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
         rows = load(rows_ds, f"{name}/rows", starts + np.arange(int(counts.sum())))
-    out[mask] = rows
-    return out
+    return MaskedRows(mask, rows)

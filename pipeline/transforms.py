@@ -15,6 +15,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from pipeline.sparse import MaskedRows
+
 Transform = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 """(values (n, ...) float32, mask (n, ...) bool or None) -> transformed values, same shape."""
 
@@ -112,7 +114,7 @@ _FRACTIONS = (0.1, 0.5, 0.9)  # of a trace's integral: the times the trace trans
 _BLOCK = 4096  # entries computed at a time: their (T, 4096) float32 traces stay in cache
 
 
-def _fraction_times(x: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, ...]:
+def _fraction_times(x: np.ndarray | MaskedRows, mask: np.ndarray | None) -> tuple[np.ndarray, ...]:
     """Fractional bins where each masked entry's integrated trace reaches :data:`_FRACTIONS` of
     its total (signal uniform within a bin).
 
@@ -130,8 +132,15 @@ def _fraction_times(x: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray,
     key = (id(x), id(mask))
     if memo is not None and key in memo:
         return memo[key][2]
-    sel = np.ones(x.shape[:-1], bool) if mask is None else mask.astype(bool, copy=False)
-    rows = x[sel]  # (k, T) as stored
+    stored = isinstance(x, MaskedRows) and (
+        mask is x.mask or (mask is not None and np.array_equal(mask, x.mask))
+    )
+    if stored:  # a sparse dataset's rows along this mask (pipeline.loader): no gather
+        sel, rows = x.mask, x.rows
+    else:
+        x = x.dense() if isinstance(x, MaskedRows) else x
+        sel = np.ones(x.shape[:-1], bool) if mask is None else mask.astype(bool, copy=False)
+        rows = x[sel]  # (k, T) as stored
     k, n_bins = rows.shape
     total = np.empty(k, np.float32)
     times = np.empty((len(_FRACTIONS), k), np.float64)
@@ -178,7 +187,7 @@ def _trace_interval(x: np.ndarray, mask: np.ndarray | None, lo: float, hi: float
     """
     sel, total, times = _fraction_times(x, mask)
     width = times[_FRACTIONS.index(hi)] - times[_FRACTIONS.index(lo)]
-    out = np.zeros(x.shape[:-1], np.float32)
+    out = np.zeros(sel.shape, np.float32)
     out[sel] = np.where(total > 0, width, np.float32(0.0))
     return out
 

@@ -63,6 +63,9 @@ def test_sparse_shards_read_like_one_file(tmp_path: Path) -> None:
         np.testing.assert_array_equal(
             f.read("station/trace", slice(100, 220)), arrays["station/trace"][100:220]
         )
+        rows = f.read_rows("station/trace", slice(100, 220))
+        np.testing.assert_array_equal(rows.dense(), arrays["station/trace"][100:220])
+        assert len(f.read_rows("station/trace", slice(5, 5))) == 0
 
 
 @pytest.mark.parametrize(
@@ -126,3 +129,20 @@ def test_schema_1_files_are_still_read(tmp_path: Path) -> None:
     with open_events(path) as f:
         assert f.sparse == {}
         np.testing.assert_array_equal(f.read("station/trace"), arrays["station/trace"])
+
+
+def test_rows_are_read_as_stored_without_the_dense_array(tmp_path: Path) -> None:
+    path, arrays = _write(tmp_path)
+    trace, trigger = arrays["station/trace"], arrays["station/trigger"]
+    with open_events(path) as f:
+        for sel in (None, slice(10, 70), slice(7, 8), slice(40, 40)):
+            got = f.read_rows("station/trace", sel)
+            want = slice(None) if sel is None else sel
+            np.testing.assert_array_equal(got.mask, trigger[want])
+            np.testing.assert_array_equal(got.rows, trace[want][trigger[want]])
+            np.testing.assert_array_equal(got.dense(), trace[want])
+            assert len(got) == len(trigger[want]) and got.shape == trace[want].shape
+        with pytest.raises(KeyError, match="not a sparse dataset"):
+            f.read_rows("station/signal")
+        with pytest.raises(ValueError, match="contiguous"):
+            f.read_rows("station/trace", slice(0, 10, 2))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -198,3 +200,69 @@ def test_compact_groups_transform_only_the_kept_real_entries(tmp_path):
         np.testing.assert_array_equal(out["s"][e, : kept[e], 2], t[idx[:3]] - t[idx].min())
         want = np.log(arrays["station/signal"].reshape(N, -1)[e, idx[:3]] + np.float32(1))
         np.testing.assert_array_equal(out["s"][e, : kept[e], 0], want)
+
+
+def _grid(trace_uses):
+    """An image group whose trace variables use ``trace_uses`` (transform, mask) pairs."""
+    return InputGroupConfig(
+        name="image",
+        layout="grid",
+        variables=tuple(
+            VariableConfig(name=f"v{i}", source="station/trace", transform=t, mask=m)
+            for i, (t, m) in enumerate(trace_uses)
+        ),
+    )
+
+
+def test_row_sources_are_the_sparse_datasets_used_at_their_mask_only():
+    from pipeline.features import row_sources
+
+    sparse = {"station/trace": "station/trigger"}
+    times = [("trace_rise_time", "station/trigger"), ("trace_fall_time", "station/trigger")]
+    assert row_sources(FeatureConfig((_stations(), _traces())), sparse) == {"station/trace"}
+    assert row_sources(FeatureConfig((_grid(times),)), sparse) == {"station/trace"}
+    assert row_sources(FeatureConfig((_grid(times),)), {}) == set()
+    # one use beyond the mask's entries keeps the dense read for all
+    unmasked = [times[0], ("trace_rise_time", None)]
+    assert row_sources(FeatureConfig((_grid(unmasked),)), sparse) == set()
+    assert row_sources(FeatureConfig((_stations(compact=False),)), sparse) == {"station/trace"}
+    loose = dataclasses.replace(_traces(), compact=False)  # log10_1p of every station's trace
+    assert row_sources(FeatureConfig((_stations(), loose)), sparse) == set()
+    other_mask = {"station/trace": "station/other"}
+    assert row_sources(FeatureConfig((_stations(), _grid(times))), other_mask) == set()
+
+
+@pytest.mark.parametrize("length", [None, 3, 8])
+def test_inputs_from_stored_rows_equal_those_from_dense_traces(tmp_path, length):
+    # the loader hands sparse traces as MaskedRows: the same inputs, bit for bit
+    _, arrays = _write(tmp_path / "dense.h5")
+    path = write_events(
+        tmp_path / "sparse.h5",
+        arrays,
+        {"kind": "airshower"},
+        sparse={"station/trace": "station/trigger"},
+    )
+    times = [("trace_rise_time", "station/trigger"), ("trace_fall_time", "station/trigger")]
+    cfg = FeatureConfig((_stations(length=length), _traces(length=length), _grid(times)))
+    with open_events(path) as f:
+        stats = fit_stats(cfg, f, ())
+        dense = _raw(f, cfg)
+        rows = {**dense, "station/trace": f.read_rows("station/trace", slice(0, N))}
+    want, got = build_inputs(cfg, stats, dense), build_inputs(cfg, stats, rows)
+    assert set(got) == set(want)
+    for key in want:
+        assert np.array_equal(got[key], want[key]), key
+
+
+def test_rows_along_another_mask_are_taken_from_the_dense_values(tmp_path):
+    from pipeline.compact import Compact
+    from pipeline.sparse import MaskedRows
+
+    rng = np.random.default_rng(2)
+    mask, other = rng.random((6, 5)) < 0.5, rng.random((6, 5)) < 0.5
+    values = rng.random((6, 5, 3)) * mask[..., None]
+    compact = Compact(other, 2)
+    got = compact.take(MaskedRows(mask, values[mask]), per_file=False)
+    assert np.array_equal(got, compact.take(values, per_file=False))
+    times = TRANSFORMS["trace_rise_time"](MaskedRows(mask, values[mask]), other)
+    assert np.array_equal(times, TRANSFORMS["trace_rise_time"](values, other))
