@@ -109,7 +109,9 @@ def write_sparse(
 ) -> None:
     """Store one sparse dataset (module docstring); chunks of ~256 KiB of rows."""
     g = f.create_group(name)
-    g.attrs[SPARSE_ATTR] = mask_name
+    # A fixed-length string: stored in the attribute itself. A variable-length one lives in HDF5's
+    # global heap, and reading a damaged heap reference made HDF5 2.0 loop forever (fuzzing).
+    g.attrs[SPARSE_ATTR] = np.bytes_(mask_name.encode())
     g.create_dataset("offsets", data=offsets, chunks=(min(len(offsets), chunk_events + 1),))
     if rows.size == 0:  # HDF5 chunks cannot have a 0 axis
         g.create_dataset("rows", data=rows)
