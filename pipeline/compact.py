@@ -33,10 +33,12 @@ class Compact:
         """
         if isinstance(values, MaskedRows):
             counts = values.counts()
-            rank = np.arange(len(values.rows)) - np.repeat(np.cumsum(counts) - counts, counts)
             kept = counts if self.length is None else np.minimum(counts, self.length)
             if np.array_equal(kept, self.entry.sum(axis=1)):
-                return values.rows if self.length is None else values.rows[rank < self.length]
+                if self.length is None:
+                    return values.rows
+                rank = np.arange(len(values.rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+                return values.rows[rank < self.length]
             values = values.dense()  # another mask: take from the dense values
         if per_file:
             return values.reshape(-1, *values.shape[self.entry_axes :])[self.station]

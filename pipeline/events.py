@@ -156,10 +156,11 @@ def write_events(
                 f"{n_events}"
             )
         n_events = offsets.size - 1
-    for name in sparse or {}:
+    sparse = dict(sparse or {})
+    for name in sparse:
         if name not in arrays or _is_meta(name):
             raise ValueError(f"sparse dataset {name!r} is not among the event datasets written")
-    rows = {k: _sparse.sparse_rows(k, arrays[k], m, arrays) for k, m in (sparse or {}).items()}
+    rows = {k: _sparse.sparse_rows(k, arrays[k], m, arrays) for k, m in sparse.items()}
     dense = {k: v for k, v in arrays.items() if not _is_meta(k) and k not in rows}
     chunk = chunk_events_for(dense, n_events)
     # h5py raises RuntimeError when its flush on close fails on a full disk
@@ -167,8 +168,7 @@ def write_events(
         with h5py.File(tmp, "w") as f:
             for name, arr in arrays.items():
                 if name in rows:
-                    mask = (sparse or {})[name]
-                    _sparse.write_sparse(f, name, *rows[name], mask, chunk, _GZIP)
+                    _sparse.write_sparse(f, name, *rows[name], sparse[name], chunk, _GZIP)
                     continue
                 try:
                     if _is_meta(name) or arr.size == 0:  # HDF5 chunks cannot have a 0 axis
@@ -427,16 +427,20 @@ class EventFile:
 
 
 def _dataset_names(f: h5py.File) -> tuple[tuple[str, ...], dict[str, str]]:
-    """The file's datasets (a sparse dataset by its own name) and its sparse datasets' masks."""
-    sparse = _sparse.sparse_groups(f)
-    names: list[str] = list(sparse)
+    """The file's datasets (a sparse dataset by its own name) and its sparse datasets' masks,
+    in one walk of the file."""
+    datasets: list[str] = []
+    sparse: dict[str, str] = {}
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset):
+            datasets.append(name)
+        elif (mask := _sparse.mask_of(obj)) is not None:
+            sparse[name] = mask
+
+    f.visititems(visit)
     inside = tuple(f"{g}/" for g in sparse)
-    f.visititems(
-        lambda n, obj: (
-            names.append(n) if isinstance(obj, h5py.Dataset) and not n.startswith(inside) else None
-        )
-    )
-    return tuple(sorted(names)), sparse
+    return tuple(sorted([*sparse, *(n for n in datasets if not n.startswith(inside))])), sparse
 
 
 def _validate(

@@ -121,17 +121,12 @@ def write_sparse(
     g.create_dataset("rows", data=rows, chunks=(chunk, *rows.shape[1:]), **compression)
 
 
-def sparse_groups(f: h5py.File) -> dict[str, str]:
-    """Sparse dataset name -> the path of its mask, for every sparse group of the file."""
-    found: dict[str, str] = {}
-
-    def visit(name: str, obj: Any) -> None:
-        if isinstance(obj, h5py.Group) and SPARSE_ATTR in obj.attrs:
-            mask = obj.attrs[SPARSE_ATTR]
-            found[name] = mask.decode() if isinstance(mask, bytes) else str(mask)
-
-    f.visititems(visit)
-    return found
+def mask_of(group: h5py.Group) -> str | None:
+    """The mask path of a sparse dataset's group; None for any other group."""
+    if SPARSE_ATTR not in group.attrs:
+        return None
+    mask = group.attrs[SPARSE_ATTR]
+    return mask.decode() if isinstance(mask, bytes) else str(mask)
 
 
 def check_group(f: h5py.File, name: str, mask_name: str, names: tuple[str, ...]) -> str | None:
@@ -177,7 +172,7 @@ def read_rows(
     counts = _per_event(mask)
     if isinstance(events, slice):
         offsets = load(offsets_ds, f"{name}/offsets", slice(events.start, events.stop + 1))
-        lo, hi = (np.asarray(offsets[:-1], np.int64), np.asarray(offsets[1:], np.int64))
+        lo, hi = np.asarray(offsets[:-1], np.int64), np.asarray(offsets[1:], np.int64)
     else:
         lo = load(offsets_ds, f"{name}/offsets", events).astype(np.int64)
         hi = load(offsets_ds, f"{name}/offsets", events + 1).astype(np.int64)
