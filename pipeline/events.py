@@ -34,6 +34,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from pipeline import h5attrs
 from pipeline import sparse as _sparse
 from pipeline.atomic import atomic_path
 from pipeline.chunks import ChunkReader
@@ -186,26 +187,18 @@ def write_events(
                     ) from err
             for group, (offsets, content) in checked.items():
                 _write_jagged(f, group, offsets, content)
-            for key, value in attrs.items():
-                if value is not None:
-                    f.attrs[key] = value
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            f.attrs["reco_version"] = _reco_version()
-            f.attrs["created_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
-            f.attrs["n_events"] = n_events
-            f.attrs["chunk_events"] = chunk
+            h5attrs.write(f, attrs)
+            h5attrs.write(
+                f,
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "reco_version": _reco_version(),
+                    "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "n_events": n_events,
+                    "chunk_events": chunk,
+                },
+            )
     return path
-
-
-def _plain(value: Any) -> Any:
-    """HDF5 attribute value -> plain Python (str, int, float, bool, list)."""
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 class EventFile:
@@ -225,7 +218,7 @@ class EventFile:
         self._f = handle
         self.names = names
         self.sparse: dict[str, str] = dict(sparse or {})  # sparse dataset -> its mask
-        self.attrs: dict[str, Any] = {k: _plain(v) for k, v in handle.attrs.items()}
+        self.attrs: dict[str, Any] = {k: h5attrs.plain(v) for k, v in handle.attrs.items()}
         self.n_events = int(self.attrs["n_events"])
         self.chunk_events = int(self.attrs.get("chunk_events", _MAX_CHUNK_EVENTS))
         self._chunks = ChunkReader(handle)  # slices of chunked datasets, in parallel threads
@@ -354,8 +347,8 @@ class EventFile:
     def jagged_fields(self, group: str) -> tuple[str, ...]:
         """Content fields of a jagged group, in their stored order."""
         try:
-            fields = json.loads(_plain(self._jagged(group).attrs["fields"]))
-        except (OSError, RuntimeError, KeyError, ValueError) as err:
+            fields = json.loads(h5attrs.plain(self._jagged(group).attrs["fields"]))
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as err:
             raise EventFileError(
                 f"{self.path}: jagged group {group!r} has no readable 'fields' attribute: {err}"
             ) from err
@@ -365,7 +358,9 @@ class EventFile:
 
     def jagged_form(self, group: str) -> str:
         """Awkward form JSON of a jagged group (buffer_key ``"{form_key}"``)."""
-        return str(_plain(self._jagged(group).attrs["form"]))
+        g = self._jagged(group)
+        with self._reading(f"the 'form' attribute of jagged group {group!r}"):
+            return str(h5attrs.plain(g.attrs["form"]))
 
     def _jagged(self, group: str) -> h5py.Group:
         with self._reading(f"jagged group {group!r}"):
@@ -465,7 +460,7 @@ def _validate(
         )
     if "n_events" not in f.attrs:
         raise fail("no 'n_events' attribute")
-    file_kind = _plain(f.attrs.get("kind"))
+    file_kind = h5attrs.plain(f.attrs.get("kind"))
     if kind is not None and file_kind != kind:
         raise fail(f"kind {file_kind!r} found, but {kind!r} was expected")
     for name in require:

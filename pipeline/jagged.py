@@ -14,6 +14,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from pipeline import h5attrs
+
 JAGGED_PREFIX = "jagged/"
 # The compression of every event dataset. gzip level 1 without byte shuffle, measured on 50k sparse
 # 11x11 air-shower images (signal, time, trigger; ~15% of stations triggered): 12 MB vs 55 MB raw,
@@ -131,5 +133,4 @@ def _write_jagged(
                 chunks=(min(arr.size, 1 << 16),),
                 **_GZIP,
             )
-    g.attrs["form"] = jagged_form(content)
-    g.attrs["fields"] = json.dumps(list(content))
+    h5attrs.write(g, {"form": jagged_form(content), "fields": json.dumps(list(content))})

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
+from pipeline import h5attrs
 from pipeline.atomic import atomic_path
 from pipeline.sparse import MaskedRows
 
@@ -106,13 +107,16 @@ def write_manifest(path: Path, shards: Sequence[Path], attrs: dict[str, Any]) ->
         names.append(shard.name)
     with atomic_path(path, "the manifest", (OSError, RuntimeError)) as tmp:
         with h5py.File(tmp, "w") as f:
-            for key, value in attrs.items():
-                if value is not None:
-                    f.attrs[key] = value
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            f.attrs["created_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
-            f.attrs["n_events"] = total
-            f.attrs[MANIFEST_ATTR] = json.dumps(names)
+            h5attrs.write(f, attrs)
+            h5attrs.write(
+                f,
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "n_events": total,
+                    MANIFEST_ATTR: json.dumps(names),
+                },
+            )
     EventFileSet.open(path).close()  # the shards agree with each other (raises if not)
     return path
 
@@ -173,11 +177,11 @@ class EventFileSet:
     @classmethod
     def open(cls, path: Path, kind: str | None = None, require: Sequence[str] = ()) -> EventFileSet:
         """Open a manifest and its shards (each validated as an event file)."""
-        from pipeline.events import EventFileError, _plain, open_events
+        from pipeline.events import EventFileError, open_events
 
         path = Path(path)
         with h5py.File(path, "r") as f:
-            attrs = {k: _plain(v) for k, v in f.attrs.items()}
+            attrs = {k: h5attrs.plain(v) for k, v in f.attrs.items()}
         try:
             names = json.loads(attrs[MANIFEST_ATTR])
         except (KeyError, TypeError, ValueError) as err:

@@ -23,6 +23,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from pipeline import h5attrs
+
 SPARSE_ATTR = "sparse_mask"
 
 
@@ -109,9 +111,7 @@ def write_sparse(
 ) -> None:
     """Store one sparse dataset (module docstring); chunks of ~256 KiB of rows."""
     g = f.create_group(name)
-    # A fixed-length string: stored in the attribute itself. A variable-length one lives in HDF5's
-    # global heap, and reading a damaged heap reference made HDF5 2.0 loop forever (fuzzing).
-    g.attrs[SPARSE_ATTR] = np.bytes_(mask_name.encode())
+    h5attrs.write(g, {SPARSE_ATTR: mask_name})  # fixed-length (pipeline.h5attrs says why)
     g.create_dataset("offsets", data=offsets, chunks=(min(len(offsets), chunk_events + 1),))
     if rows.size == 0:  # HDF5 chunks cannot have a 0 axis
         g.create_dataset("rows", data=rows)
@@ -125,8 +125,7 @@ def mask_of(group: h5py.Group) -> str | None:
     """The mask path of a sparse dataset's group; None for any other group."""
     if SPARSE_ATTR not in group.attrs:
         return None
-    mask = group.attrs[SPARSE_ATTR]
-    return mask.decode() if isinstance(mask, bytes) else str(mask)
+    return str(h5attrs.plain(group.attrs[SPARSE_ATTR]))
 
 
 def check_group(f: h5py.File, name: str, mask_name: str, names: tuple[str, ...]) -> str | None:

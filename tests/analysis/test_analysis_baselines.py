@@ -14,6 +14,7 @@ from analysis import baselines as bl
 from analysis.report import AnalysisConfig, analyze
 from pipeline.config import ConfigError
 from pipeline.events import EventFileError, write_events
+from pipeline.h5attrs import plain
 from simulation.airshower import AirshowerConfig, simulate
 from simulation.airshower.config import (
     DetectorConfig,
@@ -270,9 +271,10 @@ def test_predictions_file_feeds_the_analysis(calibration, test_events, tmp_path)
     cal_path = calibration.save(tmp_path / "cal.json")
     out = bl.reconstruct_file(events, calibration, tmp_path / "pred.h5", calibration_path=cal_path)
     with h5py.File(out, "r") as f:
-        assert f.attrs["model"] == "classical_sd" and f.attrs["task"] == "regression"
-        assert f.attrs["kind"] == "predictions" and f.attrs["checkpoint"] == str(cal_path)
-        n_in, n_out = int(f.attrs["n_events_input"]), int(f.attrs["n_not_reconstructed"])
+        attrs = {k: plain(v) for k, v in f.attrs.items()}
+        assert attrs["model"] == "classical_sd" and attrs["task"] == "regression"
+        assert attrs["kind"] == "predictions" and attrs["checkpoint"] == str(cal_path)
+        n_in, n_out = int(attrs["n_events_input"]), int(attrs["n_not_reconstructed"])
         index = f["observer/event_index"][()]
         assert n_in == N_TEST + 3 and n_out >= 3 and index.size == n_in - n_out
         assert set(range(N_TEST, N_TEST + 3)).isdisjoint(index)

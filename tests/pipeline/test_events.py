@@ -6,7 +6,13 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline.events import SCHEMA_VERSION, EventFileError, open_events, write_events
+from pipeline.events import (
+    SCHEMA_VERSION,
+    EventFileError,
+    JaggedGroup,
+    open_events,
+    write_events,
+)
 
 
 def _arrays(n: int = 40, seed: int = 0) -> dict[str, np.ndarray]:
@@ -46,6 +52,48 @@ def test_round_trip(tmp_path: Path) -> None:
         assert isinstance(f.attrs["reco_version"], str)
         assert f.attrs["created_utc"].startswith("20")
     assert list(tmp_path.rglob("*.tmp")) == []
+
+
+def _variable_length_strings(obj: h5py.File | h5py.Group) -> list[str]:
+    names = []
+    for key in obj.attrs:
+        dtype = obj.attrs.get_id(key).dtype
+        if h5py.check_string_dtype(dtype) and h5py.check_string_dtype(dtype).length is None:
+            names.append(key)
+    return names
+
+
+def test_string_attributes_are_fixed_length_and_read_back_as_str(tmp_path: Path) -> None:
+    # Variable-length strings live behind global-heap references; damaged ones hung HDF5 2.0.
+    attrs = {**ATTRS, "note": "", "engine": "Pythia 8 — ü", "classes": ["QCD", "top", "W→qq"]}
+    jagged = {"part": JaggedGroup(np.array([0, 2, 3]), {"pt": np.ones(3, np.float32)})}
+    path = write_events(
+        tmp_path / "a.h5",
+        {"label": np.array([0, 1], np.int8), "mask": np.array([[1, 0], [0, 1]], bool),
+         "rows": np.array([[2.0, 0.0], [0.0, 3.0]], np.float32)},
+        attrs, jagged=jagged, sparse={"rows": "mask"},
+    )  # fmt: skip
+    with h5py.File(path, "r") as f:
+        for obj in (f, f["jagged/part"], f["rows"]):
+            assert _variable_length_strings(obj) == []
+    with open_events(path) as f:
+        for key, value in attrs.items():
+            assert f.attrs[key] == value
+        assert f.sparse == {"rows": "mask"} and f.jagged_fields("part") == ("pt",)
+        np.testing.assert_array_equal(f.read("rows"), [[2.0, 0.0], [0.0, 3.0]])
+
+
+def test_files_with_variable_length_string_attributes_still_open(tmp_path: Path) -> None:
+    path = write_events(tmp_path / "a.h5", _arrays(), ATTRS)
+    with h5py.File(path, "a") as f:  # as reco wrote them before the attributes were fixed-length
+        for key in ("kind", "split", "config_hash", "created_utc"):
+            value = f.attrs[key].decode()
+            del f.attrs[key]
+            f.attrs[key] = value
+        f.attrs["classes"] = np.array(["a", "bc"], dtype=h5py.string_dtype())
+        assert "kind" in _variable_length_strings(f)
+    with open_events(path, kind="airshower") as f:
+        assert f.attrs["split"] == "train" and f.attrs["classes"] == ["a", "bc"]
 
 
 def test_event_datasets_chunked_and_compressed(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.config import to_dict
 from pipeline.events import open_events, write_events
+from pipeline.h5attrs import plain
 from reco import tasks
 from reco.evaluate import evaluate
 from reco.tasks import TaskConfig
@@ -131,8 +132,8 @@ def test_fit_and_evaluate_a_classifier(tmp_path, tiny_cnn, fast_train):
     with h5py.File(out, "r") as f:
         probs = f["prediction/probs"][()]
         label = f["truth/label"][()]
-        assert f.attrs["task"] == "classification"
-        assert json.loads(f.attrs["class_names"]) == list(CLASSES)
+        assert plain(f.attrs["task"]) == "classification"
+        assert json.loads(plain(f.attrs["class_names"])) == list(CLASSES)
     assert probs.shape == (96, 3)
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
     assert (probs.argmax(-1) == label).mean() > 0.9
