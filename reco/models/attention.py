@@ -56,7 +56,7 @@ def _xla_attention(q, k, v, bias, key_mask) -> jax.Array:
     return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
 
 
-def _batch_chunked(fn, batch: int, chunk: int, *args: jax.Array | None) -> jax.Array:
+def batch_chunked(fn, batch: int, chunk: int, *args: jax.Array | None) -> jax.Array:
     """``fn(*args)`` computed ``chunk`` batch entries at a time (``lax.map``); arguments without
     the batch axis (None, or broadcast with a leading 1) are shared by every chunk."""
     mapped = [a is not None and a.shape[0] == batch for a in args]
@@ -108,7 +108,7 @@ def fused_attention(
     per_entry = 4 * q.shape[2] * q.shape[1] * k.shape[1]  # float32 logits of one batch entry
     chunk = max(1, CPU_CHUNK_BYTES // per_entry)
     if chunked and jax.default_backend() == "cpu" and chunk < batch:
-        return _batch_chunked(_xla_attention, batch, chunk, q, k, v, bias, key_mask)
+        return batch_chunked(_xla_attention, batch, chunk, q, k, v, bias, key_mask)
     return _xla_attention(q, k, v, bias, key_mask)
 
 

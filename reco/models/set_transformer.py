@@ -52,7 +52,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from reco.models.attention import torch_linear, torch_uniform_init
-from reco.models.part import NORM_EPS, Block, PairEmbed, gelu, tril_pairs
+from reco.models.pair_bias import tril_pairs
+from reco.models.part import NORM_EPS, Block, PairEmbed, gelu
 from reco.models.registry import InputSpec, ModelConfig, particle_input_shape, register_model
 
 MODEL = "set_transformer"

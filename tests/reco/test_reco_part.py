@@ -15,14 +15,9 @@ from flax import nnx
 from pipeline.config import from_dict, to_dict
 from reco.models import ModelConfig, build_model, registered_models
 from reco.models.layers import switch_by_capacity, true_indices
+from reco.models.pair_bias import flat_gather_pays, gather_bias, tril_pairs
 from reco.models.pair_features import pair_features
-from reco.models.part import (
-    PartConfig,
-    ParticleTransformer,
-    gather_bias,
-    tril_pairs,
-    trim_lengths,
-)
+from reco.models.part import PartConfig, ParticleTransformer, trim_lengths
 from reco.state import count_params, merge_model, split_model
 
 TINY = PartConfig(
@@ -382,6 +377,38 @@ def test_trimmed_inference_gives_the_padded_logits(n_jets: int):
     jaxpr = str(jax.make_jaxpr(trimmed)(batch))
     assert ("scan" in jaxpr and "cond" in jaxpr) == (n_jets > 0)  # trimmed on a CPU
     np.testing.assert_allclose(trimmed(batch), padded, rtol=1e-5, atol=1e-5)
+
+
+def test_cache_sized_pair_work_gives_the_same_logits(monkeypatch):
+    """At inference on a CPU the pair embedding runs a few jets at a time (3 of 11 here: a
+    remainder of 2) and the bias is gathered flat once it outgrows the cache. Forced on a small
+    model by shrinking both budgets, the logits are those of one pass and the pairs' gather."""
+    import reco.models.pair_bias as pair_bias
+    import reco.models.part as part
+
+    p, n_jets = 24, 11
+    batch = _batch(n_jets, p, seed=4)
+    graphdef, params, rest = split_model(_model(dataclasses.replace(TINY, trim_groups=0), p=p))
+
+    def logits():  # a fresh trace: the budgets are read while tracing
+        return jax.jit(lambda b: merge_model(graphdef, params, rest)(b, train=False))
+
+    whole = logits()
+    assert "scan" not in str(jax.make_jaxpr(whole)(batch))
+    n_pairs, width = p * (p + 1) // 2, max(TINY.pair_embed_dims)
+    monkeypatch.setattr(part, "PAIR_CHUNK_BYTES", 3 * 4 * n_pairs * width)
+    monkeypatch.setattr(pair_bias, "CPU_CHUNK_BYTES", 1)
+    chunked = logits()
+    jaxpr = str(jax.make_jaxpr(chunked)(batch))
+    assert "scan" in jaxpr and "custom_vjp_call" in jaxpr  # chunked pairs, flat gather
+    np.testing.assert_allclose(chunked(batch), whole(batch), rtol=1e-6, atol=1e-6)
+
+
+def test_flat_gather_pays():
+    u = jnp.zeros((16, 8256, 8))
+    assert flat_gather_pays(u, 128, train=True)
+    assert flat_gather_pays(u, 128, train=False) == (jax.default_backend() == "cpu")
+    assert not flat_gather_pays(u[:, :136], 16, train=False)  # 32 KiB of bias: in cache
 
 
 def test_train_steps_are_bit_reproducible():
