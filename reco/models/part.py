@@ -51,8 +51,16 @@ PairFn = Callable[[jax.Array | None, jax.Array, jax.Array], jax.Array]  # (event
 
 
 def gelu(x: jax.Array) -> jax.Array:
-    """Exact (erf) GELU, as ``torch.nn.GELU()`` (flax's default is the tanh approximation)."""
-    return jax.nn.gelu(x, approximate=False)
+    """Exact (erf) GELU, as ``torch.nn.GELU()`` (flax's default is the tanh approximation).
+
+    Written as PyTorch's CPU kernel writes it, ``x/2 (1 + erf(x/sqrt 2))``. ``jax.nn.gelu``
+    uses ``erfc``, which XLA expands into two approximations and an exp, 2.8x slower on a CPU;
+    the two differ by at most 1e-6 (in the far negative tail, where GELU is below 1e-3).
+    """
+    return 0.5 * x * (1.0 + jax.lax.erf(x * _SQRT_HALF))
+
+
+_SQRT_HALF = 0.7071067811865476  # a Python float: the product keeps x's dtype
 
 
 @dataclasses.dataclass(frozen=True)
