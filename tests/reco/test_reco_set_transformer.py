@@ -258,6 +258,31 @@ def test_the_pair_bias_is_used():
         assert np.abs(out - r).max() > 1e-4
 
 
+def test_cache_sized_pair_work_gives_the_same_outputs(monkeypatch):
+    """At inference on a CPU the pair embedding runs a few events at a time (3 of 7: a
+    remainder) and the bias is gathered flat once it outgrows the cache. Forced by shrinking both
+    budgets, the outputs are those of one pass and the pairs' gather."""
+    import reco.models.pair_bias as pair_bias
+    import reco.models.part as part
+
+    batch = _batch(7)
+    graphdef, params, rest = split_model(_model(TINY))
+
+    def predict():  # a fresh trace: the budgets are read while tracing
+        def fn(b: dict) -> jax.Array:
+            return merge_model(graphdef, params, rest)(b, train=False)
+
+        return jax.jit(fn, compiler_options=FAST_COMPILE), str(jax.make_jaxpr(fn)(batch))
+
+    whole, jaxpr = predict()
+    assert "scan" not in jaxpr and "custom_vjp_call" not in jaxpr
+    monkeypatch.setattr(part, "PAIR_CHUNK_BYTES", 3 * 4 * (S * (S + 1) // 2) * 8)
+    monkeypatch.setattr(pair_bias, "CPU_CHUNK_BYTES", 1)
+    chunked, jaxpr = predict()
+    assert "scan" in jaxpr and "custom_vjp_call" in jaxpr  # chunked pairs, flat gather
+    np.testing.assert_allclose(chunked(batch), whole(batch), rtol=1e-6, atol=1e-6)
+
+
 def test_learns_a_toy_regression():
     """Means over the triggered stations: of feature 0, of the trace, of the distance to the
     stations' barycentre (one empty event in the batch). The pair embedding is trained too."""
