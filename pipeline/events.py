@@ -39,11 +39,11 @@ from pipeline import sparse as _sparse
 from pipeline.atomic import atomic_path
 from pipeline.chunks import ChunkReader
 from pipeline.jagged import (  # JaggedGroup: re-exported
-    _GZIP,
+    GZIP,
     JAGGED_PREFIX,
     JaggedGroup,
-    _check_jagged,
-    _write_jagged,
+    check_jagged,
+    write_jagged,
 )
 
 SCHEMA_VERSION = 2  # 2: may hold sparse datasets (pipeline.sparse)
@@ -148,7 +148,7 @@ def write_events(
         if _is_jagged(name):
             raise ValueError(f"dataset {name!r}: names under {JAGGED_PREFIX!r} are for jagged=")
     n_events = _check_arrays(arrays)
-    checked = {g: _check_jagged(g, jag) for g, jag in (jagged or {}).items()}
+    checked = {g: check_jagged(g, jag) for g, jag in (jagged or {}).items()}
     has_events = any(not _is_meta(k) for k in arrays)
     for group, (offsets, _) in checked.items():
         if has_events and offsets.size - 1 != n_events:
@@ -169,7 +169,7 @@ def write_events(
         with h5py.File(tmp, "w") as f:
             for name, arr in arrays.items():
                 if name in rows:
-                    _sparse.write_sparse(f, name, *rows[name], sparse[name], chunk, _GZIP)
+                    _sparse.write_sparse(f, name, *rows[name], sparse[name], chunk, GZIP)
                     continue
                 try:
                     if _is_meta(name) or arr.size == 0:  # HDF5 chunks cannot have a 0 axis
@@ -179,18 +179,18 @@ def write_events(
                             name,
                             data=arr,
                             chunks=(chunk, *arr.shape[1:]),
-                            **_GZIP,
+                            **GZIP,
                         )
                 except TypeError as err:  # str or object arrays: no HDF5 type
                     raise TypeError(
                         f"dataset {name!r}: dtype {arr.dtype} cannot be stored in HDF5 ({err})"
                     ) from err
             for group, (offsets, content) in checked.items():
-                _write_jagged(f, group, offsets, content)
-            h5attrs.write(f, attrs)
+                write_jagged(f, group, offsets, content)
             h5attrs.write(
                 f,
                 {
+                    **attrs,
                     "schema_version": SCHEMA_VERSION,
                     "reco_version": _reco_version(),
                     "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),

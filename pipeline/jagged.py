@@ -22,7 +22,7 @@ JAGGED_PREFIX = "jagged/"
 # read 240k events/s in 512-event chunks, write 0.4 s. gzip 4 (15 MB, 180k/s), lzf (22 MB, 150k/s)
 # and byte shuffle (17 MB, 165k/s) were all worse on both counts; lzf is also unreadable outside
 # h5py.
-_GZIP: dict[str, Any] = {"compression": "gzip", "compression_opts": 1}
+GZIP: dict[str, Any] = {"compression": "gzip", "compression_opts": 1}
 
 
 _AWKWARD_PRIMITIVES = {
@@ -49,7 +49,7 @@ class JaggedGroup:
         return int(len(self.offsets)) - 1
 
 
-def _check_jagged(group: str, jag: JaggedGroup) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def check_jagged(group: str, jag: JaggedGroup) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Validate one jagged group; return (offsets int64, content arrays)."""
     if "/" in group or not group:
         raise ValueError(f"jagged group name {group!r} must be a plain non-empty name")
@@ -117,7 +117,7 @@ def jagged_form(content: Mapping[str, np.ndarray]) -> str:
     return json.dumps(form)
 
 
-def _write_jagged(
+def write_jagged(
     f: h5py.File, group: str, offsets: np.ndarray, content: dict[str, np.ndarray]
 ) -> None:
     g = f.create_group(JAGGED_PREFIX + group)
@@ -131,6 +131,6 @@ def _write_jagged(
                 field,
                 data=arr,
                 chunks=(min(arr.size, 1 << 16),),
-                **_GZIP,
+                **GZIP,
             )
     h5attrs.write(g, {"form": jagged_form(content), "fields": json.dumps(list(content))})

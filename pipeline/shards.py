@@ -107,10 +107,10 @@ def write_manifest(path: Path, shards: Sequence[Path], attrs: dict[str, Any]) ->
         names.append(shard.name)
     with atomic_path(path, "the manifest", (OSError, RuntimeError)) as tmp:
         with h5py.File(tmp, "w") as f:
-            h5attrs.write(f, attrs)
             h5attrs.write(
                 f,
                 {
+                    **attrs,
                     "schema_version": SCHEMA_VERSION,
                     "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
                     "n_events": total,
@@ -132,7 +132,7 @@ def shard_paths(path: Path) -> list[Path]:
         return []
     if listed is None:
         return []
-    names = json.loads(listed.decode() if isinstance(listed, bytes) else str(listed))
+    names = json.loads(str(h5attrs.plain(listed)))
     return [path.parent / n for n in names]
 
 
