@@ -1,7 +1,7 @@
 """reco's ParT (JAX) against weaver-core's PyTorch ParticleTransformer, side by side, on a CPU.
 
 Usage: python benchmarks/bench_weaver.py [--configs default,small] [--batch 128] [--threads 2]
-       [--repeats 5] [--steps 3] [--matmul 2048]
+       [--repeats 5] [--steps 3] [--matmul 2048] [--malloc system|keep]
 
 Needs the optional ``bench`` extra (``pip install -e .[bench]``: torch, weaver-core). For each
 config (``default``: the JetClass ParT, 2.14M parameters, 128 particles; ``small``: PART.md's
@@ -24,6 +24,10 @@ measured here with jax (bench_scale.matmul_peak). The FLOPs are those of the for
 matrix products at the padded length, counted analytically (the nominal model work, the same
 number for both; weaver does less: it trims the batch to its longest jet, or to a random
 90-100% quantile in training, and embeds only the real-real pairs); a train step counts 3x.
+
+``--malloc keep`` sets glibc's malloc as ``reco train`` does (``reco.host_memory``: freed memory
+reused, no page faults each step) for the whole process, so for both implementations; ``system``
+(the default) leaves it as it comes, as weaver's users run it.
 """
 
 from __future__ import annotations
@@ -249,12 +253,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="alternating turns per impl.")
     parser.add_argument("--steps", type=int, default=3, help="timed calls per turn")
     parser.add_argument("--matmul", type=int, default=2048, help="size of the peak matmul")
+    parser.add_argument(
+        "--malloc",
+        choices=("system", "keep"),
+        default="system",
+        help="keep: glibc's malloc reuses freed memory (reco.host_memory, what `reco train` "
+        "sets), for both implementations (one process); system: as it comes",
+    )
     args = parser.parse_args()
     names = [s.strip() for s in args.configs.split(",")]
     if unknown := set(names) - set(CONFIGS):
         parser.error(f"unknown configs {sorted(unknown)}; have {', '.join(CONFIGS)}")
 
     threads = limit_threads(args.threads)  # before jax and torch load
+    if args.malloc == "keep":
+        from reco.host_memory import keep_freed_memory
+
+        if not keep_freed_memory():
+            raise SystemExit("--malloc keep: not applied (needs Linux with glibc, no RECO_MALLOC)")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import jax
     import torch
@@ -272,7 +288,8 @@ def main() -> None:
           f"torch now {torch.get_num_threads()}); jax devices {jax.devices()}")  # fmt: skip
     peak = matmul_peak("float32", args.matmul) * 1e3
     print(f"float32 matmul ceiling (jax, {args.matmul}^3): {peak:.1f} GFLOP/s")
-    print(f"batch {args.batch}; {args.repeats} alternating repeats of {args.steps} calls")
+    print(f"batch {args.batch}; {args.repeats} alternating repeats of {args.steps} calls; "
+          f"malloc: {args.malloc}")  # fmt: skip
     rows = []
     for name in names:
         rows += compare(name, args.batch, args.repeats, args.steps, peak)

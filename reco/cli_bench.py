@@ -27,14 +27,29 @@ def bench(
         str, typer.Option(help="Compute dtype of the models: float32 or bfloat16")
     ] = "float32",
     out: Annotated[Path | None, typer.Option(help="Also write the table (markdown) here")] = None,
+    malloc: Annotated[
+        str,
+        typer.Option(
+            help="keep: reuse the host memory freed between steps, as `reco train` does "
+            "(reco.host_memory); system: malloc as it comes"
+        ),
+    ] = "keep",
 ) -> None:
     """Simulation, loader, train-step and inference throughput and peak memory of reco's own
     configs on this machine (medians after warm-up; run it alone)."""
+    from reco.host_memory import keep_freed_memory
+
+    if malloc not in ("keep", "system"):
+        _fail(ValueError(f"--malloc must be keep or system, got {malloc!r}"))
+    kept = malloc == "keep" and keep_freed_memory()  # before jax starts (reco.bench loads it)
     from reco import bench as b
 
     sections = [s.strip() for s in only.split(",") if s.strip()]
     try:
         head = b.header()
+        head.append(
+            "host malloc: " + ("freed memory kept (reco.host_memory)" if kept else "system")
+        )
         rows = b.run(
             sections,
             events,
