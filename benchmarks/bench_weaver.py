@@ -1,7 +1,7 @@
 """reco's ParT (JAX) against weaver-core's PyTorch ParticleTransformer, side by side, on a CPU.
 
 Usage: python benchmarks/bench_weaver.py [--configs default,small] [--batch 128] [--threads 2]
-       [--repeats 5] [--steps 3] [--matmul 2048] [--malloc system|keep]
+       [--repeats 5] [--steps 3] [--matmul 2048] [--malloc shipped|keep|system]
 
 Needs the optional ``bench`` extra (``pip install -e .[bench]``: torch, weaver-core). For each
 config (``default``: the JetClass ParT, 2.14M parameters, 128 particles; ``small``: PART.md's
@@ -25,9 +25,11 @@ matrix products at the padded length, counted analytically (the nominal model wo
 number for both; weaver does less: it trims the batch to its longest jet, or to a random
 90-100% quantile in training, and embeds only the real-real pairs); a train step counts 3x.
 
-``--malloc keep`` sets glibc's malloc as ``reco train`` does (``reco.host_memory``: freed memory
-reused, no page faults each step) for the whole process, so for both implementations; ``system``
-(the default) leaves it as it comes, as weaver's users run it.
+Each implementation runs in its own worker process (spawned, so each has its own malloc and
+thread pools; the idle one waits on a pipe), with the host malloc ``--malloc`` gives it:
+``shipped`` (the default) is what each one's users get: weaver's train.py leaves glibc's malloc
+as it comes, ``reco train`` sets it to reuse freed memory (``reco.host_memory``) and ``reco
+evaluate`` does not; ``keep`` and ``system`` give both implementations the same setting.
 """
 
 from __future__ import annotations
@@ -201,48 +203,123 @@ def timed_turn(fn, steps: int) -> float:
     return median_seconds(fn, steps, warm_up=False)
 
 
-def compare(name: str, b: int, repeats: int, steps: int, peak: float) -> list[str]:
-    """Markdown table rows of one config: inference and train step, weaver and reco."""
+# malloc of each (implementation, stage) per --malloc: "shipped" is what each one's users get
+# (weaver's train.py leaves malloc alone; `reco train` keeps freed memory, `reco evaluate` not)
+MALLOC = {
+    "system": lambda impl, stage: "system",
+    "keep": lambda impl, stage: "keep",
+    "shipped": lambda impl, stage: "keep" if (impl, stage) == ("reco", "train step") else "system",
+}
+
+
+def serve(conn, impl: str, name: str, b: int, threads: int, malloc: str) -> None:
+    """Worker process: one implementation of one config; answers ``(stage, steps)`` requests
+    with the median seconds of a turn (the first request of a stage warms it up first)."""
+    limit_threads(threads)  # before jax and torch load
+    if malloc == "keep":
+        from reco.host_memory import keep_freed_memory
+
+        if not keep_freed_memory():
+            conn.send(RuntimeError("--malloc keep: not applied (needs Linux with glibc)"))
+            return
     import numpy as np
+    import torch
     from bench_models import _batch
 
+    torch.set_num_threads(threads)
     cfg = CONFIGS[name]
     batch = _batch(np.random.default_rng(0), b, cfg["particles"], N_CLASSES)
-    n_real = batch["particles_mask"].sum(1)
-    impls = {"weaver": Weaver(cfg, batch), "reco": Reco(cfg, batch)}
-    for label, impl in impls.items():
-        if impl.params != cfg["params"]:
-            raise SystemExit(f"{name}: {label} has {impl.params:,} parameters, PART.md says "
-                             f"{cfg['params']:,}")  # fmt: skip
-    flops = forward_flops(cfg, b)
-    print(f"\n{name}: {cfg['params']:,} parameters (both), {b} jets x {cfg['particles']} slots, "
-          f"{n_real.min()}-{n_real.max()} real particles (mean {n_real.mean():.0f}); forward "
-          f"{flops / 1e9:.2f} GFLOP/batch in matrix products "
-          f"({impls['reco'].forward_flops / 1e9:.2f} as XLA counts reco's)", flush=True)  # fmt: skip
-    for _ in range(5):  # weaver's trimmer is a no-op for its first 5 calls
-        impls["weaver"].infer()
-    for impl in impls.values():  # compile, first calls
-        impl.train()
-        impl.infer()
-    rows = []
-    for mode, mult in (("inference", 1), ("train step", 3)):
-        times: dict[str, list[float]] = {k: [] for k in impls}
-        for r in range(repeats):
-            order = list(impls) if r % 2 == 0 else list(impls)[::-1]
-            for label in order:
-                fn = impls[label].infer if mode == "inference" else impls[label].train
-                times[label].append(timed_turn(fn, steps))
-            print(f"  {mode} repeat {r + 1}: weaver {1e3 * times['weaver'][-1]:.1f} ms, "
-                  f"reco {1e3 * times['reco'][-1]:.1f} ms", flush=True)  # fmt: skip
-        ratios = [w / r for w, r in zip(times["weaver"], times["reco"], strict=True)]
-        for label in impls:
-            t = statistics.median(times[label])
-            gflops = mult * flops / t / 1e9
-            speed = (f"**{statistics.median(ratios):.2f}x** ({min(ratios):.2f}-{max(ratios):.2f})"
-                     if label == "reco" else "1")  # fmt: skip
-            rows.append(f"| {name} | {mode} | {label} | {1e3 * t:.1f} | {b / t:,.0f} | {speed} "
-                        f"| {gflops:.1f} | {100 * gflops / peak:.1f}% |")  # fmt: skip
-    return rows
+    model = Weaver(cfg, batch) if impl == "weaver" else Reco(cfg, batch)
+    if impl == "weaver":
+        for _ in range(5):  # weaver's trimmer is a no-op for its first 5 calls
+            model.infer()
+    conn.send({"params": model.params, "flops": getattr(model, "forward_flops", None),
+               "n_real": batch["particles_mask"].sum(1)})  # fmt: skip
+    warm: set[str] = set()
+    while (request := conn.recv()) is not None:
+        stage, steps = request
+        fn = model.infer if stage == "inference" else model.train
+        if stage not in warm:  # compile, first calls
+            fn(), fn()
+            warm.add(stage)
+        conn.send(timed_turn(fn, steps))
+
+
+class Workers:
+    """The worker processes of one config, one per (implementation, malloc), started on first
+    use; idle ones wait on their pipe while the other runs (no work, no spinning)."""
+
+    def __init__(self, name: str, b: int, threads: int) -> None:
+        import multiprocessing
+
+        self.ctx = multiprocessing.get_context("spawn")  # fresh interpreters: own malloc, threads
+        self.args, self.procs, self.info = (name, b, threads), {}, {}
+
+    def get(self, impl: str, malloc: str):
+        key = (impl, malloc)
+        if key not in self.procs:
+            parent, child = self.ctx.Pipe()
+            proc = self.ctx.Process(target=serve, args=(child, impl, *self.args, malloc))
+            proc.start()
+            info = parent.recv()
+            if isinstance(info, Exception):
+                raise SystemExit(str(info))
+            self.procs[key], self.info[key] = (proc, parent), info
+        return self.procs[key][1], self.info[key]
+
+    def turn(self, impl: str, malloc: str, stage: str, steps: int) -> float:
+        conn, _ = self.get(impl, malloc)
+        conn.send((stage, steps))
+        return conn.recv()
+
+    def close(self) -> None:
+        for proc, conn in self.procs.values():
+            conn.send(None)
+            proc.join()
+
+
+def compare(name: str, b: int, repeats: int, steps: int, peak: float, malloc: str,
+            threads: int) -> list[str]:  # fmt: skip
+    """Markdown table rows of one config: inference and train step, weaver and reco, each
+    implementation in its own worker process with the malloc ``MALLOC[malloc]`` gives it."""
+    cfg = CONFIGS[name]
+    workers = Workers(name, b, threads)
+    impls = ("weaver", "reco")
+    try:
+        for impl in impls:
+            for stage in ("inference", "train step"):
+                _, info = workers.get(impl, MALLOC[malloc](impl, stage))
+                if info["params"] != cfg["params"]:
+                    raise SystemExit(f"{name}: {impl} has {info['params']:,} parameters, "
+                                     f"PART.md says {cfg['params']:,}")  # fmt: skip
+        reco_flops = workers.get("reco", MALLOC[malloc]("reco", "inference"))[1]["flops"]
+        n_real = info["n_real"]
+        flops = forward_flops(cfg, b)
+        print(f"\n{name}: {cfg['params']:,} parameters (both), {b} jets x {cfg['particles']} "
+              f"slots, {n_real.min()}-{n_real.max()} real particles (mean {n_real.mean():.0f}); "
+              f"forward {flops / 1e9:.2f} GFLOP/batch in matrix products "
+              f"({reco_flops / 1e9:.2f} as XLA counts reco's)", flush=True)  # fmt: skip
+        rows = []
+        for stage, mult in (("inference", 1), ("train step", 3)):
+            times: dict[str, list[float]] = {k: [] for k in impls}
+            for r in range(repeats):
+                for impl in impls if r % 2 == 0 else impls[::-1]:
+                    m = MALLOC[malloc](impl, stage)
+                    times[impl].append(workers.turn(impl, m, stage, steps))
+                print(f"  {stage} repeat {r + 1}: weaver {1e3 * times['weaver'][-1]:.1f} ms, "
+                      f"reco {1e3 * times['reco'][-1]:.1f} ms", flush=True)  # fmt: skip
+            ratios = [w / r for w, r in zip(times["weaver"], times["reco"], strict=True)]
+            for impl in impls:
+                t = statistics.median(times[impl])
+                gflops = mult * flops / t / 1e9
+                speed = (f"**{statistics.median(ratios):.2f}x** ({min(ratios):.2f}-"
+                         f"{max(ratios):.2f})" if impl == "reco" else "1")  # fmt: skip
+                rows.append(f"| {name} | {stage} | {impl} | {MALLOC[malloc](impl, stage)} "
+                            f"| {1e3 * t:.1f} | {b / t:,.0f} | {speed} | {gflops:.1f} "
+                            f"| {100 * gflops / peak:.1f}% |")  # fmt: skip
+        return rows
+    finally:
+        workers.close()
 
 
 def main() -> None:
@@ -255,10 +332,10 @@ def main() -> None:
     parser.add_argument("--matmul", type=int, default=2048, help="size of the peak matmul")
     parser.add_argument(
         "--malloc",
-        choices=("system", "keep"),
-        default="system",
-        help="keep: glibc's malloc reuses freed memory (reco.host_memory, what `reco train` "
-        "sets), for both implementations (one process); system: as it comes",
+        choices=tuple(MALLOC),
+        default="shipped",
+        help="shipped: as each one's users run it (reco's train step with freed memory kept, "
+        "reco.host_memory; the rest as it comes); keep / system: both alike",
     )
     args = parser.parse_args()
     names = [s.strip() for s in args.configs.split(",")]
@@ -266,11 +343,6 @@ def main() -> None:
         parser.error(f"unknown configs {sorted(unknown)}; have {', '.join(CONFIGS)}")
 
     threads = limit_threads(args.threads)  # before jax and torch load
-    if args.malloc == "keep":
-        from reco.host_memory import keep_freed_memory
-
-        if not keep_freed_memory():
-            raise SystemExit("--malloc keep: not applied (needs Linux with glibc, no RECO_MALLOC)")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import jax
     import torch
@@ -292,10 +364,11 @@ def main() -> None:
           f"malloc: {args.malloc}")  # fmt: skip
     rows = []
     for name in names:
-        rows += compare(name, args.batch, args.repeats, args.steps, peak)
-    print("\n| config | stage | implementation | ms / batch | jets/s | reco speed-up "
+        rows += compare(name, args.batch, args.repeats, args.steps, peak, args.malloc,
+                        args.threads)  # fmt: skip
+    print("\n| config | stage | implementation | malloc | ms / batch | jets/s | reco speed-up "
           "| GFLOP/s | of matmul ceiling |")  # fmt: skip
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
 
 
