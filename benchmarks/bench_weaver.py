@@ -28,8 +28,9 @@ number for both; weaver does less: it trims the batch to its longest jet, or to 
 Each implementation runs in its own worker process (spawned, so each has its own malloc and
 thread pools; the idle one waits on a pipe), with the host malloc ``--malloc`` gives it:
 ``shipped`` (the default) is what each one's users get: weaver's train.py leaves glibc's malloc
-as it comes, ``reco train`` sets it to reuse freed memory (``reco.host_memory``) and ``reco
-evaluate`` does not; ``keep`` and ``system`` give both implementations the same setting.
+as it comes, ``reco train`` of ``jets_part.yaml`` (``train.host_memory: keep``) reuses freed
+memory (``reco.host_memory``) and ``reco evaluate`` does not; ``keep`` and ``system`` give both
+implementations the same setting.
 """
 
 from __future__ import annotations
@@ -204,7 +205,8 @@ def timed_turn(fn, steps: int) -> float:
 
 
 # malloc of each (implementation, stage) per --malloc: "shipped" is what each one's users get
-# (weaver's train.py leaves malloc alone; `reco train` keeps freed memory, `reco evaluate` not)
+# (weaver's train.py leaves malloc alone; `reco train` keeps freed memory with jets_part.yaml's
+# train.host_memory: keep; `reco evaluate` leaves it alone)
 MALLOC = {
     "system": lambda impl, stage: "system",
     "keep": lambda impl, stage: "keep",

@@ -76,12 +76,13 @@ def _join(coordinator: str | None, num_processes: int | None, process_id: int | 
         _fail(err)
 
 
-def _keep_freed_memory() -> None:
-    """Before JAX starts: training reuses the host memory it frees (reco.host_memory; 1.4x per
-    ParT train step on a CPU). Not for inference-only commands: measured 5-8% slower there."""
-    from reco.host_memory import keep_freed_memory
+def _host_memory(*cfgs) -> None:
+    """``train.host_memory: keep`` in any of the configs: training reuses the host memory it
+    frees (reco.host_memory), set here, after the config is read and before JAX starts."""
+    if any(c.train.host_memory == "keep" for c in cfgs):
+        from reco.host_memory import keep_freed_memory
 
-    keep_freed_memory()
+        keep_freed_memory()
 
 
 def _console():
@@ -221,12 +222,12 @@ def train(
     Under SLURM's srun with several tasks (or with --coordinator/--num-processes/--process-id)
     the processes train one model together, one process per GPU.
     """
-    _keep_freed_memory()
     from reco import experiment
     from reco.train import Preempted
 
     _join(coordinator, num_processes, process_id)
     cfg = _load(config, _with_init_from(set_, init_from), smoke, variant)
+    _host_memory(cfg)
     if requeue:
         if run_dir is None:
             _fail(ValueError("--requeue needs --run-dir (the run folder to resume or start)"))
@@ -329,7 +330,6 @@ def run(
     A suite file (with `variants:`) runs every variant on the shared data and writes a table
     comparing them (runs/<suite>-comparison-<time>.md).
     """
-    _keep_freed_memory()
     from reco import experiment, suite
 
     set_ = _with_init_from(set_, init_from)
@@ -343,6 +343,7 @@ def run(
     if variant:
         _load(config, set_, smoke, variant[0])  # reports that the file has no variants
     cfg = _load(config, set_, smoke)
+    _host_memory(cfg)
     _single_process("reco run")
     try:
         paths = _simulate(cfg)
@@ -395,6 +396,7 @@ def _run_suite(config: Path, set_: list[str] | None, smoke: bool, only: list[str
         baselines = suite.load_baselines(config, set_ or (), smoke=smoke, only=only or ())
     except ConfigError as err:
         _config_error(err)
+    _host_memory(*configs.values())
     try:
         _, table = suite.run_suite(configs, _simulate, _console().print, baselines)
     except (OSError, ValueError, FloatingPointError, MemoryError) as err:

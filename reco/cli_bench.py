@@ -30,10 +30,10 @@ def bench(
     malloc: Annotated[
         str,
         typer.Option(
-            help="keep: reuse the host memory freed between steps, as `reco train` does "
-            "(reco.host_memory); system: malloc as it comes"
+            help="keep: reuse the host memory freed between steps, as `reco train` does with "
+            "train.host_memory: keep (reco.host_memory); system: malloc as it comes"
         ),
-    ] = "keep",
+    ] = "system",
 ) -> None:
     """Simulation, loader, train-step and inference throughput and peak memory of reco's own
     configs on this machine (medians after warm-up; run it alone)."""

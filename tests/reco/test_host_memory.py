@@ -70,3 +70,20 @@ def test_reco_malloc_system_leaves_malloc_alone():
     applied, faults = _probe("keep", RECO_MALLOC="system")
     assert applied == "False"
     assert faults > pages // 2
+
+
+def test_train_host_memory_setting_is_checked_and_applied_only_when_keep(monkeypatch):
+    import types
+
+    from reco import cli, host_memory
+    from reco.train import TrainConfig
+
+    with pytest.raises(ValueError, match="host_memory"):
+        TrainConfig(host_memory="huge")
+    calls = []
+    monkeypatch.setattr(host_memory, "keep_freed_memory", lambda: calls.append(1) or True)
+    configs = [types.SimpleNamespace(train=TrainConfig(host_memory=m)) for m in ("system", "keep")]
+    cli._host_memory(configs[0])
+    assert calls == []
+    cli._host_memory(*configs)  # a suite: any variant that keeps
+    assert calls == [1]
