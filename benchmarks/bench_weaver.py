@@ -225,16 +225,19 @@ def serve(conn, impl: str, name: str, b: int, threads: int, malloc: str) -> None
             conn.send(RuntimeError("--malloc keep: not applied (needs Linux with glibc)"))
             return
     import numpy as np
-    import torch
     from bench_models import _batch
 
-    torch.set_num_threads(threads)
     cfg = CONFIGS[name]
     batch = _batch(np.random.default_rng(0), b, cfg["particles"], N_CLASSES)
-    model = Weaver(cfg, batch) if impl == "weaver" else Reco(cfg, batch)
-    if impl == "weaver":
+    if impl == "weaver":  # torch loads in weaver's process only
+        import torch
+
+        torch.set_num_threads(threads)
+        model = Weaver(cfg, batch)
         for _ in range(5):  # weaver's trimmer is a no-op for its first 5 calls
             model.infer()
+    else:
+        model = Reco(cfg, batch)
     conn.send({"params": model.params, "flops": getattr(model, "forward_flops", None),
                "n_real": batch["particles_mask"].sum(1)})  # fmt: skip
     warm: set[str] = set()
@@ -294,8 +297,8 @@ def compare(name: str, b: int, repeats: int, steps: int, peak: float, malloc: st
                 if info["params"] != cfg["params"]:
                     raise SystemExit(f"{name}: {impl} has {info['params']:,} parameters, "
                                      f"PART.md says {cfg['params']:,}")  # fmt: skip
-        reco_flops = workers.get("reco", MALLOC[malloc]("reco", "inference"))[1]["flops"]
-        n_real = info["n_real"]
+        reco = workers.get("reco", MALLOC[malloc]("reco", "inference"))[1]
+        reco_flops, n_real = reco["flops"], reco["n_real"]
         flops = forward_flops(cfg, b)
         print(f"\n{name}: {cfg['params']:,} parameters (both), {b} jets x {cfg['particles']} "
               f"slots, {n_real.min()}-{n_real.max()} real particles (mean {n_real.mean():.0f}); "
