@@ -95,9 +95,15 @@ def sharded_step(name: str, overrides: list[str], dtype: str, b: int, p: int):
     shardings = parallel.state_shardings(state)
     state = parallel.place(state, shardings)
     batch = parallel.batch(host)
+    # on one device, the layout fit runs the batch in (ParT: jets cut to their multiplicity)
+    make_planner = getattr(model, "train_planner", None)
+    planner = make_planner(spec) if make_planner and parallel.n_devices == 1 else None
+    plan = planner(host) if planner is not None else None
+    if plan is not None:
+        print(f"{name}: train step layout (jets, length) {plan}")
     # compiled once here and called as it is (on a GPU a compile is a good part of the run)
     step = make_train_step(graphdef, tx, task, scaler, parallel, shardings)
-    step = step.lower(state, batch).compile()
+    step = step.lower(state, batch, plan).compile()
     # FLOPs of one step as XLA counts them, on the unsharded program
     unsharded = step
     if len(jax.local_devices()) > 1:

@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/bench_weaver.py [--configs default,small] [--batch 128] [--threads 2]
        [--repeats 5] [--steps 3] [--matmul 2048] [--malloc shipped|keep|system]
+       [--jets uniform|toy] [--padded-train]
 
 Needs the optional ``bench`` extra (``pip install -e .[bench]``: torch, weaver-core). For each
 config (``default``: the JetClass ParT, 2.14M parameters, 128 particles; ``small``: PART.md's
@@ -9,7 +10,10 @@ config (``default``: the JetClass ParT, 2.14M parameters, 128 particles; ``small
 particle_transformer example network does (pair bias, final pair GELU kept, trimming on) and reco's
 (``reco.models.build_model`` with a ``PartConfig``), checks that both have the parameter count of
 PART.md, and feeds both the same random jets: a variable number of real particles per jet (a
-third of the slots to all of them), zero-padded tails and the mask. Both run on ``--threads``
+third of the slots to all of them; ``--jets toy``: the multiplicities of toy jets, mean ~51 of
+128), zero-padded tails and the mask. reco's train step runs the batch in the layout ``reco
+train`` would (jets sorted and cut to their multiplicity, ``reco.models.part_trim``;
+``--padded-train``: at the padded length). Both run on ``--threads``
 threads (torch.set_num_threads; XLA's Eigen flags and the process's CPU affinity, set before jax
 and torch load).
 
@@ -137,7 +141,7 @@ class Weaver:
 class Reco:
     """reco's ParT with reco.train's train step and predict: ``infer()``, ``train()``."""
 
-    def __init__(self, cfg: dict[str, Any], batch: dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any], batch: dict[str, Any], plans: bool = True) -> None:
         import jax
         import optax
 
@@ -164,6 +168,9 @@ class Reco:
         graphdef, self.state = init_state(model, tx)
         self.params = count_params(self.state.params)
         self.step = make_train_step(graphdef, tx, task, tasks.make_scaler(task, {}))
+        # the layout `reco train` runs the batch in: jets cut to their multiplicity
+        planner = model.train_planner(spec) if plans else None
+        self.plan = planner(batch) if planner is not None else None
         self.predict = make_predict_fn(graphdef)
         self.batch = jax.device_put(device_batch(batch))
         self.inputs = model_inputs(self.batch)
@@ -174,7 +181,7 @@ class Reco:
         self.jax.block_until_ready(self.predict(self.state.params, self.state.rest, self.inputs))
 
     def train(self) -> None:
-        self.state, metrics = self.step(self.state, self.batch)  # the old state is donated
+        self.state, metrics = self.step(self.state, self.batch, self.plan)  # state donated
         self.jax.block_until_ready(metrics["loss"])
 
 
@@ -214,7 +221,37 @@ MALLOC = {
 }
 
 
-def serve(conn, impl: str, name: str, b: int, threads: int, malloc: str) -> None:
+def toy_multiplicities(b: int, p: int) -> Any:
+    """Real particles of ``b`` toy jets (``simulation.jets``, jets_part.yaml's six classes,
+    seed 0), at most ``p``: mean ~51 of 128, 1% at 128."""
+    import numpy as np
+
+    from simulation.jets.config import JetsConfig
+    from simulation.jets.simulate import concatenate, simulate_chunks
+
+    cfg = JetsConfig(classes=("QCD", "Hbb", "Hcc", "Wqq", "Zqq", "Tbqq"))
+    sample = concatenate(list(simulate_chunks(cfg, b, 0, None)))
+    return np.minimum(np.diff(sample.particles.offsets), p)
+
+
+def jets_batch(name: str, b: int, jets: str) -> dict[str, Any]:
+    """The random jets both implementations get: ``uniform`` a third of the slots to all of
+    them real; ``toy`` the multiplicities of toy jets (:func:`toy_multiplicities`)."""
+    import numpy as np
+    from bench_models import _batch
+
+    p = CONFIGS[name]["particles"]
+    batch = _batch(np.random.default_rng(0), b, p, N_CLASSES)
+    if jets == "toy":
+        mask = np.arange(p)[None, :] < toy_multiplicities(b, p)[:, None]
+        for key in ("particles", "points", "vectors"):
+            batch[key] = batch[key] * mask[..., None].astype(batch[key].dtype)
+            batch[f"{key}_mask"] = mask
+    return batch
+
+
+def serve(conn, impl: str, name: str, b: int, threads: int, malloc: str, jets: str,
+          plans: bool) -> None:  # fmt: skip
     """Worker process: one implementation of one config; answers ``(stage, steps)`` requests
     with the median seconds of a turn (the first request of a stage warms it up first)."""
     limit_threads(threads)  # before jax and torch load
@@ -224,11 +261,8 @@ def serve(conn, impl: str, name: str, b: int, threads: int, malloc: str) -> None
         if not keep_freed_memory():
             conn.send(RuntimeError("--malloc keep: not applied (needs Linux with glibc)"))
             return
-    import numpy as np
-    from bench_models import _batch
-
     cfg = CONFIGS[name]
-    batch = _batch(np.random.default_rng(0), b, cfg["particles"], N_CLASSES)
+    batch = jets_batch(name, b, jets)
     if impl == "weaver":  # torch loads in weaver's process only
         import torch
 
@@ -237,9 +271,10 @@ def serve(conn, impl: str, name: str, b: int, threads: int, malloc: str) -> None
         for _ in range(5):  # weaver's trimmer is a no-op for its first 5 calls
             model.infer()
     else:
-        model = Reco(cfg, batch)
+        model = Reco(cfg, batch, plans)
     conn.send({"params": model.params, "flops": getattr(model, "forward_flops", None),
-               "n_real": batch["particles_mask"].sum(1)})  # fmt: skip
+               "n_real": batch["particles_mask"].sum(1),
+               "plan": getattr(model, "plan", None)})  # fmt: skip
     warm: set[str] = set()
     while (request := conn.recv()) is not None:
         stage, steps = request
@@ -254,17 +289,20 @@ class Workers:
     """The worker processes of one config, one per (implementation, malloc), started on first
     use; idle ones wait on their pipe while the other runs (no work, no spinning)."""
 
-    def __init__(self, name: str, b: int, threads: int) -> None:
+    def __init__(self, name: str, b: int, threads: int, jets: str, plans: bool) -> None:
         import multiprocessing
 
         self.ctx = multiprocessing.get_context("spawn")  # fresh interpreters: own malloc, threads
         self.args, self.procs, self.info = (name, b, threads), {}, {}
+        self.data = (jets, plans)
 
     def get(self, impl: str, malloc: str):
         key = (impl, malloc)
         if key not in self.procs:
             parent, child = self.ctx.Pipe()
-            proc = self.ctx.Process(target=serve, args=(child, impl, *self.args, malloc))
+            proc = self.ctx.Process(
+                target=serve, args=(child, impl, *self.args, malloc, *self.data)
+            )
             proc.start()
             info = parent.recv()
             if isinstance(info, Exception):
@@ -284,11 +322,11 @@ class Workers:
 
 
 def compare(name: str, b: int, repeats: int, steps: int, peak: float, malloc: str,
-            threads: int) -> list[str]:  # fmt: skip
+            threads: int, jets: str = "uniform", plans: bool = True) -> list[str]:  # fmt: skip
     """Markdown table rows of one config: inference and train step, weaver and reco, each
     implementation in its own worker process with the malloc ``MALLOC[malloc]`` gives it."""
     cfg = CONFIGS[name]
-    workers = Workers(name, b, threads)
+    workers = Workers(name, b, threads, jets, plans)
     impls = ("weaver", "reco")
     try:
         for impl in impls:
@@ -299,11 +337,13 @@ def compare(name: str, b: int, repeats: int, steps: int, peak: float, malloc: st
                                      f"PART.md says {cfg['params']:,}")  # fmt: skip
         reco = workers.get("reco", MALLOC[malloc]("reco", "inference"))[1]
         reco_flops, n_real = reco["flops"], reco["n_real"]
+        plan = workers.get("reco", MALLOC[malloc]("reco", "train step"))[1]["plan"]
         flops = forward_flops(cfg, b)
         print(f"\n{name}: {cfg['params']:,} parameters (both), {b} jets x {cfg['particles']} "
               f"slots, {n_real.min()}-{n_real.max()} real particles (mean {n_real.mean():.0f}); "
               f"forward {flops / 1e9:.2f} GFLOP/batch in matrix products "
-              f"({reco_flops / 1e9:.2f} as XLA counts reco's)", flush=True)  # fmt: skip
+              f"({reco_flops / 1e9:.2f} as XLA counts reco's); reco's train step layout "
+              f"(jets, length): {plan or 'padded'}", flush=True)  # fmt: skip
         rows = []
         for stage, mult in (("inference", 1), ("train step", 3)):
             times: dict[str, list[float]] = {k: [] for k in impls}
@@ -342,6 +382,17 @@ def main() -> None:
         help="shipped: as each one's users run it (reco's train step with freed memory kept, "
         "reco.host_memory; the rest as it comes); keep / system: both alike",
     )
+    parser.add_argument(
+        "--jets",
+        choices=("uniform", "toy"),
+        default="uniform",
+        help="uniform: a third of the slots to all real; toy: toy jets' multiplicities",
+    )
+    parser.add_argument(
+        "--padded-train",
+        action="store_true",
+        help="reco's train step at the padded length (no per-batch layout, part.train_plans 0)",
+    )
     args = parser.parse_args()
     names = [s.strip() for s in args.configs.split(",")]
     if unknown := set(names) - set(CONFIGS):
@@ -366,11 +417,12 @@ def main() -> None:
     peak = matmul_peak("float32", args.matmul) * 1e3
     print(f"float32 matmul ceiling (jax, {args.matmul}^3): {peak:.1f} GFLOP/s")
     print(f"batch {args.batch}; {args.repeats} alternating repeats of {args.steps} calls; "
-          f"malloc: {args.malloc}")  # fmt: skip
+          f"malloc: {args.malloc}; jets: {args.jets}; reco's train step "
+          f"{'padded' if args.padded_train else 'planned (part.train_plans)'}")  # fmt: skip
     rows = []
     for name in names:
         rows += compare(name, args.batch, args.repeats, args.steps, peak, args.malloc,
-                        args.threads)  # fmt: skip
+                        args.threads, args.jets, not args.padded_train)  # fmt: skip
     print("\n| config | stage | implementation | malloc | ms / batch | jets/s | reco speed-up "
           "| GFLOP/s | of matmul ceiling |")  # fmt: skip
     print("|---|---|---|---|---:|---:|---:|---:|---:|")

@@ -44,6 +44,10 @@ step profile-part-bf16 120 "$PY" benchmarks/profile_step.py --model part --preci
 # its predicate on the host (the step's kernels cannot be queued ahead); A/B without it
 step bench-scale-dense-pairs 120 "$PY" benchmarks/bench_scale.py --models part --batch 512 \
     --particles 128 --steps 10 --precisions bfloat16 --set part.pair_buckets=0
+# bench_scale runs ParT's batch in the layout fit chooses (jets cut to their multiplicity,
+# part.train_plans): A/B against the padded step
+step bench-scale-padded 120 "$PY" benchmarks/bench_scale.py --models part --batch 512 \
+    --particles 128 --steps 10 --precisions bfloat16 --set part.train_plans=0
 step reco-bench-bf16 240 "$PY" -m reco bench --only cnn,transformer,part,part_small --batch 512 \
     --repeats 3 --precision bfloat16 --out "$OUT_DIR/reco_bench_bf16.md"
 step reco-bench-fp32 240 "$PY" -m reco bench --only cnn,transformer,part,part_small --batch 512 \

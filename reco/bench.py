@@ -210,12 +210,15 @@ def experiment_rows(
     n_params = count_params(state.params)
     scaler = tasks.make_scaler(cfg.task, stats.to_dict())
     step = make_train_step(graphdef, tx, cfg.task, scaler)
+    # the layout reco train would run this batch in (ParT: its jets cut to their multiplicity)
+    planner = model.train_planner(spec) if hasattr(model, "train_planner") else None
+    plan = planner(host_batch) if planner is not None else None
     on_device = jax.device_put(host_batch)
-    peak = _peak_bytes(step.lower(state, on_device).compile())
+    peak = _peak_bytes(step.lower(state, on_device, plan).compile())
     holder = {"state": state}
 
     def train_once() -> None:
-        holder["state"], metrics = step(holder["state"], on_device)
+        holder["state"], metrics = step(holder["state"], on_device, plan)
         jax.block_until_ready(metrics)
 
     train_s = median_seconds(train_once, repeats)

@@ -15,7 +15,7 @@ import dataclasses
 import itertools
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -148,8 +148,12 @@ def make_train_step(
     parallel: DataParallel | None = None,
     state_shardings: Any = None,
     skip_nonfinite: bool = False,
-) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
-    """The jitted ``train_step(state, batch) -> (state, {"loss", "n", "grad_norm"})``.
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """The jitted ``train_step(state, batch, plan=None) -> (state, {"loss", "n", "grad_norm"})``.
+
+    ``plan`` (static: one compiled step per plan) goes to the model as ``model(inputs,
+    train=True, plan=plan)``: the batch's layout a model's ``train_planner`` chose for it
+    (ParT: the jets sorted and cut to their multiplicity, ``reco.models.part_trim``).
 
     ``state`` is donated: do not use the state passed in after the call. With ``parallel`` the
     new state keeps ``state_shardings`` (:meth:`DataParallel.state_shardings`) and the metrics
@@ -158,10 +162,13 @@ def make_train_step(
     optimiser state and BatchNorm statistics as they were (its step still counts).
     """
 
-    def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+    def train_step(
+        state: TrainState, batch: Batch, plan: Hashable | None = None
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
         def loss_fn(params: nnx.State) -> tuple[jax.Array, nnx.State]:
             model = merge_model(graphdef, params, state.rest)
-            pred = model(model_inputs(batch), train=True).astype(jnp.float32)
+            planned = {} if plan is None else {"plan": plan}  # models without layouts: none
+            pred = model(model_inputs(batch), train=True, **planned).astype(jnp.float32)
             value = tasks.loss(task, pred, batch["target"], batch["valid"], scaler)
             _, _, rest = nnx.split(model, nnx.Param, ...)  # updated BatchNorm stats, RNG counts
             return value, rest
@@ -179,9 +186,9 @@ def make_train_step(
         return TrainState(state.step + 1, params, rest, opt_state), metrics
 
     if parallel is None:
-        return jax.jit(train_step, donate_argnums=0)
+        return jax.jit(train_step, donate_argnums=0, static_argnames="plan")
     out = (state_shardings, parallel.replicated)
-    return jax.jit(train_step, donate_argnums=0, out_shardings=out)
+    return jax.jit(train_step, donate_argnums=0, out_shardings=out, static_argnames="plan")
 
 
 def make_eval_step(
@@ -407,6 +414,9 @@ def fit(
         total_steps = min(total_steps, cfg.max_steps)
     tx, schedule = make_optimizer(cfg, total_steps, steps_per_epoch, head)
     graphdef, state = init_state(model, tx)
+    # the model's per-batch layouts (ParT: jets cut to their multiplicity), on one device only
+    make_planner = getattr(model, "train_planner", None)
+    planner = make_planner(input_spec) if make_planner and parallel.n_devices == 1 else None
     del model
     n_params = count_params(state.params)
     shardings = parallel.state_shardings(state)
@@ -493,7 +503,10 @@ def fit(
                     batches = itertools.islice(batches, done_in_epoch, None)
                 for batch in batches:
                     try:
-                        state, metrics = train_step(state, parallel.batch(device_batch(batch)))
+                        on_device = parallel.batch(device_batch(batch))
+                        plan = planner(batch) if planner is not None else None
+                        args = (state, on_device) if plan is None else (state, on_device, plan)
+                        state, metrics = train_step(*args)
                     except jax.errors.JaxRuntimeError as err:
                         if out_of_memory(err):
                             raise BatchTooLargeError(batch_size, parallel.n_devices, err) from err

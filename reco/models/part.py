@@ -16,11 +16,12 @@ masked in every block and the bias of any pair with a padded particle is 0. Devi
 weaver, and why: in training the BatchNorms take statistics over real particles (input BN) and
 real-real lower-triangle pairs (pair BN) only, so zero padding does not bias them (weaver's wrap
 padding repeats real particles, which has a similar effect; 0.5.x pairs are real-real too).
-Sequence trimming (weaver's speed trick; output-invariant in eval) is done at inference on a CPU
-only, and finer than weaver's (which cuts a whole batch to its longest jet): the jets are sorted by
-multiplicity and run in ``trim_groups`` groups, each cut to the shortest of a few static lengths
-that holds its longest jet (:func:`trim_lengths`). Training keeps the padded length: the
-BatchNorm statistics are over the whole batch.
+Sequence trimming (weaver's speed trick; output-invariant) is finer than weaver's (which cuts a
+whole batch to its longest jet): the jets are sorted by multiplicity and run in ``trim_groups``
+groups, each cut to the shortest of a few static lengths that holds its longest jet
+(:mod:`reco.models.part_trim`). At inference on a CPU the cut is chosen on the device; in
+training the host chooses each batch's layout (``train_plans``: at most that many compiled), and
+the BatchNorm statistics stay those of the whole batch.
 Speed (docs/benchmarks.md): the pair embedding runs on the real-real pairs only, packed into the
 smallest of ``pair_buckets`` static capacities (as weaver 0.5's sparse pairs; exports use the
 dense path), attention at inference is ``jax.nn.dot_product_attention`` (``fused_attention``),
@@ -41,6 +42,7 @@ from reco.models.attention import BiasedMultiHeadAttention, batch_chunked, torch
 from reco.models.layers import HashDropout, switch_by_capacity, true_indices
 from reco.models.pair_bias import flat_gather_pays, gather_bias, tril_pairs
 from reco.models.pair_features import N_PAIR_FEATURES, kinematic_pair_features, kinematics
+from reco.models.part_trim import Plan, TrainPlanner, planned_logits, trim_lengths, trimmed_logits
 from reco.models.registry import InputSpec, ModelConfig, particle_input_shape, register_model
 
 NORM_EPS = 1e-5  # PyTorch's LayerNorm/BatchNorm epsilon (flax's LayerNorm default is 1e-6)
@@ -99,9 +101,13 @@ class PartConfig(ModelConfig):
     # TRIM_STEP_MIN particles) that holds its longest jet (0 = every jet at the padded length)
     trim_groups: int = 8
     trim_steps: int = 8
+    # in training: the jets sorted by multiplicity in trim_groups groups, each cut to a trim
+    # length, the layout chosen per batch on the host; at most this many layouts compiled
+    # (reco.models.part_trim.TrainPlanner; 0 = every jet at the padded length)
+    train_plans: int = 3
 
     def __post_init__(self) -> None:
-        for name in ("pair_buckets", "trim_groups", "trim_steps"):
+        for name in ("pair_buckets", "trim_groups", "trim_steps", "train_plans"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.embed_dims or min(self.embed_dims) < 1:
@@ -137,7 +143,14 @@ class Embed(nnx.Module):
 
     def __call__(self, x: jax.Array, mask: jax.Array, *, train: bool) -> jax.Array:
         """(B, P, C) features, (B, P) mask -> (B, P, E) tokens, zero on padded slots."""
-        x = self.input_bn(x, use_running_average=not train, mask=mask[..., None])
+        return self.tokens(self.normalise(x, mask, train=train), mask)
+
+    def normalise(self, x: jax.Array, mask: jax.Array, *, train: bool) -> jax.Array:
+        """The input BatchNorm (in training: statistics over the batch's real particles)."""
+        return self.input_bn(x, use_running_average=not train, mask=mask[..., None])
+
+    def tokens(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+        """Normalised (B, P, C) features -> (B, P, E) tokens (per particle), zero on padded slots."""
         for norm, linear in zip(self.norms, self.linears, strict=True):
             x = gelu(linear(norm(x)))
         return jnp.where(mask[..., None], x, 0.0)
@@ -276,18 +289,6 @@ class PairEmbed(nnx.Module):
         if train:  # the BatchNorm statistics of the real pairs
             nnx.update(self, stats)
         return u
-
-
-TRIM_STEP_MIN = 16  # particles: the finest step between the lengths a group of jets is cut to
-
-
-def trim_lengths(n: int, steps: int) -> list[int]:
-    """The padded lengths a group of jets may be cut to at inference: multiples of
-    ``max(TRIM_STEP_MIN, ceil(n / steps))`` below ``n``, and ``n`` (one length: no cutting)."""
-    if steps < 1:
-        return [n]
-    step = max(TRIM_STEP_MIN, -(-n // steps))
-    return [*range(step, n, step), n]
 
 
 class Block(nnx.Module):
@@ -440,8 +441,22 @@ class ParticleTransformer(nnx.Module):
         Returns:
             ``(pair_fts (B, P, P, 4), bias (B, H, P, P))``; the bias is 0 unless both are real.
         """
-        assert self.pair_embed is not None
         rows, cols, index = tril_pairs(vectors.shape[1])  # the features' layout, (B, P, P, 4)
+        u = self.pair_embedding(vectors, mask, train=train, buckets=buckets)
+        # (B, H, P, P), zero unless both are real. The flat gather measured faster in training,
+        # and at inference on a CPU once the bias outgrows the cache (docs/benchmarks.md)
+        bias = gather_bias(u, index, flat=flat_gather_pays(u, index.shape[0], train=train))
+        # the features of all pairs are an output for inspection only: XLA drops them under jit
+        # when only the logits are used
+        kin = kinematics(vectors)
+        return kinematic_pair_features(kin[:, rows], kin[:, cols])[:, index], bias
+
+    def pair_embedding(
+        self, vectors: jax.Array, mask: jax.Array, *, train: bool, buckets: int | None = None
+    ) -> jax.Array:
+        """The embedding (B, n_pairs, H) of the lower-triangle pairs (:func:`tril_pairs` order),
+        zero unless both particles are real (arguments as :meth:`pair_bias`)."""
+        assert self.pair_embed is not None
         kin = kinematics(vectors)  # (B, P, 7): pT, y, phi once per particle, not per pair
 
         def pair_fn(b: jax.Array | None, i: jax.Array, j: jax.Array) -> jax.Array:
@@ -450,13 +465,7 @@ class ParticleTransformer(nnx.Module):
             return kinematic_pair_features(kin[b, i], kin[b, j])
 
         buckets = self.cfg.pair_buckets if buckets is None else buckets
-        u = self.pair_embed.embed_tril(pair_fn, mask, train=train, buckets=buckets)
-        # (B, H, P, P), zero unless both are real. The flat gather measured faster in training,
-        # and at inference on a CPU once the bias outgrows the cache (docs/benchmarks.md)
-        bias = gather_bias(u, index, flat=flat_gather_pays(u, index.shape[0], train=train))
-        # the features of all pairs are an output for inspection only: XLA drops them under jit
-        # when only the logits are used
-        return kinematic_pair_features(kin[:, rows], kin[:, cols])[:, index], bias
+        return self.pair_embed.embed_tril(pair_fn, mask, train=train, buckets=buckets)
 
     def intermediates(
         self, inputs: Mapping[str, jax.Array], *, train: bool, pair_buckets: int | None = None
@@ -481,6 +490,22 @@ class ParticleTransformer(nnx.Module):
             vectors = jnp.where(mask[..., None], inputs[cfg.vectors_key], 0.0)
             out["pair_fts"], bias = self.pair_bias(vectors, mask, train=train, buckets=pair_buckets)
             out["pair_bias"] = bias
+        out["logits"] = self.blocks_and_head(x, mask, bias, train=train, out=out)
+        return out
+
+    def blocks_and_head(
+        self,
+        x: jax.Array,
+        mask: jax.Array,
+        bias: jax.Array | None,
+        *,
+        train: bool,
+        out: dict[str, jax.Array] | None = None,
+    ) -> jax.Array:
+        """Tokens (B, P, E), mask (B, P), pair bias (B, H, P, P) or None -> (B, n_outputs)
+        logits: the particle blocks, the class-attention blocks and the head (intermediates
+        into ``out`` when given)."""
+        out = {} if out is None else out
         for i, block in enumerate(self.blocks):
             x = out[f"block{i}"] = block(x, mask, bias=bias, train=train)
         cls = jnp.broadcast_to(self.cls_token[...], (x.shape[0], 1, x.shape[-1]))
@@ -491,56 +516,40 @@ class ParticleTransformer(nnx.Module):
             h = nnx.relu(layer(h))
             if self.fc_dropout is not None:
                 h = self.fc_dropout(h, deterministic=not train)
-        out["logits"] = self.fc(h)
-        return out
+        return self.fc(h)
 
-    def __call__(self, inputs: Mapping[str, jax.Array], *, train: bool) -> jax.Array:
-        """inputs (see the module docstring) -> Float[Array, "batch n_outputs"] logits."""
+    def __call__(
+        self, inputs: Mapping[str, jax.Array], *, train: bool, plan: Plan | None = None
+    ) -> jax.Array:
+        """inputs (see the module docstring) -> Float[Array, "batch n_outputs"] logits.
+
+        ``plan``: run the jets sorted by multiplicity in its segments, each cut to its length
+        (:func:`reco.models.part_trim.planned_logits`; the train step passes the plan
+        :meth:`train_planner` chose for the batch). Else at inference on a CPU the jets run in
+        trimmed groups, and otherwise at the padded length.
+        """
+        if plan is not None:
+            return planned_logits(self, inputs, plan, train=train)
         n_jets, n = inputs[self.cfg.mask_key].shape
         lengths = trim_lengths(n, self.cfg.trim_steps)
         trim = min(self.cfg.trim_groups, n_jets) >= 1 and len(lengths) > 1
         if train or not trim or jax.default_backend() != "cpu":  # measured on a CPU only
             return self.intermediates(inputs, train=train)["logits"]
-        return self._trimmed_logits(inputs, lengths)
+        return trimmed_logits(self, inputs, lengths)
 
-    def _trimmed_logits(self, inputs: Mapping[str, jax.Array], lengths: list[int]) -> jax.Array:
-        """Inference logits, the jets sorted by multiplicity and run ``trim_groups`` groups at a
-        time (``lax.map``), each group cut to the first of ``lengths`` that holds its longest jet
-        (``switch_by_capacity``: one compiled branch per length). The same outputs as the padded
-        pass up to float rounding: ParT has no positions, padded particles are masked everywhere.
-
-        On a CPU (docs/benchmarks.md, default config, 128 jets of 43-128 particles): 1.3x.
-        """
+    def train_planner(self, input_spec: InputSpec) -> TrainPlanner | None:
+        """The host-side chooser of each training batch's :data:`Plan` (None: ``train_plans``
+        0, or fewer than two trim lengths for the particle slots of ``input_spec``)."""
         cfg = self.cfg
-        keys = [cfg.features_key, cfg.mask_key]
-        if self.pair_embed is not None:
-            keys.append(cfg.vectors_key)
-        mask = inputs[cfg.mask_key].astype(bool)
-        n_jets = mask.shape[0]
-        # the real particles of every jet first (stable: their order is kept)
-        slots = jnp.argsort(~mask, axis=1, stable=True)
-        jets = {k: inputs[k][jnp.arange(n_jets)[:, None], slots] for k in keys}
-        count = jnp.sum(mask, axis=1, dtype=jnp.int32)
-        size = -(-n_jets // min(cfg.trim_groups, n_jets))  # jets per group
-        n_groups = -(-n_jets // size)
-        order = jnp.argsort(count)  # shortest first; the last group is filled up with the longest
-        order = jnp.concatenate([order, jnp.full(n_groups * size - n_jets, order[-1])])
-        order = order.reshape(n_groups, size)
-
-        def cut(length: int) -> Callable[[dict[str, jax.Array]], jax.Array]:
-            def logits(group: dict[str, jax.Array]) -> jax.Array:
-                group = {k: v[:, :length] for k, v in group.items()}
-                # within a trimmed group the pairs are mostly real: every pair, no packing
-                return self.intermediates(group, train=False, pair_buckets=0)["logits"]
-
-            return logits
-
-        def run(members: jax.Array) -> jax.Array:
-            group = {k: v[members] for k, v in jets.items()}
-            return switch_by_capacity(lengths, jnp.max(count[members]), cut, group)
-
-        out = jax.lax.map(run, order).reshape(n_groups * size, -1)
-        return out[jnp.argsort(order.reshape(-1)[:n_jets])]  # back to the input's order
+        n = int(input_spec[cfg.features_key][0])
+        if cfg.train_plans < 1 or cfg.trim_groups < 2 or len(trim_lengths(n, cfg.trim_steps)) < 2:
+            return None
+        return TrainPlanner(
+            cfg.mask_key,
+            groups=cfg.trim_groups,
+            steps=cfg.trim_steps,
+            max_plans=cfg.train_plans,
+        )
 
 
 @register_model("part", PartConfig)

@@ -1,0 +1,220 @@
+"""ParT's planned training layouts (reco.models.part_trim): jets sorted by multiplicity and cut.
+
+The planned pass must be the padded pass (logits, BatchNorm statistics, gradients) up to float
+rounding; the planner must keep every jet whole and bound the number of compiled layouts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from reco import tasks
+from reco.models import build_model
+from reco.models.part import PartConfig, ParticleTransformer
+from reco.models.part_trim import TrainPlanner, capacity, plan_for
+from reco.state import init_state
+from reco.train import make_train_step
+
+P = 48  # trim lengths 16, 32, 48 (trim_steps 3)
+CFG = PartConfig(
+    embed_dims=(16, 32, 16),
+    pair_embed_dims=(8, 8),
+    num_heads=2,
+    num_layers=2,
+    num_cls_layers=1,
+    dropout=0.0,
+    attn_dropout=0.0,
+    activation_dropout=0.0,
+    trim_groups=4,
+    trim_steps=3,
+)
+SPEC = {"particles": (P, 5), "particles_mask": (P,), "vectors": (P, 4)}
+
+
+def _batch(n_jets: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Jets of 0..P real particles (one empty, one full, one scattered over the slots); padded
+    slots hold garbage, not zeros."""
+    rng = np.random.default_rng(seed)
+    mask = np.arange(P)[None, :] < rng.integers(1, P // 2, n_jets)[:, None]
+    mask[1], mask[2], mask[3] = False, True, rng.random(P) < 0.4
+    pt = rng.exponential(20.0, (n_jets, P)) + 0.5
+    eta, phi = rng.normal(0.0, 0.4, (n_jets, P)), rng.uniform(-np.pi, np.pi, (n_jets, P))
+    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
+    e = np.sqrt(px**2 + py**2 + pz**2 + 0.14**2)
+    return {
+        "particles": rng.normal(size=(n_jets, P, 5)).astype(np.float32),
+        "particles_mask": mask,
+        "vectors": np.stack([px, py, pz, e], axis=-1).astype(np.float32),
+    }
+
+
+def _model(cfg: PartConfig = CFG) -> ParticleTransformer:
+    model = build_model(cfg, SPEC, n_outputs=3, seed=0)
+    assert isinstance(model, ParticleTransformer)
+    return model
+
+
+def test_plan_for_cuts_sorted_groups_to_their_longest_jet():
+    counts = np.array([40, 3, 5, 17, 30, 0, 16, 48])  # sorted: 0 3 5 16 | 17 30 40 48
+    assert plan_for(counts, P, groups=2, steps=3, max_segments=4) == ((4, 16), (4, 48))
+    # groups of two: 16 16 | 32 48 -> the two 16s merge
+    assert plan_for(counts, P, groups=4, steps=3, max_segments=4) == ((4, 16), (2, 32), (2, 48))
+    # at most two segments: merging (2, 32) into (2, 48) adds 32 slots, (4, 16) into 32 adds 64
+    assert plan_for(counts, P, groups=4, steps=3, max_segments=2) == ((4, 16), (4, 48))
+    # counts above the slots are the slots; uneven groups (5 jets in 2: 3 and 2)
+    assert plan_for(np.array([1, 2, 3, 60, 60]), P, 2, 3, 4) == ((3, 16), (2, 48))
+    assert capacity(((2, 16), (1, 48))).tolist() == [16, 16, 48]
+
+
+def test_planner_reuses_a_compiled_plan_that_holds_the_batch_and_bounds_the_plans():
+    planner = TrainPlanner("particles_mask", groups=2, steps=3, max_plans=1)
+
+    def batch(counts):
+        return {"particles_mask": np.arange(P)[None, :] < np.asarray(counts)[:, None]}
+
+    first = planner(batch([3, 5, 20, 30]))
+    assert first == ((2, 16), (2, 32))
+    assert planner(batch([30, 1, 16, 2])) == first  # held by the compiled plan
+    assert planner(batch([3, 5, 20, 40])) is None  # would need a second plan: padded pass
+    assert planner(batch([3, 5, 20])) is None  # another batch size, no room for its plan
+    assert list(planner.plans) == [((4, P), first)] and planner.uses == {first: 2, None: 2}
+    roomy = TrainPlanner("particles_mask", groups=2, steps=3, max_plans=3)
+    assert roomy(batch([40, 48, 47, 46])) is None  # nothing to cut
+    assert roomy(batch([3, 5, 20, 40])) == ((2, 16), (2, 48))
+    assert roomy(batch([3, 5, 20, 30])) == ((2, 16), (2, 32))  # cheaper than the first
+    assert roomy(batch([3, 5, 17, 20])) == ((2, 16), (2, 32))  # the cheapest that holds it
+    # a batch cropped to 32 slots (loader.trim_buckets) has plans of its own
+    cropped = {"particles_mask": batch([3, 5, 20, 30])["particles_mask"][:, :32]}
+    assert roomy(cropped) == ((2, 16), (2, 32)) and len(roomy.plans) == 3
+    assert roomy({"particles_mask": np.zeros((0, P), bool)}) is None  # an empty batch
+    with pytest.raises(KeyError, match="particles_mask"):
+        planner({"mask": np.ones((2, P), bool)})
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_planned_pass_is_the_padded_pass(train: bool, monkeypatch):
+    """Logits and (in training) the BatchNorm statistics of the plan's segments equal the
+    padded pass's: a jet with no real particle, a full one, one with scattered particles."""
+    batch = _batch(11)
+    plan = plan_for(batch["particles_mask"].sum(1), P, CFG.trim_groups, CFG.trim_steps, 4)
+    assert len(plan) > 1 and max(length for _, length in plan) == P
+    import reco.models.part as part
+
+    def refuse(*_):
+        raise AssertionError("with a plan the trimmed inference must not run")
+
+    monkeypatch.setattr(part, "trimmed_logits", refuse)
+    padded, planned = _model(), _model()
+
+    @nnx.jit
+    def both(a, b):
+        return a.intermediates(batch, train=train)["logits"], b(batch, train=train, plan=plan)
+
+    want, got = both(padded, planned)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    for a, b in zip(
+        jax.tree.leaves(nnx.state(padded, nnx.BatchStat)),
+        jax.tree.leaves(nnx.state(planned, nnx.BatchStat)),
+        strict=True,
+    ):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    fresh = jax.tree.leaves(nnx.state(_model(), nnx.BatchStat))
+    moved = jax.tree.leaves(nnx.state(planned, nnx.BatchStat))
+    assert train == any(not np.allclose(a, b) for a, b in zip(fresh, moved, strict=True))
+
+
+def test_planned_train_step_gives_the_padded_gradients():
+    """One AdamW step of make_train_step with the plan moves the parameters as the padded step
+    does (no dropout): the gradients agree."""
+    task = tasks.TaskConfig(targets=("label",), loss="cross_entropy", classes=("a", "b", "c"))
+    batch = _batch(12, seed=1) | {
+        "target": np.random.default_rng(2).integers(0, 3, (12, 1)).astype(np.float32),
+        "valid": np.ones(12, np.float32),
+    }
+    plan = plan_for(batch["particles_mask"].sum(1), P, CFG.trim_groups, CFG.trim_steps, 4)
+    tx = optax.sgd(1.0)  # the update is the gradient
+    graphdef, start = init_state(_model(), tx)
+    step = make_train_step(graphdef, tx, task, tasks.make_scaler(task, {}))
+    copy = jax.tree.map(jnp.copy, start)
+    padded, m_padded = step(start, batch)
+    planned, m_planned = step(copy, batch, plan)
+    np.testing.assert_allclose(m_planned["loss"], m_padded["loss"], rtol=1e-5)
+    np.testing.assert_allclose(m_planned["grad_norm"], m_padded["grad_norm"], rtol=1e-4)
+    scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(padded.params))
+    for a, b in zip(jax.tree.leaves(padded.params), jax.tree.leaves(planned.params), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_a_plan_that_does_not_fit_the_batch_is_refused():
+    with pytest.raises(ValueError, match="does not fit a batch of 4 jets"):
+        _model()(_batch(4), train=False, plan=((3, 16),))
+
+
+def test_train_planner_follows_the_config():
+    assert isinstance(_model().train_planner(SPEC), TrainPlanner)
+    assert _model(dataclasses.replace(CFG, train_plans=0)).train_planner(SPEC) is None
+    assert _model(dataclasses.replace(CFG, trim_steps=1)).train_planner(SPEC) is None
+    with pytest.raises(ValueError, match="train_plans must be >= 0"):
+        PartConfig(train_plans=-1)
+
+
+class _Jets:
+    """A BatchSource of fixed ParT batches (what fit needs of a loader)."""
+
+    def __init__(self, batches: list[dict[str, np.ndarray]]) -> None:
+        self.batches = batches
+        self.batch_size = len(batches[0]["valid"])
+        self.n_events = self.batch_size * len(batches)
+        self.input_spec = {k: v.shape[1:] for k, v in batches[0].items() if k in SPEC}
+
+    def epoch(self, e: int):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def test_fit_trains_on_the_planned_layouts(monkeypatch, tmp_path):
+    """fit asks the model for a planner and passes each batch's plan to the train step: batches
+    of short jets run planned, the one with long jets padded (a plan compiled at most once)."""
+    from pipeline.config import to_dict
+    from pipeline.tracking import DictTracker
+    from reco.train import TrainConfig, fit
+
+    planners = []
+    make = ParticleTransformer.train_planner
+
+    def spy(self, input_spec):
+        planners.append(make(self, input_spec))
+        return planners[-1]
+
+    monkeypatch.setattr(ParticleTransformer, "train_planner", spy)
+    rng = np.random.default_rng(5)
+    batches = []
+    for seed, longest in ((1, P // 2), (2, P // 2), (3, P)):
+        batch = _batch(8, seed)
+        batch["particles_mask"][:, longest:] = False
+        batch["particles_mask"][0, :longest] = True
+        batch["target"] = rng.integers(0, 3, (8, 1)).astype(np.float32)
+        batch["valid"] = np.ones(8, np.float32)
+        batches.append(batch)
+    task = tasks.TaskConfig(targets=("label",), loss="cross_entropy", classes=("a", "b", "c"))
+    cfg = dataclasses.replace(CFG, train_plans=1, trim_groups=2)
+    train = TrainConfig(epochs=2, lr=1e-3, warmup_steps=0, log_every_steps=3)
+    config = {"model": to_dict(cfg), "train": to_dict(train), "seed": 0}
+    tracker = DictTracker()
+    result = fit(
+        cfg, task, train, _Jets(batches), _Jets(batches[:1]), {}, tmp_path, tracker,
+        seed=0, config_dict=config, progress=False,
+    )  # fmt: skip
+    assert result.steps == 6 and np.isfinite(result.best_val_loss)
+    (planner,) = planners
+    ((_, plan),) = planner.plans  # batches 1 and 2 share it: max 24 particles, groups of 4
+    assert plan == ((4, 16), (4, 32)) and planner.uses == {plan: 4, None: 2}
