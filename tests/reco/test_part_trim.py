@@ -98,10 +98,12 @@ def test_planner_reuses_a_compiled_plan_that_holds_the_batch_and_bounds_the_plan
         planner({"mask": np.ones((2, P), bool)})
 
 
-@pytest.mark.parametrize("train", [False, True])
-def test_planned_pass_is_the_padded_pass(train: bool, monkeypatch):
+@pytest.mark.parametrize(("train", "pair_bias"), [(False, True), (True, True), (True, False)])
+def test_planned_pass_is_the_padded_pass(train: bool, pair_bias: bool, monkeypatch):
     """Logits and (in training) the BatchNorm statistics of the plan's segments equal the
-    padded pass's: a jet with no real particle, a full one, one with scattered particles."""
+    padded pass's: a jet with no real particle, a full one, one with scattered particles; with
+    the pair bias and without (ParT plain)."""
+    cfg = dataclasses.replace(CFG, use_pair_bias=pair_bias)
     batch = _batch(11)
     plan = plan_for(batch["particles_mask"].sum(1), P, CFG.trim_groups, CFG.trim_steps, 4)
     assert len(plan) > 1 and max(length for _, length in plan) == P
@@ -111,7 +113,7 @@ def test_planned_pass_is_the_padded_pass(train: bool, monkeypatch):
         raise AssertionError("with a plan the trimmed inference must not run")
 
     monkeypatch.setattr(part, "trimmed_logits", refuse)
-    padded, planned = _model(), _model()
+    padded, planned = _model(cfg), _model(cfg)
 
     @nnx.jit
     def both(a, b):
@@ -125,7 +127,7 @@ def test_planned_pass_is_the_padded_pass(train: bool, monkeypatch):
         strict=True,
     ):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
-    fresh = jax.tree.leaves(nnx.state(_model(), nnx.BatchStat))
+    fresh = jax.tree.leaves(nnx.state(_model(cfg), nnx.BatchStat))
     moved = jax.tree.leaves(nnx.state(planned, nnx.BatchStat))
     assert train == any(not np.allclose(a, b) for a, b in zip(fresh, moved, strict=True))
 
