@@ -12,7 +12,7 @@ particle_transformer example network does (pair bias, final pair GELU kept, trim
 PART.md, and feeds both the same random jets: a variable number of real particles per jet (a
 third of the slots to all of them; ``--jets toy``: the multiplicities of toy jets, mean ~51 of
 128), zero-padded tails and the mask. reco's train step runs the batch in the layout ``reco
-train`` would (jets sorted and cut to their multiplicity, ``reco.models.part_trim``;
+train`` would (jets sorted and cut to their multiplicity, ``reco.models.trimming``;
 ``--padded-train``: at the padded length). Both run on ``--threads``
 threads (torch.set_num_threads; XLA's Eigen flags and the process's CPU affinity, set before jax
 and torch load).

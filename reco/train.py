@@ -153,7 +153,7 @@ def make_train_step(
 
     ``plan`` (static: one compiled step per plan) goes to the model as ``model(inputs,
     train=True, plan=plan)``: the batch's layout a model's ``train_planner`` chose for it
-    (ParT: the jets sorted and cut to their multiplicity, ``reco.models.part_trim``).
+    (ParT: the jets sorted and cut to their multiplicity, ``reco.models.trimming``).
 
     ``state`` is donated: do not use the state passed in after the call. With ``parallel`` the
     new state keeps ``state_shardings`` (:meth:`DataParallel.state_shardings`) and the metrics

@@ -19,7 +19,7 @@ padding repeats real particles, which has a similar effect; 0.5.x pairs are real
 Sequence trimming (weaver's speed trick; output-invariant) is finer than weaver's (which cuts a
 whole batch to its longest jet): the jets are sorted by multiplicity and run in ``trim_groups``
 groups, each cut to the shortest of a few static lengths that holds its longest jet
-(:mod:`reco.models.part_trim`). At inference on a CPU the cut is chosen on the device; in
+(:mod:`reco.models.trimming`). At inference on a CPU the cut is chosen on the device; in
 training the host chooses each batch's layout (``train_plans``: at most that many compiled), and
 the BatchNorm statistics stay those of the whole batch.
 Speed (docs/benchmarks.md): the pair embedding runs on the real-real pairs only, packed into the
@@ -42,8 +42,15 @@ from reco.models.attention import BiasedMultiHeadAttention, batch_chunked, torch
 from reco.models.layers import HashDropout, switch_by_capacity, true_indices
 from reco.models.pair_bias import flat_gather_pays, gather_bias, tril_pairs
 from reco.models.pair_features import N_PAIR_FEATURES, kinematic_pair_features, kinematics
-from reco.models.part_trim import Plan, TrainPlanner, planned_logits, trim_lengths, trimmed_logits
 from reco.models.registry import InputSpec, ModelConfig, particle_input_shape, register_model
+from reco.models.trimming import (
+    Plan,
+    TrainPlanner,
+    planned_logits,
+    planner_for,
+    trim_lengths,
+    trimmed_logits,
+)
 
 NORM_EPS = 1e-5  # PyTorch's LayerNorm/BatchNorm epsilon (flax's LayerNorm default is 1e-6)
 # Events per chunk of the pair embedding at inference on a CPU: about this many bytes of one
@@ -103,7 +110,7 @@ class PartConfig(ModelConfig):
     trim_steps: int = 8
     # in training: the jets sorted by multiplicity in trim_groups groups, each cut to a trim
     # length, the layout chosen per batch on the host; at most this many layouts compiled
-    # (reco.models.part_trim.TrainPlanner; 0 = every jet at the padded length)
+    # (reco.models.trimming.TrainPlanner; 0 = every jet at the padded length)
     train_plans: int = 3
 
     def __post_init__(self) -> None:
@@ -524,7 +531,7 @@ class ParticleTransformer(nnx.Module):
         """inputs (see the module docstring) -> Float[Array, "batch n_outputs"] logits.
 
         ``plan``: run the jets sorted by multiplicity in its segments, each cut to its length
-        (:func:`reco.models.part_trim.planned_logits`; the train step passes the plan
+        (:func:`reco.models.trimming.planned_logits`; the train step passes the plan
         :meth:`train_planner` chose for the batch). Else at inference on a CPU the jets run in
         trimmed groups, and otherwise at the padded length.
         """
@@ -539,16 +546,11 @@ class ParticleTransformer(nnx.Module):
 
     def train_planner(self, input_spec: InputSpec) -> TrainPlanner | None:
         """The host-side chooser of each training batch's :data:`Plan` (None: ``train_plans``
-        0, or fewer than two trim lengths for the particle slots of ``input_spec``)."""
+        0, or nothing to cut for the particle slots of ``input_spec``)."""
         cfg = self.cfg
         n = int(input_spec[cfg.features_key][0])
-        if cfg.train_plans < 1 or cfg.trim_groups < 2 or len(trim_lengths(n, cfg.trim_steps)) < 2:
-            return None
-        return TrainPlanner(
-            cfg.mask_key,
-            groups=cfg.trim_groups,
-            steps=cfg.trim_steps,
-            max_plans=cfg.train_plans,
+        return planner_for(
+            cfg.mask_key, n, groups=cfg.trim_groups, steps=cfg.trim_steps, max_plans=cfg.train_plans
         )
 
 

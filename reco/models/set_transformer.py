@@ -55,6 +55,14 @@ from reco.models.attention import torch_linear, torch_uniform_init
 from reco.models.pair_bias import flat_gather_pays, gather_bias, tril_pairs
 from reco.models.part import NORM_EPS, Block, PairEmbed, gelu
 from reco.models.registry import InputSpec, ModelConfig, particle_input_shape, register_model
+from reco.models.trimming import (
+    Plan,
+    TrainPlanner,
+    check_plan,
+    planner_for,
+    segment_bias,
+    sorted_sets,
+)
 
 MODEL = "set_transformer"
 
@@ -87,6 +95,11 @@ class SetTransformerConfig(ModelConfig):
     pair_embed_dims: tuple[int, ...] = (32, 32)  # 1x1 layers of the pair embedding (+ one of H)
     bn_momentum: float = 0.9  # pair-embedding BatchNorm running-average momentum (flax convention)
     fused_attention: bool = False  # jax.nn.dot_product_attention where no attention dropout acts
+    # in training: the events sorted by station count in trim_groups groups, each cut to a trim
+    # length (multiples of 16 stations), the layout chosen per batch on the host; at most this
+    # many layouts compiled (reco.models.trimming.TrainPlanner; 0 = the padded length)
+    train_plans: int = 3
+    trim_groups: int = 8
 
     def __post_init__(self) -> None:
         def positive(field: str, values: tuple[int, ...]) -> None:
@@ -96,6 +109,9 @@ class SetTransformerConfig(ModelConfig):
         positive("embed_dims", self.embed_dims)
         positive("pair_embed_dims", self.pair_embed_dims)
         positive("trace_channels", self.trace_channels)
+        for field in ("train_plans", "trim_groups"):
+            if getattr(self, field) < 0:
+                raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
         for field in ("num_heads", "ffn_ratio", "trace_kernel", "positional_width"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
@@ -290,6 +306,18 @@ class SetTransformer(nnx.Module):
 
         Features and embedding are computed once per unordered pair (they are symmetric).
         """
+        u = self.pair_embedding(positions, times, mask, train=train)  # (B, n_pairs, H)
+        _, _, index = tril_pairs(positions.shape[1])
+        # flat at inference once the bias outgrows the cache (predict 1.21x on a CPU); in
+        # training the pairs' gather measured as fast (0.97-0.98x flat), so it stays
+        flat = not train and flat_gather_pays(u, index.shape[0], train=False)
+        return gather_bias(u, index, flat=flat)  # (B, H, S, S), zero unless both are real
+
+    def pair_embedding(
+        self, positions: jax.Array, times: jax.Array | None, mask: jax.Array, *, train: bool
+    ) -> jax.Array:
+        """The embedding (B, n_pairs, H) of the lower-triangle station pairs (``tril_pairs``
+        order), zero unless both stations are real."""
         assert self.pair_embed is not None
 
         def pair_fn(b: jax.Array | None, i: jax.Array, j: jax.Array) -> jax.Array:
@@ -299,27 +327,16 @@ class SetTransformer(nnx.Module):
             return station_pair_features(positions[(*at, i)], positions[(*at, j)], t_a, t_b)
 
         # every pair at the padded length: station counts are small, and static shapes export
-        u = self.pair_embed.embed_tril(pair_fn, mask, train=train, buckets=0)  # (B, n_pairs, H)
-        _, _, index = tril_pairs(positions.shape[1])
-        # flat at inference once the bias outgrows the cache (predict 1.21x on a CPU); in
-        # training the pairs' gather measured as fast (0.97-0.98x flat), so it stays
-        flat = not train and flat_gather_pays(u, index.shape[0], train=False)
-        return gather_bias(u, index, flat=flat)  # (B, H, S, S), zero unless both are real
+        return self.pair_embed.embed_tril(pair_fn, mask, train=train, buckets=0)
 
-    def __call__(self, inputs: Mapping[str, jax.Array], *, train: bool) -> jax.Array:
-        """inputs (see the module docstring) -> Float[Array, "batch n_outputs"]."""
+    def _station_inputs(
+        self, inputs: Mapping[str, jax.Array], mask: jax.Array
+    ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
+        """The station features, positions (None when unused) and arrival times (None without
+        ``time_index``), zero on padded slots: no NaN there can leak."""
         cfg = self.cfg
-        mask = jnp.asarray(inputs[cfg.mask_key]).astype(bool)
         real = mask[..., None]
-        # Padded slots may hold anything: zero them before any arithmetic (no NaN can leak).
-        x = stations = jnp.where(real, jnp.asarray(inputs[cfg.stations_key], jnp.float32), 0.0)
-        if self.trace_net is not None:
-            assert cfg.traces_key is not None
-            traces = jnp.asarray(inputs[cfg.traces_key], jnp.float32)
-            traces = jnp.where(mask[:, :, None, None], traces, 0.0)
-            x = jnp.concatenate([x, self.trace_net(traces)], axis=-1)
-        for layer in self.embed:
-            x = gelu(layer(x))
+        stations = jnp.where(real, jnp.asarray(inputs[cfg.stations_key], jnp.float32), 0.0)
         positions = None
         if (
             self.pos_mlp is not None
@@ -327,6 +344,21 @@ class SetTransformer(nnx.Module):
             or self.pair_embed is not None
         ):
             positions = jnp.where(real, jnp.asarray(inputs[cfg.positions_key], jnp.float32), 0.0)
+        times = None if cfg.time_index is None else stations[..., cfg.time_index]
+        return stations, positions, times
+
+    def _tokens(self, inputs: Mapping[str, jax.Array], mask: jax.Array) -> jax.Array:
+        """(B, S, E) station tokens (per station, zero on padded slots)."""
+        cfg = self.cfg
+        real = mask[..., None]
+        x, positions, _ = self._station_inputs(inputs, mask)
+        if self.trace_net is not None:
+            assert cfg.traces_key is not None
+            traces = jnp.asarray(inputs[cfg.traces_key], jnp.float32)
+            traces = jnp.where(mask[:, :, None, None], traces, 0.0)
+            x = jnp.concatenate([x, self.trace_net(traces)], axis=-1)
+        for layer in self.embed:
+            x = gelu(layer(x))
         if positions is not None and cfg.positional != "none":
             pos = positions
             if cfg.centre_positions:
@@ -337,12 +369,12 @@ class SetTransformer(nnx.Module):
                 x = x + second(gelu(first(pos)))
             else:
                 x = x + fourier_features(pos[..., :2], x.shape[-1], cfg.wavelengths_km)
-        x = jnp.where(real, x, 0.0)
-        bias = None
-        if self.pair_embed is not None:
-            assert positions is not None
-            times = None if cfg.time_index is None else stations[..., cfg.time_index]
-            bias = self.pair_bias(positions, times, mask, train=train)
+        return jnp.where(real, x, 0.0)
+
+    def _blocks_and_head(
+        self, x: jax.Array, mask: jax.Array, bias: jax.Array | None, *, train: bool
+    ) -> jax.Array:
+        """Tokens (B, S, E) -> (B, n_outputs): the station blocks, the pooling and the head."""
         for block in self.blocks:
             x = block(x, mask, bias=bias, train=train)
         if self.cls_token is not None:
@@ -351,9 +383,65 @@ class SetTransformer(nnx.Module):
                 cls = block(x, mask, x_cls=cls, train=train)
             pooled = cls[:, 0]
         else:
+            real = mask[..., None]
             n = jnp.maximum(jnp.sum(real, axis=1), 1)  # (B, 1)
             pooled = jnp.sum(jnp.where(real, x, 0.0), axis=1) / n
         return self.head(self.norm(pooled))
+
+    def __call__(
+        self, inputs: Mapping[str, jax.Array], *, train: bool, plan: Plan | None = None
+    ) -> jax.Array:
+        """inputs (see the module docstring) -> Float[Array, "batch n_outputs"].
+
+        ``plan``: run the events sorted by station count in its segments, each cut to its
+        length (the train step passes the plan :meth:`train_planner` chose for the batch).
+        """
+        if plan is not None:
+            return self._planned(inputs, plan, train=train)
+        mask = jnp.asarray(inputs[self.cfg.mask_key]).astype(bool)
+        x = self._tokens(inputs, mask)
+        bias = None
+        if self.pair_embed is not None:
+            _, positions, times = self._station_inputs(inputs, mask)
+            assert positions is not None
+            bias = self.pair_bias(positions, times, mask, train=train)
+        return self._blocks_and_head(x, mask, bias, train=train)
+
+    def _planned(self, inputs: Mapping[str, jax.Array], plan: Plan, *, train: bool) -> jax.Array:
+        """The outputs of the events sorted by station count, run in the ``plan``'s segments
+        (:mod:`reco.models.trimming`): per station and per event as the padded pass; the pair
+        embedding's BatchNorms still run over the whole (sorted) batch."""
+        cfg = self.cfg
+        check_plan(plan, inputs[cfg.mask_key].shape)
+        keys = [k for k in (cfg.stations_key, cfg.mask_key, cfg.positions_key) if k in inputs]
+        if self.trace_net is not None:
+            assert cfg.traces_key is not None
+            keys.append(cfg.traces_key)
+        events, order, _ = sorted_sets(inputs, keys, cfg.mask_key)
+        mask = events[cfg.mask_key].astype(bool)
+        u = None
+        if self.pair_embed is not None:
+            _, positions, times = self._station_inputs(events, mask)
+            assert positions is not None
+            u = self.pair_embedding(positions, times, mask, train=train)
+        out, start = [], 0
+        for size, length in plan:
+            rows = slice(start, start + size)
+            start += size
+            segment = {k: v[rows, :length] for k, v in events.items()}
+            bias = None if u is None else segment_bias(u, rows, length, flat=False)
+            x = self._tokens(segment, mask[rows, :length])
+            out.append(self._blocks_and_head(x, mask[rows, :length], bias, train=train))
+        return jnp.concatenate(out)[jnp.argsort(order)]  # back to the input's order
+
+    def train_planner(self, input_spec: InputSpec) -> TrainPlanner | None:
+        """The host-side chooser of each training batch's :data:`Plan` (None: ``train_plans``
+        0, or nothing to cut for the station slots of ``input_spec``)."""
+        cfg = self.cfg
+        n = int(input_spec[cfg.stations_key][0])
+        return planner_for(
+            cfg.mask_key, n, groups=cfg.trim_groups, steps=8, max_plans=cfg.train_plans
+        )
 
 
 def _trace_channels(

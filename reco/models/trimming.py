@@ -1,9 +1,11 @@
-"""ParT's jets cut to their multiplicity: trimmed inference and planned (grouped) training.
+"""Sets cut to their multiplicity: trimmed inference (ParT) and planned (grouped) training.
 
-ParT has no positions and masks padded particles everywhere, so a jet's outputs do not depend
-on how many padded slots follow its real particles. Both paths sort the jets of a batch by
-multiplicity, move each jet's real particles first, and run groups of jets cut to a few static
-lengths (:func:`trim_lengths`), so the work follows the data while every shape stays static.
+The set models (ParT's jets of particles, the station transformer's showers of stations) have
+no slot positions and mask padded elements everywhere, so an event's outputs do not depend on
+how many padded slots follow its real elements. Both paths sort the events of a batch by
+multiplicity, move each event's real elements first, and run groups of events cut to a few
+static lengths (:func:`trim_lengths`), so the work follows the data while every shape stays
+static.
 
 * Inference (:func:`trimmed_logits`, on a CPU): ``trim_groups`` groups run one after the other
   (``lax.map``), each cut to the shortest length holding its longest jet (a switch, decided on
@@ -45,13 +47,13 @@ def trim_lengths(n: int, steps: int) -> list[int]:
     return [*range(step, n, step), n]
 
 
-def _sorted_jets(
+def sorted_sets(
     inputs: Mapping[str, jax.Array], keys: list[str], mask_key: str
 ) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
-    """The jets shortest first (stable), the real particles of each first (their order kept).
+    """The events shortest first (stable), the real elements of each first (their order kept).
 
-    Returns the sorted inputs ``keys``, the permutation of the jets and their particle counts
-    in the sorted order."""
+    Returns the sorted inputs ``keys`` (each (B, n, ...)), the permutation of the events and
+    their element counts in the sorted order."""
     mask = jnp.asarray(inputs[mask_key]).astype(bool)
     count = jnp.sum(mask, axis=1, dtype=jnp.int32)
     order = jnp.argsort(count, stable=True)
@@ -75,7 +77,7 @@ def trimmed_logits(
     if model.pair_embed is not None:
         keys.append(cfg.vectors_key)
     n_jets = inputs[cfg.mask_key].shape[0]
-    jets, order, count = _sorted_jets(inputs, keys, cfg.mask_key)
+    jets, order, count = sorted_sets(inputs, keys, cfg.mask_key)
     size = -(-n_jets // min(cfg.trim_groups, n_jets))  # jets per group
     n_groups = -(-n_jets // size)
     # the last group is filled up with copies of the longest jet
@@ -114,11 +116,8 @@ def planned_logits(
     keys = [cfg.features_key, cfg.mask_key]
     if model.pair_embed is not None:
         keys.append(cfg.vectors_key)
-    mask = inputs[cfg.mask_key]
-    n_jets, n = mask.shape
-    if sum(size for size, _ in plan) != n_jets or max(length for _, length in plan) > n:
-        raise ValueError(f"plan {plan} does not fit a batch of {n_jets} jets of {n} slots")
-    jets, order, _ = _sorted_jets(inputs, keys, cfg.mask_key)
+    check_plan(plan, inputs[cfg.mask_key].shape)
+    jets, order, _ = sorted_sets(inputs, keys, cfg.mask_key)
     mask = jets[cfg.mask_key].astype(bool)
     x = jnp.where(mask[..., None], jets[cfg.features_key], 0.0)
     x = model.embed.normalise(x, mask, train=train)
@@ -132,12 +131,34 @@ def planned_logits(
         start += size
         seg_mask = mask[jet, :length]
         tokens = model.embed.tokens(x[jet, :length], seg_mask)
-        bias = None
-        if u is not None:  # the pairs of the first `length` particles lead the tril order
-            _, _, index = tril_pairs(length)
-            bias = gather_bias(u[jet, : length * (length + 1) // 2], index, flat=True)
+        bias = None if u is None else segment_bias(u, jet, length, flat=True)
         logits.append(model.blocks_and_head(tokens, seg_mask, bias, train=train))
     return jnp.concatenate(logits)[jnp.argsort(order)]  # back to the input's order
+
+
+def check_plan(plan: Plan, shape: tuple[int, ...]) -> None:
+    """Refuse a plan whose segments do not add up to the batch (B, n) or outgrow its slots."""
+    n_events, n = shape
+    if sum(size for size, _ in plan) != n_events or max(length for _, length in plan) > n:
+        raise ValueError(f"plan {plan} does not fit a batch of {n_events} sets of {n} slots")
+
+
+def segment_bias(u: jax.Array, size: slice, length: int, *, flat: bool) -> jax.Array:
+    """The (B_seg, H, length, length) bias of the events ``size`` cut to ``length`` from the
+    embeddings ``u`` (B, n_pairs, H) of the sorted batch: in :func:`tril_pairs` order the pairs
+    of the first ``length`` elements come first."""
+    _, _, index = tril_pairs(length)
+    return gather_bias(u[size, : length * (length + 1) // 2], index, flat=flat)
+
+
+def planner_for(
+    mask_key: str, n: int, *, groups: int, steps: int, max_plans: int
+) -> TrainPlanner | None:
+    """A :class:`TrainPlanner` for sets of ``n`` slots, or None where nothing would be cut
+    (``max_plans`` 0, fewer than two groups or than two trim lengths)."""
+    if max_plans < 1 or groups < 2 or len(trim_lengths(n, steps)) < 2:
+        return None
+    return TrainPlanner(mask_key, groups=groups, steps=steps, max_plans=max_plans)
 
 
 def plan_for(counts: np.ndarray, n: int, groups: int, steps: int, max_segments: int) -> Plan:

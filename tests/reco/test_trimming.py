@@ -1,4 +1,4 @@
-"""ParT's planned training layouts (reco.models.part_trim): jets sorted by multiplicity and cut.
+"""Planned training layouts (reco.models.trimming): sets sorted by multiplicity and cut.
 
 The planned pass must be the padded pass (logits, BatchNorm statistics, gradients) up to float
 rounding; the planner must keep every jet whole and bound the number of compiled layouts.
@@ -18,7 +18,7 @@ from flax import nnx
 from reco import tasks
 from reco.models import build_model
 from reco.models.part import PartConfig, ParticleTransformer
-from reco.models.part_trim import TrainPlanner, capacity, plan_for
+from reco.models.trimming import TrainPlanner, capacity, plan_for
 from reco.state import init_state
 from reco.train import make_train_step
 
@@ -155,7 +155,7 @@ def test_planned_train_step_gives_the_padded_gradients():
 
 
 def test_a_plan_that_does_not_fit_the_batch_is_refused():
-    with pytest.raises(ValueError, match="does not fit a batch of 4 jets"):
+    with pytest.raises(ValueError, match="does not fit a batch of 4 sets"):
         _model()(_batch(4), train=False, plan=((3, 16),))
 
 
@@ -220,3 +220,65 @@ def test_fit_trains_on_the_planned_layouts(monkeypatch, tmp_path):
     (planner,) = planners
     ((_, plan),) = planner.plans  # batches 1 and 2 share it: max 24 particles, groups of 4
     assert plan == ((4, 16), (4, 32)) and planner.uses == {plan: 4, None: 2}
+
+
+STATIONS = 48  # trim lengths 16, 32, 48
+
+
+def _showers(n_events: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Showers of 0..48 triggered stations (one with none, one with all, one scattered over
+    the slots); padded slots hold garbage."""
+    rng = np.random.default_rng(seed)
+    mask = np.arange(STATIONS)[None, :] < rng.integers(1, 30, n_events)[:, None]
+    mask[1], mask[2], mask[3] = False, True, rng.random(STATIONS) < 0.3
+    return {
+        "stations": rng.normal(size=(n_events, STATIONS, 4)).astype(np.float32),
+        "stations_mask": mask,
+        "positions": rng.uniform(-3.0, 3.0, (n_events, STATIONS, 3)).astype(np.float32),
+        "traces": rng.exponential(1.0, (n_events, STATIONS, 16, 1)).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"use_pair_bias": False, "pooling": "mean", "positional": "sinusoidal"}],
+    ids=["pair-bias-cls", "plain-mean"],
+)
+def test_planned_station_transformer_is_the_padded_one(options: dict):
+    """The station transformer's planned training pass (traces, positions, the pair bias and
+    its BatchNorm statistics) equals its padded pass; the planner cuts at 16-station steps."""
+    from reco.models.set_transformer import SetTransformer, SetTransformerConfig
+
+    cfg = SetTransformerConfig(
+        embed_dims=(16,),
+        positional_width=8,
+        trace_channels=(4, 8),
+        num_heads=2,
+        num_layers=1,
+        num_cls_layers=1,
+        dropout=0.0,
+        pair_embed_dims=(8,),
+        trim_groups=4,
+        **options,
+    )
+    spec = {"stations": (STATIONS, 4), "positions": (STATIONS, 3), "traces": (STATIONS, 16, 1)}
+    batch = _showers(10)
+    padded, planned = (build_model(cfg, spec, n_outputs=3, seed=0) for _ in range(2))
+    assert isinstance(planned, SetTransformer)
+    planner = planned.train_planner(spec)
+    assert planner is not None
+    plan = planner(batch)
+    assert plan is not None and {length for _, length in plan} >= {16, 48}
+
+    @nnx.jit
+    def both(a, b):
+        return a(batch, train=True), b(batch, train=True, plan=plan)
+
+    want, got = both(padded, planned)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    stats = [jax.tree.leaves(nnx.state(m, nnx.BatchStat)) for m in (padded, planned)]
+    assert bool(stats[0]) == cfg.use_pair_bias  # the pair embedding's BatchNorms
+    for a, b in zip(*stats, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    off = dataclasses.replace(cfg, train_plans=0)
+    assert build_model(off, spec, n_outputs=3, seed=0).train_planner(spec) is None
