@@ -246,7 +246,8 @@ def _showers(n_events: int, seed: int = 0) -> dict[str, np.ndarray]:
 )
 def test_planned_station_transformer_is_the_padded_one(options: dict):
     """The station transformer's planned training pass (traces, positions, the pair bias and
-    its BatchNorm statistics) equals its padded pass; the planner cuts at 16-station steps."""
+    its BatchNorm statistics) equals its padded pass, and so does the padded pass with every
+    pair embedded instead of the packed real pairs; the planner cuts at 16-station steps."""
     from reco.models.set_transformer import SetTransformer, SetTransformerConfig
 
     cfg = SetTransformerConfig(
@@ -282,3 +283,6 @@ def test_planned_station_transformer_is_the_padded_one(options: dict):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
     off = dataclasses.replace(cfg, train_plans=0)
     assert build_model(off, spec, n_outputs=3, seed=0).train_planner(spec) is None
+    # the real pairs packed in training (pair_buckets 4, the default) or every pair embedded
+    dense = build_model(dataclasses.replace(cfg, pair_buckets=0), spec, n_outputs=3, seed=0)
+    np.testing.assert_allclose(nnx.jit(lambda m: m(batch, train=True))(dense), want, atol=1e-5)
