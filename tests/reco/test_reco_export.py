@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import optax
 import pytest
+from tiny_sets import TINY_STATIONS
 
 from pipeline.config import to_dict
 from pipeline.events import open_events, write_events
@@ -33,7 +34,6 @@ from reco.checkpoint import Checkpoints, load_for_inference
 from reco.models import build_model
 from reco.models.cnn import CNNConfig
 from reco.models.part import PartConfig
-from reco.models.set_transformer import SetTransformerConfig
 from reco.state import init_state
 from reco.tasks import TaskConfig
 from reco.train import model_inputs
@@ -48,16 +48,7 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 MODELS = {
     "cnn": CNNConfig(stem_width=4, widths=(4, 8), head_widths=(8,)),
-    "set_transformer": SetTransformerConfig(
-        embed_dims=(16,),
-        positional_width=8,
-        trace_channels=(4, 8),
-        num_heads=2,
-        num_layers=1,
-        num_cls_layers=1,
-        dropout=0.0,
-        pair_embed_dims=(8,),
-    ),
+    "set_transformer": TINY_STATIONS,
     "part": PartConfig(
         embed_dims=(16, 16),
         pair_embed_dims=(8,),

@@ -12,6 +12,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from tiny_sets import TINY_PART
 
 from pipeline.config import from_dict, to_dict
 from reco.models import ModelConfig, build_model, registered_models
@@ -21,19 +22,7 @@ from reco.models.pair_features import pair_features
 from reco.models.part import PartConfig, ParticleTransformer, gelu, trim_lengths
 from reco.state import count_params, merge_model, split_model
 
-TINY = PartConfig(
-    embed_dims=(16, 32, 16),
-    pair_embed_dims=(8, 8),
-    num_heads=2,
-    num_layers=2,
-    num_cls_layers=1,
-    dropout=0.0,
-    attn_dropout=0.0,
-    activation_dropout=0.0,
-    # every pair embedded: compiles in half the time; test_real_pairs_only_give_the_dense_result
-    # shows that the packed real pairs (the default) give the same outputs and gradients
-    pair_buckets=0,
-)
+TINY = TINY_PART  # every pair embedded (see tiny_sets)
 
 
 def _batch(n: int, p: int, n_features: int = 5, seed: int = 0) -> dict[str, np.ndarray]:

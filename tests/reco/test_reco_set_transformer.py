@@ -16,6 +16,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from tiny_sets import TINY_STATIONS
 
 from pipeline.config import from_dict, to_dict
 from reco.models import ModelConfig, build_model, registered_models
@@ -30,17 +31,7 @@ from reco.state import count_params, merge_model, split_model
 S, T, F = 12, 16, 5  # stations, time bins, features of the test batches
 # The test programs are tiny: XLA's compile time dominates, and LLVM's optimisations triple it.
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
-TINY = SetTransformerConfig(
-    embed_dims=(16,),
-    positional_width=8,
-    trace_channels=(4, 8),
-    num_heads=2,
-    num_layers=1,
-    num_cls_layers=1,
-    ffn_ratio=2,
-    dropout=0.0,
-    pair_embed_dims=(8,),
-)
+TINY = TINY_STATIONS
 # the other options at once: no pair bias, mean pooling, sinusoidal positions
 PLAIN = dataclasses.replace(TINY, use_pair_bias=False, pooling="mean", positional="sinusoidal")
 

@@ -14,6 +14,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from tiny_sets import TINY_PART, TINY_STATIONS
 
 from reco import tasks
 from reco.models import build_model
@@ -23,18 +24,8 @@ from reco.state import init_state
 from reco.train import make_train_step
 
 P = 48  # trim lengths 16, 32, 48 (trim_steps 3)
-CFG = PartConfig(
-    embed_dims=(16, 32, 16),
-    pair_embed_dims=(8, 8),
-    num_heads=2,
-    num_layers=2,
-    num_cls_layers=1,
-    dropout=0.0,
-    attn_dropout=0.0,
-    activation_dropout=0.0,
-    trim_groups=4,
-    trim_steps=3,
-)
+# the packed real pairs (the default) in the planned pass
+CFG = dataclasses.replace(TINY_PART, pair_buckets=4, trim_groups=4, trim_steps=3)
 SPEC = {"particles": (P, 5), "particles_mask": (P,), "vectors": (P, 4)}
 
 
@@ -248,20 +239,9 @@ def test_planned_station_transformer_is_the_padded_one(options: dict):
     """The station transformer's planned training pass (traces, positions, the pair bias and
     its BatchNorm statistics) equals its padded pass, and so does the padded pass with every
     pair embedded instead of the packed real pairs; the planner cuts at 16-station steps."""
-    from reco.models.set_transformer import SetTransformer, SetTransformerConfig
+    from reco.models.set_transformer import SetTransformer
 
-    cfg = SetTransformerConfig(
-        embed_dims=(16,),
-        positional_width=8,
-        trace_channels=(4, 8),
-        num_heads=2,
-        num_layers=1,
-        num_cls_layers=1,
-        dropout=0.0,
-        pair_embed_dims=(8,),
-        trim_groups=4,
-        **options,
-    )
+    cfg = dataclasses.replace(TINY_STATIONS, trim_groups=4, **options)
     spec = {"stations": (STATIONS, 4), "positions": (STATIONS, 3), "traces": (STATIONS, 16, 1)}
     batch = _showers(10)
     padded, planned = (build_model(cfg, spec, n_outputs=3, seed=0) for _ in range(2))
