@@ -139,16 +139,16 @@ def planned_logits(
 def check_plan(plan: Plan, shape: tuple[int, ...]) -> None:
     """Refuse a plan whose segments do not add up to the batch (B, n) or outgrow its slots."""
     n_events, n = shape
-    if sum(size for size, _ in plan) != n_events or max(length for _, length in plan) > n:
+    if not plan or sum(k for k, _ in plan) != n_events or max(length for _, length in plan) > n:
         raise ValueError(f"plan {plan} does not fit a batch of {n_events} sets of {n} slots")
 
 
-def segment_bias(u: jax.Array, size: slice, length: int, *, flat: bool) -> jax.Array:
-    """The (B_seg, H, length, length) bias of the events ``size`` cut to ``length`` from the
+def segment_bias(u: jax.Array, rows: slice, length: int, *, flat: bool) -> jax.Array:
+    """The (B_seg, H, length, length) bias of the events ``rows`` cut to ``length`` from the
     embeddings ``u`` (B, n_pairs, H) of the sorted batch: in :func:`tril_pairs` order the pairs
     of the first ``length`` elements come first."""
     _, _, index = tril_pairs(length)
-    return gather_bias(u[size, : length * (length + 1) // 2], index, flat=flat)
+    return gather_bias(u[rows, : length * (length + 1) // 2], index, flat=flat)
 
 
 def planner_for(

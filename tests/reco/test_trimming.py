@@ -148,6 +148,8 @@ def test_planned_train_step_gives_the_padded_gradients():
 def test_a_plan_that_does_not_fit_the_batch_is_refused():
     with pytest.raises(ValueError, match="does not fit a batch of 4 sets"):
         _model()(_batch(4), train=False, plan=((3, 16),))
+    with pytest.raises(ValueError, match="does not fit"):
+        _model()(_batch(4), train=False, plan=())
 
 
 def test_train_planner_follows_the_config():
