@@ -346,12 +346,9 @@ class EventFile:
 
     def jagged_fields(self, group: str) -> tuple[str, ...]:
         """Content fields of a jagged group, in their stored order."""
-        try:
-            fields = json.loads(h5attrs.plain(self._jagged(group).attrs["fields"]))
-        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as err:
-            raise EventFileError(
-                f"{self.path}: jagged group {group!r} has no readable 'fields' attribute: {err}"
-            ) from err
+        g = self._jagged(group)  # KeyError: no such group
+        with self._reading(f"the 'fields' attribute of jagged group {group!r}"):
+            fields = json.loads(h5attrs.plain(g.attrs["fields"]))
         if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
             raise EventFileError(f"{self.path}: jagged group {group!r}: bad 'fields' {fields!r}")
         return tuple(fields)

@@ -126,3 +126,29 @@ def test_event_count_mismatch(tmp_path: Path) -> None:
     jag = _group(n=5)
     with pytest.raises(ValueError, match="5 events"):
         write_events(tmp_path / "x.h5", {"jet/pt": np.zeros(6)}, ATTRS, jagged={"part": jag})
+
+
+def test_jagged_fields_errors_name_the_group_and_the_attribute(tmp_path: Path) -> None:
+    """A missing group is a KeyError; a 'fields' attribute that is gone, not JSON or not a list
+    of names is an EventFileError naming the file, the group and the attribute."""
+    import h5py
+
+    from pipeline.events import EventFileError
+
+    path = _write(tmp_path, _group())
+    with open_events(path, kind="jets") as f:
+        with pytest.raises(KeyError, match="no jagged group 'jets'"):
+            f.jagged_fields("jets")
+    for bad, match in (
+        (None, "the 'fields' attribute of jagged group 'part' cannot be read"),
+        ("not json", "the 'fields' attribute of jagged group 'part' cannot be read"),
+        ('{"a": 1}', "jagged group 'part': bad 'fields'"),
+    ):
+        with h5py.File(path, "r+") as h5:
+            attrs = h5["jagged/part"].attrs
+            if "fields" in attrs:
+                del attrs["fields"]
+            if bad is not None:
+                attrs["fields"] = bad
+        with open_events(path, kind="jets") as f, pytest.raises(EventFileError, match=match):
+            f.jagged_fields("part")
