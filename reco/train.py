@@ -275,17 +275,6 @@ def summarise(
     return {"loss": mean, "grad_norm": float(grad_norms.mean())}, None, n_bad
 
 
-def time_steps(step_fn: Callable[..., Any], state: TrainState, batch: Batch, n: int) -> float:
-    """Mean seconds per call of a (donating) train step after compilation; returns the time."""
-    state, _ = step_fn(state, batch)  # compile
-    jax.block_until_ready(state)
-    t0 = time.perf_counter()
-    for _ in range(n):
-        state, _ = step_fn(state, batch)
-    jax.block_until_ready(state)
-    return (time.perf_counter() - t0) / n
-
-
 @dataclasses.dataclass(frozen=True)
 class FitResult:
     """What a finished ``fit`` reports."""
@@ -553,8 +542,10 @@ def fit(
                     best, best_epoch, stale = val["loss"], epoch, 0
                 else:
                     stale += 1
+                layouts = {} if planner is None else planner.metrics()
                 tracker.log_metrics(
-                    {**{f"val/{k}": v for k, v in val.items()}, "epoch": float(epoch)}, step
+                    {**{f"val/{k}": v for k, v in val.items()}, "epoch": float(epoch), **layouts},
+                    step,
                 )
                 if progress:  # one line per epoch: what a batch job's log shows
                     bar.console.print(

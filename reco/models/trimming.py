@@ -219,6 +219,16 @@ class TrainPlanner:
         self.uses[plan] = self.uses.get(plan, 0) + 1
         return plan
 
+    def metrics(self) -> dict[str, float]:
+        """``train/layouts`` (compiled so far) and ``train/planned_fraction`` (of the batches
+        chosen for, the rest ran padded): what ``fit`` logs once per epoch."""
+        total = sum(self.uses.values())
+        planned = total - self.uses.get(None, 0)
+        return {
+            "train/layouts": float(len(self.plans)),
+            "train/planned_fraction": planned / max(total, 1),
+        }
+
     def _choose(self, mask: np.ndarray) -> Plan | None:
         shape = (int(mask.shape[0]), int(mask.shape[1]))
         ordered = np.sort(mask.sum(axis=1))

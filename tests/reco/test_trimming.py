@@ -213,6 +213,8 @@ def test_fit_trains_on_the_planned_layouts(monkeypatch, tmp_path):
     (planner,) = planners
     ((_, plan),) = planner.plans  # batches 1 and 2 share it: max 24 particles, groups of 4
     assert plan == ((4, 16), (4, 32)) and planner.uses == {plan: 4, None: 2}
+    assert tracker.metrics["train/layouts"] == [(3, 1.0), (6, 1.0)]  # once per epoch
+    assert tracker.metrics["train/planned_fraction"] == [(3, 2 / 3), (6, 2 / 3)]
 
 
 STATIONS = 48  # trim lengths 16, 32, 48
