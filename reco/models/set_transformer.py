@@ -38,6 +38,10 @@ gets finite outputs (its attention rows are uniform over padding; its mean pool 
 training the pair BatchNorms take statistics over the real pairs of the batch, so a batch in
 which no event has a triggered station at all would give NaN statistics (the loader never
 yields one: every batch holds real events).
+
+Speed in training (docs/benchmarks.md): the events run sorted by station count in a few
+segments cut to their longest event (:mod:`reco.models.trimming`, ``train_plans``; the same
+outputs as the padded pass), and only the real station pairs are embedded (``pair_buckets``).
 """
 
 from __future__ import annotations
