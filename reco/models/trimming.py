@@ -203,7 +203,7 @@ class TrainPlanner:
     """
 
     def __init__(
-        self, mask_key: str, *, groups: int, steps: int, max_plans: int, max_segments: int = 4
+        self, mask_key: str, *, groups: int, steps: int, max_plans: int, max_segments: int = 3
     ) -> None:
         self.mask_key, self.groups, self.steps = mask_key, groups, steps
         self.max_plans, self.max_segments = max_plans, max_segments
