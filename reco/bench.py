@@ -171,7 +171,13 @@ def experiment_rows(
     from reco.models import build_model
     from reco.optim import make_optimizer
     from reco.state import count_params, init_state
-    from reco.train import device_batch, make_predict_fn, make_train_step, model_inputs
+    from reco.train import (
+        device_batch,
+        make_predict_fn,
+        make_train_step,
+        model_inputs,
+        training_planner,
+    )
 
     with tempfile.TemporaryDirectory(prefix="reco-bench-") as tmp:
         extra = (f"loader.batch_size={batch}", f"train.precision={precision}")
@@ -211,7 +217,7 @@ def experiment_rows(
     scaler = tasks.make_scaler(cfg.task, stats.to_dict())
     step = make_train_step(graphdef, tx, cfg.task, scaler)
     # the layout reco train would run this batch in (ParT: its jets cut to their multiplicity)
-    planner = model.train_planner(spec) if hasattr(model, "train_planner") else None
+    planner = training_planner(model, spec, n_devices=1)
     plan = planner(host_batch) if planner is not None else None
     on_device = jax.device_put(host_batch)
     peak = _peak_bytes(step.lower(state, on_device, plan).compile())

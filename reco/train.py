@@ -191,6 +191,13 @@ def make_train_step(
     return jax.jit(train_step, donate_argnums=0, out_shardings=out, static_argnames="plan")
 
 
+def training_planner(model: nnx.Module, input_spec: Mapping[str, Any], n_devices: int) -> Any:
+    """The model's per-batch layout chooser (``model.train_planner``; ParT and the station
+    transformer: sets cut to their multiplicity), on one device only, else None."""
+    make = getattr(model, "train_planner", None)
+    return make(input_spec) if make is not None and n_devices == 1 else None
+
+
 def make_eval_step(
     graphdef: nnx.GraphDef, task: tasks.TaskConfig, scaler: tasks.TargetScaler
 ) -> Callable[[TrainState, Batch], dict[str, jax.Array]]:
@@ -403,9 +410,7 @@ def fit(
         total_steps = min(total_steps, cfg.max_steps)
     tx, schedule = make_optimizer(cfg, total_steps, steps_per_epoch, head)
     graphdef, state = init_state(model, tx)
-    # the model's per-batch layouts (ParT: jets cut to their multiplicity), on one device only
-    make_planner = getattr(model, "train_planner", None)
-    planner = make_planner(input_spec) if make_planner and parallel.n_devices == 1 else None
+    planner = training_planner(model, input_spec, parallel.n_devices)
     del model
     n_params = count_params(state.params)
     shardings = parallel.state_shardings(state)
