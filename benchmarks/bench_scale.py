@@ -99,7 +99,7 @@ def sharded_step(name: str, overrides: list[str], dtype: str, b: int, p: int):
     planner = training_planner(model, spec, parallel.n_devices)
     plan = planner(host) if planner is not None else None
     if plan is not None:
-        print(f"{name}: train step layout (jets, length) {plan}")
+        print(f"{name}: train step layout {plan} (segments: jets, length)")
     # compiled once here and called as it is (on a GPU a compile is a good part of the run)
     step = make_train_step(graphdef, tx, task, scaler, parallel, shardings)
     step = step.lower(state, batch, plan).compile()

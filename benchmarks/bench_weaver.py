@@ -343,7 +343,7 @@ def compare(name: str, b: int, repeats: int, steps: int, peak: float, malloc: st
               f"slots, {n_real.min()}-{n_real.max()} real particles (mean {n_real.mean():.0f}); "
               f"forward {flops / 1e9:.2f} GFLOP/batch in matrix products "
               f"({reco_flops / 1e9:.2f} as XLA counts reco's); reco's train step layout "
-              f"(jets, length): {plan or 'padded'}", flush=True)  # fmt: skip
+              f"(segments: jets, length): {plan or 'padded'}", flush=True)  # fmt: skip
         rows = []
         for stage, mult in (("inference", 1), ("train step", 3)):
             times: dict[str, list[float]] = {k: [] for k in impls}

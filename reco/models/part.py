@@ -56,7 +56,8 @@ NORM_EPS = 1e-5  # PyTorch's LayerNorm/BatchNorm epsilon (flax's LayerNorm defau
 # Events per chunk of the pair embedding at inference on a CPU: about this many bytes of one
 # layer's float32 activations per chunk (measured best at 4-8 MiB, docs/benchmarks.md).
 PAIR_CHUNK_BYTES = 6 * 2**20
-PairFn = Callable[[jax.Array | None, jax.Array, jax.Array], jax.Array]  # (event, i, j) -> features
+# (events, i, j) -> pair features; events None (all), a slice or indices broadcast with i, j
+PairFn = Callable[[jax.Array | slice | None, jax.Array, jax.Array], jax.Array]
 
 
 def gelu(x: jax.Array) -> jax.Array:
@@ -101,7 +102,8 @@ class PartConfig(ModelConfig):
     bn_momentum: float = 0.9  # BatchNorm running-average momentum (flax convention; PyTorch 0.1)
     fused_attention: bool = True  # jax.nn.dot_product_attention where no attention dropout acts
     # embed only the real-real pairs, packed into the smallest k/pair_buckets of all pairs that
-    # holds them (0 = every pair at the padded length)
+    # holds them (0 = every pair at the padded length); in planned training (train_plans) the
+    # planner sizes the packing on the host instead (0 or 1: every pair of each segment)
     pair_buckets: int = 4
     # at inference on a CPU: jets sorted by multiplicity, run in this many groups, each cut to the
     # shortest of about trim_steps padded lengths (multiples of P / trim_steps, at least
@@ -464,15 +466,20 @@ class ParticleTransformer(nnx.Module):
         """The embedding (B, n_pairs, H) of the lower-triangle pairs (:func:`tril_pairs` order),
         zero unless both particles are real (arguments as :meth:`pair_bias`)."""
         assert self.pair_embed is not None
-        kin = kinematics(vectors)  # (B, P, 7): pT, y, phi once per particle, not per pair
-
-        def pair_fn(b: jax.Array | None, i: jax.Array, j: jax.Array) -> jax.Array:
-            if b is None:
-                return kinematic_pair_features(kin[:, i], kin[:, j])
-            return kinematic_pair_features(kin[b, i], kin[b, j])
-
         buckets = self.cfg.pair_buckets if buckets is None else buckets
-        return self.pair_embed.embed_tril(pair_fn, mask, train=train, buckets=buckets)
+        return self.pair_embed.embed_tril(self.pair_fn(vectors), mask, train=train, buckets=buckets)
+
+    @staticmethod
+    def pair_fn(vectors: jax.Array) -> PairFn:
+        """The pair features of particles (px, py, pz, E) ``vectors`` (B, P, 4) as a
+        :data:`PairFn` (the kinematics once per particle, not per pair)."""
+        kin = kinematics(vectors)  # (B, P, 7)
+
+        def pair_fn(b: jax.Array | slice | None, i: jax.Array, j: jax.Array) -> jax.Array:
+            at = slice(None) if b is None else b
+            return kinematic_pair_features(kin[at, i], kin[at, j])
+
+        return pair_fn
 
     def intermediates(
         self, inputs: Mapping[str, jax.Array], *, train: bool, pair_buckets: int | None = None
@@ -550,7 +557,12 @@ class ParticleTransformer(nnx.Module):
         cfg = self.cfg
         n = int(input_spec[cfg.features_key][0])
         return planner_for(
-            cfg.mask_key, n, groups=cfg.trim_groups, steps=cfg.trim_steps, max_plans=cfg.train_plans
+            cfg.mask_key,
+            n,
+            groups=cfg.trim_groups,
+            steps=cfg.trim_steps,
+            max_plans=cfg.train_plans,
+            pairs=self.pair_embed is not None and cfg.pair_buckets >= 2,
         )
 
 

@@ -57,14 +57,14 @@ from flax import nnx
 
 from reco.models.attention import torch_linear, torch_uniform_init
 from reco.models.pair_bias import flat_gather_pays, gather_bias, tril_pairs
-from reco.models.part import NORM_EPS, Block, PairEmbed, gelu
+from reco.models.part import NORM_EPS, Block, PairEmbed, PairFn, gelu
 from reco.models.registry import InputSpec, ModelConfig, particle_input_shape, register_model
 from reco.models.trimming import (
     Plan,
     TrainPlanner,
     check_plan,
     planner_for,
-    segment_bias,
+    segment_pair_embeddings,
     sorted_sets,
 )
 
@@ -105,7 +105,8 @@ class SetTransformerConfig(ModelConfig):
     train_plans: int = 3
     trim_groups: int = 8
     # in training: embed only the real-real station pairs, packed into the smallest
-    # k/pair_buckets of all pairs that holds them (0 = every pair; inference: every pair)
+    # k/pair_buckets of all pairs that holds them (0 = every pair; inference: every pair); in
+    # planned training the planner sizes the packing on the host
     pair_buckets: int = 4
 
     def __post_init__(self) -> None:
@@ -326,17 +327,23 @@ class SetTransformer(nnx.Module):
         """The embedding (B, n_pairs, H) of the lower-triangle station pairs (``tril_pairs``
         order), zero unless both stations are real."""
         assert self.pair_embed is not None
-
-        def pair_fn(b: jax.Array | None, i: jax.Array, j: jax.Array) -> jax.Array:
-            at = (slice(None),) if b is None else (b,)
-            t_a = None if times is None else times[(*at, i)]
-            t_b = None if times is None else times[(*at, j)]
-            return station_pair_features(positions[(*at, i)], positions[(*at, j)], t_a, t_b)
-
         # at inference every pair at the padded length (static shapes export); in training the
         # real pairs packed (~15% of them real: train step 1.3x, docs/benchmarks.md)
         buckets = self.cfg.pair_buckets if train else 0
+        pair_fn = self._pair_fn(positions, times)
         return self.pair_embed.embed_tril(pair_fn, mask, train=train, buckets=buckets)
+
+    @staticmethod
+    def _pair_fn(positions: jax.Array, times: jax.Array | None) -> PairFn:
+        """The station pairs' features ([distance, |dt|]) as a :data:`PairFn`."""
+
+        def pair_fn(b: jax.Array | slice | None, i: jax.Array, j: jax.Array) -> jax.Array:
+            at = slice(None) if b is None else b
+            t_a = None if times is None else times[at, i]
+            t_b = None if times is None else times[at, j]
+            return station_pair_features(positions[at, i], positions[at, j], t_a, t_b)
+
+        return pair_fn
 
     def _station_inputs(
         self, inputs: Mapping[str, jax.Array], mask: jax.Array
@@ -428,17 +435,18 @@ class SetTransformer(nnx.Module):
             keys.append(cfg.traces_key)
         events, order, _ = sorted_sets(inputs, keys, cfg.mask_key)
         mask = events[cfg.mask_key].astype(bool)
-        u = None
+        pairs: list[jax.Array | None] = [None] * len(plan.segments)
         if self.pair_embed is not None:
             _, positions, times = self._station_inputs(events, mask)
             assert positions is not None
-            u = self.pair_embedding(positions, times, mask, train=train)
+            pair_fn = self._pair_fn(positions, times)
+            pairs = list(segment_pair_embeddings(self.pair_embed, pair_fn, mask, plan, train=train))
         out, start = [], 0
-        for size, length in plan:
+        for (size, length), u in zip(plan.segments, pairs, strict=True):
             rows = slice(start, start + size)
             start += size
             segment = {k: v[rows, :length] for k, v in events.items()}
-            bias = None if u is None else segment_bias(u, rows, length, flat=False)
+            bias = None if u is None else gather_bias(u, tril_pairs(length)[2], flat=False)
             x = self._tokens(segment, mask[rows, :length])
             out.append(self._blocks_and_head(x, mask[rows, :length], bias, train=train))
         return jnp.concatenate(out)[jnp.argsort(order)]  # back to the input's order
@@ -449,7 +457,12 @@ class SetTransformer(nnx.Module):
         cfg = self.cfg
         n = int(input_spec[cfg.stations_key][0])
         return planner_for(
-            cfg.mask_key, n, groups=cfg.trim_groups, steps=8, max_plans=cfg.train_plans
+            cfg.mask_key,
+            n,
+            groups=cfg.trim_groups,
+            steps=8,
+            max_plans=cfg.train_plans,
+            pairs=self.pair_embed is not None and cfg.pair_buckets >= 2,
         )
 
 

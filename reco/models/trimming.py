@@ -13,29 +13,49 @@ static.
 * Training (:func:`planned_logits`): a switch inside the differentiated function would keep the
   residuals of every branch, so the cut is decided on the host instead. :class:`TrainPlanner`
   reads a batch's mask before it goes to the device and names a *plan*: consecutive segments
-  ``(n_jets, length)`` of the sorted batch. The train step is compiled once per plan (a static
-  argument); the planner reuses a compiled plan that holds the batch, and compiles at most
-  ``train_plans`` of them. The BatchNorm statistics stay those of the whole batch (the input
-  and pair embeddings' BatchNorms run over the sorted batch before it is cut).
+  ``(n_jets, length)`` of the sorted batch, and for models with a pair embedding the static
+  capacity its real pairs are packed into (:func:`segment_pair_embeddings`). The train step is
+  compiled once per plan (a static argument); the planner reuses a compiled plan that holds the
+  batch, and compiles at most ``train_plans`` of them. Nothing is decided on the device. The
+  BatchNorm statistics stay those of the whole batch (the input and pair embeddings'
+  BatchNorms run once over all the segments).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from reco.models.layers import switch_by_capacity
+from reco.models.layers import switch_by_capacity, true_indices
 from reco.models.pair_bias import gather_bias, tril_pairs
 
 if TYPE_CHECKING:
-    from reco.models.part import ParticleTransformer
+    from reco.models.part import PairEmbed, PairFn, ParticleTransformer
 
 TRIM_STEP_MIN = 16  # particles: the finest step between the lengths a group of jets is cut to
-Plan = tuple[tuple[int, int], ...]  # segments (n_jets, length) of the batch sorted by multiplicity
+Segments = tuple[tuple[int, int], ...]  # (n_jets, length) of the batch sorted by multiplicity
+# the packed pairs' capacity: a multiple of 1/PAIR_STEPS of the batch's pairs, PAIR_HEADROOM
+# above the real pairs of the batch it is planned for (later batches have more or fewer)
+PAIR_STEPS = 64
+PAIR_HEADROOM = 0.2
+PAIRS_PER_SLOT = 50  # a packed pair's training cost in particle slots (default ParT, measured)
+MIN_GAIN = 0.1  # a new plan is compiled only when this much cheaper than the compiled ones
+
+
+class Plan(NamedTuple):
+    """A training batch's layout (a static argument of the train step: hashable).
+
+    ``segments``: consecutive ``(n_jets, length)`` of the batch sorted by multiplicity, each
+    cut to its length. ``pairs``: how many real pairs the pair embedding packs (a static
+    capacity); 0 embeds every pair of each segment.
+    """
+
+    segments: Segments
+    pairs: int = 0
 
 
 def trim_lengths(n: int, steps: int) -> list[int]:
@@ -105,7 +125,8 @@ def planned_logits(
 ) -> jax.Array:
     """Logits of the jets sorted by multiplicity and run in the ``plan``'s segments, each cut to
     its length (static shapes: one compiled program per plan). Every jet must fit its segment
-    (:class:`TrainPlanner` checks it on the host): a longer jet would lose its last particles.
+    and the real pairs the plan's capacity (:class:`TrainPlanner` checks both on the host): a
+    longer jet would lose its last particles, the pairs past the capacity their embedding.
 
     The input BatchNorm and the pair embedding run once over the whole (sorted) batch, so their
     statistics are those of the padded pass; the particle and class-attention blocks and the
@@ -121,48 +142,121 @@ def planned_logits(
     mask = jets[cfg.mask_key].astype(bool)
     x = jnp.where(mask[..., None], jets[cfg.features_key], 0.0)
     x = model.embed.normalise(x, mask, train=train)
-    u = None
+    pairs: list[jax.Array | None] = [None] * len(plan.segments)
     if model.pair_embed is not None:
         vectors = jnp.where(mask[..., None], jets[cfg.vectors_key], 0.0)
-        u = model.pair_embedding(vectors, mask, train=train)  # (B, n_pairs, H), tril order
+        pair_fn = model.pair_fn(vectors)
+        pairs = list(segment_pair_embeddings(model.pair_embed, pair_fn, mask, plan, train=train))
     logits, start = [], 0
-    for size, length in plan:
+    for (size, length), u in zip(plan.segments, pairs, strict=True):
         jet = slice(start, start + size)
         start += size
         seg_mask = mask[jet, :length]
         tokens = model.embed.tokens(x[jet, :length], seg_mask)
-        bias = None if u is None else segment_bias(u, jet, length, flat=True)
+        bias = None if u is None else gather_bias(u, tril_pairs(length)[2], flat=True)
         logits.append(model.blocks_and_head(tokens, seg_mask, bias, train=train))
     return jnp.concatenate(logits)[jnp.argsort(order)]  # back to the input's order
+
+
+def segment_pair_embeddings(
+    embed: PairEmbed, pair_fn: PairFn, mask: jax.Array, plan: Plan, *, train: bool
+) -> list[jax.Array]:
+    """The pair embeddings of a sorted batch (``mask`` (B, n), real elements first), per
+    ``plan`` segment: for its events cut to ``length``, (events, length * (length + 1) // 2, H)
+    in :func:`tril_pairs` order, zero unless both elements are real.
+
+    The pairs of the segments at their lengths are laid out one after the other. With
+    ``plan.pairs`` below their number only the real ones are embedded, packed into that static
+    capacity (it must hold them: the planner checks), else all of them. One run of the
+    embedding either way, so its BatchNorm statistics are those of every real pair of the batch,
+    as in the padded pass. Nothing is decided on the device (no switch over capacities, so no
+    recomputation in the backward pass and nothing for a GPU to wait for).
+    """
+    real, sizes, starts, start = [], [], [], 0
+    for size, length in plan.segments:
+        rows, cols, _ = tril_pairs(length)
+        seg = mask[start : start + size, :length]
+        real.append((seg[:, rows] & seg[:, cols]).reshape(-1))
+        sizes.append(size * len(rows))
+        starts.append(start)
+        start += size
+    flat = jnp.concatenate(real)  # every segment's pairs, event after event
+    n_rows = int(flat.shape[0])
+    if not 0 < plan.pairs < n_rows:  # every pair of every segment
+        fts = []
+        for e, (size, length) in zip(starts, plan.segments, strict=True):
+            rows, cols, _ = tril_pairs(length)
+            f = pair_fn(slice(e, e + size), rows, cols)
+            fts.append(f.reshape(-1, f.shape[-1]))
+        u = _embed_rows(embed, jnp.concatenate(fts), flat, mask.shape[0], train=train)
+    else:
+        capacity = plan.pairs
+        at = true_indices(flat)[:capacity]  # the real pairs' rows first, in order
+        valid = jnp.arange(capacity) < jnp.sum(flat, dtype=jnp.int32)
+        # row `at` is pair k of event e of segment s; the pairs of the first `length`
+        # elements lead tril_pairs(n), so rows[k], cols[k] of the longest length serve all
+        ends = np.cumsum(sizes)
+        s = jnp.searchsorted(jnp.asarray(ends), at, side="right")
+        local = at - jnp.asarray(ends - np.asarray(sizes))[s]
+        n_pairs = jnp.asarray([length * (length + 1) // 2 for _, length in plan.segments])[s]
+        k = local % n_pairs
+        rows, cols, _ = tril_pairs(max(length for _, length in plan.segments))
+        fts = pair_fn(
+            jnp.asarray(starts)[s] + local // n_pairs, jnp.asarray(rows)[k], jnp.asarray(cols)[k]
+        )
+        packed = _embed_rows(embed, fts, valid, mask.shape[0], train=train)
+        # to their rows; the fill entries to distinct rows past the end (dropped): indices
+        # unique and sorted, so a GPU stores without atomics
+        to = jnp.where(valid, at, n_rows + jnp.arange(capacity, dtype=at.dtype))
+        u = jnp.zeros((n_rows, packed.shape[-1]), packed.dtype)
+        u = u.at[to].set(packed, mode="drop", unique_indices=True, indices_are_sorted=True)
+    pieces = jnp.split(u, np.cumsum(sizes)[:-1])
+    return [
+        p.reshape(size, -1, u.shape[-1]) for p, (size, _) in zip(pieces, plan.segments, strict=True)
+    ]
+
+
+def _embed_rows(
+    embed: PairEmbed, fts: jax.Array, on: jax.Array, n_events: int, *, train: bool
+) -> jax.Array:
+    """``embed`` of pair features ``fts`` (R, F), the rows ``on`` (R,) real (the BatchNorm
+    statistics' rows; the others come out zero) -> (R, H). Run as (n_events, R / n_events)
+    rows (padded up), which XLA:CPU reduces far faster than one long row."""
+    n_rows = fts.shape[0]
+    pad = -n_rows % n_events
+    fts = jnp.pad(jax.lax.stop_gradient(fts), ((0, pad), (0, 0)))
+    real = jnp.pad(on, (0, pad))
+    u = embed(fts.reshape(n_events, -1, fts.shape[-1]), real.reshape(n_events, -1), train=train)
+    return jnp.where(on[:, None], u.reshape(n_rows + pad, -1)[:n_rows], 0.0)
 
 
 def check_plan(plan: Plan, shape: tuple[int, ...]) -> None:
     """Refuse a plan whose segments do not add up to the batch (B, n) or outgrow its slots."""
     n_events, n = shape
-    if not plan or sum(k for k, _ in plan) != n_events or max(length for _, length in plan) > n:
+    if not isinstance(plan, Plan):
+        raise TypeError(f"a plan is a reco.models.trimming.Plan, got {plan!r}")
+    segments = plan.segments
+    if (
+        not segments
+        or sum(k for k, _ in segments) != n_events
+        or max(length for _, length in segments) > n
+    ):
         raise ValueError(f"plan {plan} does not fit a batch of {n_events} sets of {n} slots")
 
 
-def segment_bias(u: jax.Array, rows: slice, length: int, *, flat: bool) -> jax.Array:
-    """The (B_seg, H, length, length) bias of the events ``rows`` cut to ``length`` from the
-    embeddings ``u`` (B, n_pairs, H) of the sorted batch: in :func:`tril_pairs` order the pairs
-    of the first ``length`` elements come first."""
-    _, _, index = tril_pairs(length)
-    return gather_bias(u[rows, : length * (length + 1) // 2], index, flat=flat)
-
-
 def planner_for(
-    mask_key: str, n: int, *, groups: int, steps: int, max_plans: int
+    mask_key: str, n: int, *, groups: int, steps: int, max_plans: int, pairs: bool
 ) -> TrainPlanner | None:
-    """A :class:`TrainPlanner` for sets of ``n`` slots, or None where nothing would be cut
-    (``max_plans`` 0, fewer than two groups or than two trim lengths)."""
+    """A :class:`TrainPlanner` for sets of ``n`` slots (``pairs``: the model packs the real
+    pairs), or None where nothing would be cut (``max_plans`` 0, fewer than two groups or than
+    two trim lengths)."""
     if max_plans < 1 or groups < 2 or len(trim_lengths(n, steps)) < 2:
         return None
-    return TrainPlanner(mask_key, groups=groups, steps=steps, max_plans=max_plans)
+    return TrainPlanner(mask_key, groups=groups, steps=steps, max_plans=max_plans, pairs=pairs)
 
 
-def plan_for(counts: np.ndarray, n: int, groups: int, steps: int, max_segments: int) -> Plan:
-    """The plan of a batch whose jets have ``counts`` real particles (of ``n`` slots).
+def plan_for(counts: np.ndarray, n: int, groups: int, steps: int, max_segments: int) -> Segments:
+    """The segments of a batch whose jets have ``counts`` real particles (of ``n`` slots).
 
     The sorted jets are dealt into ``groups`` groups of (nearly) equal size, each cut to the
     first of ``trim_lengths(n, steps)`` that holds its longest jet; neighbours of one length
@@ -187,26 +281,53 @@ def plan_for(counts: np.ndarray, n: int, groups: int, steps: int, max_segments: 
     return tuple(segments)
 
 
-def capacity(plan: Plan) -> np.ndarray:
-    """The longest jet each position of the sorted batch may hold under ``plan``."""
-    return np.repeat([length for _, length in plan], [size for size, _ in plan])
+def capacity(segments: Segments) -> np.ndarray:
+    """The longest jet each position of the sorted batch may hold in ``segments``."""
+    return np.repeat([length for _, length in segments], [size for size, _ in segments])
+
+
+def pair_rows(segments: Segments) -> int:
+    """The (lower-triangle) pairs of ``segments``' events at their lengths."""
+    return sum(size * length * (length + 1) // 2 for size, length in segments)
+
+
+def pair_capacity(real_pairs: int, shape: tuple[int, int], segments: Segments) -> int:
+    """The packed pairs' capacity planned for a batch of ``shape`` (B, n) with ``real_pairs``:
+    ``PAIR_HEADROOM`` above them, rounded up to 1/``PAIR_STEPS`` of the batch's pairs; 0 (every
+    pair of the segments) where that is no fewer."""
+    n_events, n = shape
+    step = n_events * -(-(n * (n + 1) // 2) // PAIR_STEPS)
+    want = int(np.ceil(real_pairs * (1.0 + PAIR_HEADROOM)))
+    cap = step * max(1, -(-want // step))
+    return cap if cap < pair_rows(segments) else 0
 
 
 class TrainPlanner:
     """Chooses the plan of each training batch on the host (see the module docstring).
 
     ``planner(batch)`` -> a :data:`Plan`, or None for the padded pass. The batch's own plan
-    (:func:`plan_for`) is compiled while fewer than ``max_plans`` are and no compiled plan that
-    holds the batch (its sorted counts at or below that plan's capacity) is as cheap; otherwise
-    the cheapest compiled plan that holds it runs, or the padded pass. So the step compiles at
-    most ``max_plans`` layouts (and the padded one), in the first batches of a run.
+    (:func:`plan_for`, and with ``pairs`` :func:`pair_capacity` for its real pairs) is compiled
+    while fewer than ``max_plans`` are and it is cheaper (slots and pair rows,
+    ``PAIRS_PER_SLOT``) than the cheapest compiled plan that holds the batch (its sorted counts
+    at or below that plan's capacity, its real pairs within that plan's) by more than
+    ``min_gain``; otherwise that plan runs, or the padded pass. So the step compiles at most
+    ``max_plans`` layouts (and the padded one), in the first batches of a run.
     """
 
     def __init__(
-        self, mask_key: str, *, groups: int, steps: int, max_plans: int, max_segments: int = 3
+        self,
+        mask_key: str,
+        *,
+        groups: int,
+        steps: int,
+        max_plans: int,
+        pairs: bool = False,
+        max_segments: int = 3,
+        min_gain: float = MIN_GAIN,
     ) -> None:
         self.mask_key, self.groups, self.steps = mask_key, groups, steps
         self.max_plans, self.max_segments = max_plans, max_segments
+        self.pairs, self.min_gain = pairs, min_gain
         # (mask shape, plan) -> capacity: a batch cropped by loader.trim_buckets has its own
         self.plans: dict[tuple[tuple[int, int], Plan], np.ndarray] = {}
         self.uses: dict[Plan | None, int] = {}  # batches per plan (None: the padded pass)
@@ -229,20 +350,29 @@ class TrainPlanner:
             "train/planned_fraction": planned / max(total, 1),
         }
 
+    def cost(self, plan: Plan) -> float:
+        """A plan's training cost in particle slots (its pair rows at ``PAIRS_PER_SLOT``)."""
+        slots = int(capacity(plan.segments).sum())
+        if not self.pairs:
+            return float(slots)
+        return slots + (plan.pairs or pair_rows(plan.segments)) / PAIRS_PER_SLOT
+
     def _choose(self, mask: np.ndarray) -> Plan | None:
         shape = (int(mask.shape[0]), int(mask.shape[1]))
         ordered = np.sort(mask.sum(axis=1))
+        real_pairs = int(np.sum(ordered * (ordered + 1) // 2)) if self.pairs else 0
         fitting = [
-            (int(cap.sum()), plan)
+            (self.cost(plan), plan)
             for (at, plan), cap in self.plans.items()
-            if at == shape and np.all(ordered <= cap)
+            if at == shape and np.all(ordered <= cap) and real_pairs <= (plan.pairs or np.inf)
         ]
-        best = min(fitting) if fitting else (shape[0] * shape[1], None)
+        padded = Plan(((shape[0], shape[1]),), real_pairs)  # the padded pass's cost, at best
+        best: tuple[float, Plan | None] = min(fitting) if fitting else (self.cost(padded), None)
         if len(self.plans) >= self.max_plans:
             return best[1]
-        plan = plan_for(ordered, shape[1], self.groups, self.steps, self.max_segments)
-        cap = capacity(plan)
-        if int(cap.sum()) >= best[0]:  # nothing cheaper than a compiled plan or the padded pass
+        segments = plan_for(ordered, shape[1], self.groups, self.steps, self.max_segments)
+        plan = Plan(segments, pair_capacity(real_pairs, shape, segments) if self.pairs else 0)
+        if self.cost(plan) >= best[0] * (1.0 - self.min_gain):  # not cheaper enough: reuse
             return best[1]
-        self.plans[shape, plan] = cap
+        self.plans[shape, plan] = capacity(segments)
         return plan

@@ -19,7 +19,7 @@ from tiny_sets import TINY_PART, TINY_STATIONS
 from reco import tasks
 from reco.models import build_model
 from reco.models.part import PartConfig, ParticleTransformer
-from reco.models.trimming import TrainPlanner, capacity, plan_for
+from reco.models.trimming import Plan, TrainPlanner, capacity, pair_capacity, plan_for
 from reco.state import init_state
 from reco.train import make_train_step
 
@@ -71,33 +71,39 @@ def test_planner_reuses_a_compiled_plan_that_holds_the_batch_and_bounds_the_plan
         return {"particles_mask": np.arange(P)[None, :] < np.asarray(counts)[:, None]}
 
     first = planner(batch([3, 5, 20, 30]))
-    assert first == ((2, 16), (2, 32))
+    assert first == Plan(((2, 16), (2, 32)))
     assert planner(batch([30, 1, 16, 2])) == first  # held by the compiled plan
     assert planner(batch([3, 5, 20, 40])) is None  # would need a second plan: padded pass
     assert planner(batch([3, 5, 20])) is None  # another batch size, no room for its plan
     assert list(planner.plans) == [((4, P), first)] and planner.uses == {first: 2, None: 2}
     roomy = TrainPlanner("particles_mask", groups=2, steps=3, max_plans=3)
     assert roomy(batch([40, 48, 47, 46])) is None  # nothing to cut
-    assert roomy(batch([3, 5, 20, 40])) == ((2, 16), (2, 48))
-    assert roomy(batch([3, 5, 20, 30])) == ((2, 16), (2, 32))  # cheaper than the first
-    assert roomy(batch([3, 5, 17, 20])) == ((2, 16), (2, 32))  # the cheapest that holds it
+    assert roomy(batch([3, 5, 20, 40])) == Plan(((2, 16), (2, 48)))
+    assert roomy(batch([3, 5, 20, 30])) == Plan(((2, 16), (2, 32)))  # cheaper than the first
+    assert roomy(batch([3, 5, 17, 20])) == Plan(((2, 16), (2, 32)))  # the cheapest that holds it
     # a batch cropped to 32 slots (loader.trim_buckets) has plans of its own
     cropped = {"particles_mask": batch([3, 5, 20, 30])["particles_mask"][:, :32]}
-    assert roomy(cropped) == ((2, 16), (2, 32)) and len(roomy.plans) == 3
+    assert roomy(cropped) == Plan(((2, 16), (2, 32))) and len(roomy.plans) == 3
     assert roomy({"particles_mask": np.zeros((0, P), bool)}) is None  # an empty batch
     with pytest.raises(KeyError, match="particles_mask"):
         planner({"mask": np.ones((2, P), bool)})
 
 
-@pytest.mark.parametrize(("train", "pair_bias"), [(False, True), (True, True), (True, False)])
-def test_planned_pass_is_the_padded_pass(train: bool, pair_bias: bool, monkeypatch):
+@pytest.mark.parametrize(
+    ("train", "pair_bias", "packed"),
+    [(False, True, False), (True, True, False), (True, True, True), (True, False, False)],
+)
+def test_planned_pass_is_the_padded_pass(train: bool, pair_bias: bool, packed: bool, monkeypatch):
     """Logits and (in training) the BatchNorm statistics of the plan's segments equal the
     padded pass's: a jet with no real particle, a full one, one with scattered particles; with
-    the pair bias and without (ParT plain)."""
+    the pair bias (every pair of the segments embedded, or the real ones packed into exactly
+    their number) and without (ParT plain)."""
     cfg = dataclasses.replace(CFG, use_pair_bias=pair_bias)
     batch = _batch(11)
-    plan = plan_for(batch["particles_mask"].sum(1), P, CFG.trim_groups, CFG.trim_steps, 4)
-    assert len(plan) > 1 and max(length for _, length in plan) == P
+    counts = batch["particles_mask"].sum(1)
+    segments = plan_for(counts, P, CFG.trim_groups, CFG.trim_steps, 4)
+    assert len(segments) > 1 and max(length for _, length in segments) == P
+    plan = Plan(segments, int(np.sum(counts * (counts + 1) // 2)) if packed else 0)
     import reco.models.part as part
 
     def refuse(*_):
@@ -131,7 +137,10 @@ def test_planned_train_step_gives_the_padded_gradients():
         "target": np.random.default_rng(2).integers(0, 3, (12, 1)).astype(np.float32),
         "valid": np.ones(12, np.float32),
     }
-    plan = plan_for(batch["particles_mask"].sum(1), P, CFG.trim_groups, CFG.trim_steps, 4)
+    counts = batch["particles_mask"].sum(1)
+    segments = plan_for(counts, P, CFG.trim_groups, CFG.trim_steps, 4)
+    plan = Plan(segments, pair_capacity(int(np.sum(counts * (counts + 1) // 2)), (12, P), segments))
+    assert 0 < plan.pairs < 12 * P * (P + 1) // 2  # the real pairs packed
     tx = optax.sgd(1.0)  # the update is the gradient
     graphdef, start = init_state(_model(), tx)
     step = make_train_step(graphdef, tx, task, tasks.make_scaler(task, {}))
@@ -147,9 +156,11 @@ def test_planned_train_step_gives_the_padded_gradients():
 
 def test_a_plan_that_does_not_fit_the_batch_is_refused():
     with pytest.raises(ValueError, match="does not fit a batch of 4 sets"):
-        _model()(_batch(4), train=False, plan=((3, 16),))
+        _model()(_batch(4), train=False, plan=Plan(((3, 16),)))
     with pytest.raises(ValueError, match="does not fit"):
-        _model()(_batch(4), train=False, plan=())
+        _model()(_batch(4), train=False, plan=Plan(()))
+    with pytest.raises(TypeError, match="trimming.Plan"):
+        _model()(_batch(4), train=False, plan=((4, 16),))
 
 
 def test_train_planner_follows_the_config():
@@ -212,7 +223,9 @@ def test_fit_trains_on_the_planned_layouts(monkeypatch, tmp_path):
     assert result.steps == 6 and np.isfinite(result.best_val_loss)
     (planner,) = planners
     ((_, plan),) = planner.plans  # batches 1 and 2 share it: max 24 particles, groups of 4
-    assert plan == ((4, 16), (4, 32)) and planner.uses == {plan: 4, None: 2}
+    assert plan.segments == ((4, 16), (4, 32)) and planner.uses == {plan: 4, None: 2}
+    counts = [b["particles_mask"][:, :24].sum(1) for b in batches[:2]]
+    assert max(int(np.sum(c * (c + 1) // 2)) for c in counts) <= plan.pairs
     assert tracker.metrics["train/layouts"] == [(3, 1.0), (6, 1.0)]  # once per epoch
     assert tracker.metrics["train/planned_fraction"] == [(3, 2 / 3), (6, 2 / 3)]
 
@@ -253,7 +266,8 @@ def test_planned_station_transformer_is_the_padded_one(options: dict):
     planner = planned.train_planner(spec)
     assert planner is not None
     plan = planner(batch)
-    assert plan is not None and {length for _, length in plan} >= {16, 48}
+    assert plan is not None and {length for _, length in plan.segments} >= {16, 48}
+    assert (plan.pairs > 0) == cfg.use_pair_bias  # the real station pairs packed
 
     @nnx.jit
     def both(a, b):
