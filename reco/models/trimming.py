@@ -310,8 +310,9 @@ class TrainPlanner:
     while fewer than ``max_plans`` are and it is cheaper (slots and pair rows,
     ``PAIRS_PER_SLOT``) than the cheapest compiled plan that holds the batch (its sorted counts
     at or below that plan's capacity, its real pairs within that plan's) by more than
-    ``min_gain``; otherwise that plan runs, or the padded pass. So the step compiles at most
-    ``max_plans`` layouts (and the padded one), in the first batches of a run.
+    ``min_gain``, or, where none holds it, has fewer slots than the padded pass; otherwise that
+    plan runs, or the padded pass. So the step compiles at most ``max_plans`` layouts (and the
+    padded one), in the first batches of a run.
     """
 
     def __init__(
@@ -366,13 +367,15 @@ class TrainPlanner:
             for (at, plan), cap in self.plans.items()
             if at == shape and np.all(ordered <= cap) and real_pairs <= (plan.pairs or np.inf)
         ]
-        padded = Plan(((shape[0], shape[1]),), real_pairs)  # the padded pass's cost, at best
-        best: tuple[float, Plan | None] = min(fitting) if fitting else (self.cost(padded), None)
+        best = min(fitting, default=None)
         if len(self.plans) >= self.max_plans:
-            return best[1]
+            return None if best is None else best[1]
         segments = plan_for(ordered, shape[1], self.groups, self.steps, self.max_segments)
         plan = Plan(segments, pair_capacity(real_pairs, shape, segments) if self.pairs else 0)
-        if self.cost(plan) >= best[0] * (1.0 - self.min_gain):  # not cheaper enough: reuse
-            return best[1]
+        if best is not None:  # a compiled plan holds the batch: compile another only if worth it
+            if self.cost(plan) >= best[0] * (1.0 - self.min_gain):
+                return best[1]
+        elif self.cost(plan) >= self.cost(Plan(((shape[0], shape[1]),), plan.pairs)):
+            return None  # no fewer slots than the padded pass
         self.plans[shape, plan] = capacity(segments)
         return plan

@@ -89,6 +89,31 @@ def test_planner_reuses_a_compiled_plan_that_holds_the_batch_and_bounds_the_plan
         planner({"mask": np.ones((2, P), bool)})
 
 
+def test_planner_packs_the_real_pairs_with_headroom_and_checks_them():
+    """With pairs, a plan carries the capacity of the packed real pairs (PAIR_HEADROOM above
+    the batch's, in steps of 1/PAIR_STEPS of its pairs); a batch whose jets fit a plan's
+    segments but whose real pairs outgrow its capacity does not run in it."""
+    from reco.models import trimming
+
+    def batch(counts):
+        return {"m": np.arange(P)[None, :] < np.asarray(counts)[:, None]}
+
+    def real(counts):
+        return int(sum(c * (c + 1) // 2 for c in counts))
+
+    counts = [2, 3, 4, 5, 14, 15, 16, 16] * 8  # 64 jets: groups of 16 cut to 16, 16, 16, 16
+    planner = TrainPlanner("m", groups=4, steps=3, max_plans=1, pairs=True)
+    plan = planner(batch(counts))
+    step = 64 * -(-(P * (P + 1) // 2) // trimming.PAIR_STEPS)
+    assert plan == Plan(((64, 16),), step * -(-int(np.ceil(1.2 * real(counts))) // step))
+    assert real(counts) * (1 + trimming.PAIR_HEADROOM) <= plan.pairs < 64 * 136  # packed
+    more = [16] * 40 + [15] * 24  # the same segment, more real pairs than the capacity
+    assert real(more) > plan.pairs and planner(batch(more)) is None
+    assert planner(batch(counts[::-1])) == plan
+    # every pair of the segments where packing would not embed fewer
+    assert pair_capacity(real(more), (64, P), ((64, 16),)) == 0
+
+
 @pytest.mark.parametrize(
     ("train", "pair_bias", "packed"),
     [(False, True, False), (True, True, False), (True, True, True), (True, False, False)],
