@@ -89,6 +89,17 @@ def test_planner_reuses_a_compiled_plan_that_holds_the_batch_and_bounds_the_plan
         planner({"mask": np.ones((2, P), bool)})
 
 
+def test_planner_leaves_room_for_a_few_more_long_jets():
+    """A plan is made for the batch's counts shifted by PLAN_SLACK of the batch towards the
+    longest: a later batch with two more long jets still fits it."""
+    planner = TrainPlanner("m", groups=4, steps=3, max_plans=1)
+    first = {"m": np.arange(P)[None, :] < np.array([10] * 24 + [40] * 8)[:, None]}
+    plan = planner(first)  # without the slack: (24, 16), (8, 48)
+    assert plan == Plan(((16, 16), (16, 48)))
+    later = {"m": np.arange(P)[None, :] < np.array([10] * 22 + [40] * 10)[:, None]}
+    assert planner(later) == plan
+
+
 def test_planner_packs_the_real_pairs_with_headroom_and_checks_them():
     """With pairs, a plan carries the capacity of the packed real pairs (PAIR_HEADROOM above
     the batch's, in steps of 1/PAIR_STEPS of its pairs); a batch whose jets fit a plan's
