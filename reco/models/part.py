@@ -224,7 +224,8 @@ class PairEmbed(nnx.Module):
         Args:
             pair_fn: ``pair_fn(b, i, j)`` -> Float[Array, "... n_features"], the features of the
                 pairs (element i, element j) of events b (integer arrays of one shape); b None
-                means every event: (B, len(i), n_features) (a symbolic batch size works).
+                means every event: (B, len(i), n_features) (a symbolic batch size works), a
+                slice those events (:func:`reco.models.trimming.segment_pair_embeddings`).
             mask: Bool[Array, "batch n"], True for real elements.
             buckets: with ``buckets >= 2`` only the real-real pairs are embedded: they are packed
                 into one flat array whose length is the smallest of the capacities k/buckets of
