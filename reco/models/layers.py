@@ -128,6 +128,16 @@ def true_indices(flags: jax.Array) -> jax.Array:
     return jnp.zeros(n, jnp.int32).at[at].set(every, mode="drop", unique_indices=True)
 
 
+def unpack_rows(packed: jax.Array, at: jax.Array, valid: jax.Array, n_rows: int) -> jax.Array:
+    """The packed rows (cap, ...) back to their rows ``at`` of an (n_rows, ...) zero array; the
+    fill rows (``valid`` False) go to distinct rows past the end and are dropped, so the
+    indices are unique and sorted (``at`` from :func:`true_indices`): a GPU stores them
+    without atomics."""
+    to = jnp.where(valid, at, n_rows + jnp.arange(at.shape[0], dtype=at.dtype))
+    out = jnp.zeros((n_rows, *packed.shape[1:]), packed.dtype)
+    return out.at[to].set(packed, mode="drop", unique_indices=True, indices_are_sorted=True)
+
+
 def switch_by_capacity(
     capacities: Sequence[int],
     count: jax.Array,

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from reco.models.attention import BiasedMultiHeadAttention, batch_chunked, torch_linear
-from reco.models.layers import HashDropout, switch_by_capacity, true_indices
+from reco.models.layers import HashDropout, switch_by_capacity, true_indices, unpack_rows
 from reco.models.pair_bias import flat_gather_pays, gather_bias, tril_pairs
 from reco.models.pair_features import N_PAIR_FEATURES, kinematic_pair_features, kinematics
 from reco.models.registry import InputSpec, ModelConfig, particle_input_shape, register_model
@@ -284,14 +284,7 @@ class PairEmbed(nnx.Module):
                 valid = jnp.arange(cap) < count
                 # recomputed in the backward pass: a switch keeps the residuals of every branch
                 u, stats = jax.checkpoint(embed_packed)(state, idx, valid)
-                # the real pairs to their places, the fill entries to distinct places past the
-                # end (dropped): indices unique and sorted, so a GPU stores without atomics
-                to = jnp.where(valid, idx, total + jnp.arange(cap, dtype=idx.dtype))
-                packed = jnp.zeros((total, u.shape[-1]), u.dtype)
-                packed = packed.at[to].set(
-                    u, mode="drop", unique_indices=True, indices_are_sorted=True
-                )
-                return packed.reshape(n_events, n_pairs, -1), stats
+                return unpack_rows(u, idx, valid, total).reshape(n_events, n_pairs, -1), stats
 
             return run
 

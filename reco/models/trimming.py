@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from reco.models.layers import switch_by_capacity, true_indices
+from reco.models.layers import switch_by_capacity, true_indices, unpack_rows
 from reco.models.pair_bias import gather_bias, tril_pairs
 
 if TYPE_CHECKING:
@@ -176,44 +176,34 @@ def segment_pair_embeddings(
     as in the padded pass. Nothing is decided on the device (no switch over capacities, so no
     recomputation in the backward pass and nothing for a GPU to wait for).
     """
-    real, sizes, starts, start = [], [], [], 0
+    # per segment: its first event, events, lower-triangle pairs at its length
+    layout, start = [], 0
     for size, length in plan.segments:
         rows, cols, _ = tril_pairs(length)
-        seg = mask[start : start + size, :length]
-        real.append((seg[:, rows] & seg[:, cols]).reshape(-1))
-        sizes.append(size * len(rows))
-        starts.append(start)
+        layout.append((start, size, rows, cols))
         start += size
-    flat = jnp.concatenate(real)  # every segment's pairs, event after event
-    n_rows = int(flat.shape[0])
+    real = [mask[e : e + k, rows] & mask[e : e + k, cols] for e, k, rows, cols in layout]
+    flat = jnp.concatenate([r.reshape(-1) for r in real])  # segment after segment, by event
+    sizes = np.array([k * len(rows) for _, k, rows, _ in layout])
+    n_rows, n_events = int(sizes.sum()), mask.shape[0]
     if not 0 < plan.pairs < n_rows:  # every pair of every segment
-        fts = []
-        for e, (size, length) in zip(starts, plan.segments, strict=True):
-            rows, cols, _ = tril_pairs(length)
-            f = pair_fn(slice(e, e + size), rows, cols)
-            fts.append(f.reshape(-1, f.shape[-1]))
-        u = _embed_rows(embed, jnp.concatenate(fts), flat, mask.shape[0], train=train)
+        fts = [pair_fn(slice(e, e + k), rows, cols) for e, k, rows, cols in layout]
+        fts = jnp.concatenate([f.reshape(-1, f.shape[-1]) for f in fts])
+        u = _embed_rows(embed, fts, flat, n_events, train=train)
     else:
-        capacity = plan.pairs
-        at = true_indices(flat)[:capacity]  # the real pairs' rows first, in order
-        valid = jnp.arange(capacity) < jnp.sum(flat, dtype=jnp.int32)
+        at = true_indices(flat)[: plan.pairs]  # the real pairs' rows first, in order
+        valid = jnp.arange(plan.pairs) < jnp.sum(flat, dtype=jnp.int32)
         # row `at` is pair k of event e of segment s; the pairs of the first `length`
-        # elements lead tril_pairs(n), so rows[k], cols[k] of the longest length serve all
-        ends = np.cumsum(sizes)
-        s = jnp.searchsorted(jnp.asarray(ends), at, side="right")
-        local = at - jnp.asarray(ends - np.asarray(sizes))[s]
-        n_pairs = jnp.asarray([length * (length + 1) // 2 for _, length in plan.segments])[s]
+        # elements lead tril_pairs(n), so rows[k], cols[k] of the longest segment serve all
+        s = jnp.searchsorted(jnp.asarray(np.cumsum(sizes)), at, side="right")
+        local = at - jnp.asarray(np.cumsum(sizes) - sizes)[s]
+        n_pairs = jnp.asarray([len(rows) for _, _, rows, _ in layout])[s]
+        first = jnp.asarray([e for e, _, _, _ in layout])[s]
+        _, _, rows, cols = max(layout, key=lambda seg: len(seg[2]))
         k = local % n_pairs
-        rows, cols, _ = tril_pairs(max(length for _, length in plan.segments))
-        fts = pair_fn(
-            jnp.asarray(starts)[s] + local // n_pairs, jnp.asarray(rows)[k], jnp.asarray(cols)[k]
-        )
-        packed = _embed_rows(embed, fts, valid, mask.shape[0], train=train)
-        # to their rows; the fill entries to distinct rows past the end (dropped): indices
-        # unique and sorted, so a GPU stores without atomics
-        to = jnp.where(valid, at, n_rows + jnp.arange(capacity, dtype=at.dtype))
-        u = jnp.zeros((n_rows, packed.shape[-1]), packed.dtype)
-        u = u.at[to].set(packed, mode="drop", unique_indices=True, indices_are_sorted=True)
+        fts = pair_fn(first + local // n_pairs, jnp.asarray(rows)[k], jnp.asarray(cols)[k])
+        packed = _embed_rows(embed, fts, valid, n_events, train=train)
+        u = unpack_rows(packed, at, valid, n_rows)
     pieces = jnp.split(u, np.cumsum(sizes)[:-1])
     return [
         p.reshape(size, -1, u.shape[-1]) for p, (size, _) in zip(pieces, plan.segments, strict=True)
