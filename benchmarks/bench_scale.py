@@ -37,7 +37,7 @@ from reco.experiment import load_config  # noqa: E402
 from reco.models import build_model  # noqa: E402
 from reco.models.registry import ModelConfig  # noqa: E402
 from reco.state import count_params, init_state  # noqa: E402
-from reco.train import device_batch, make_train_step, training_planner  # noqa: E402
+from reco.train import device_batch, layout_planner, make_train_step  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ def sharded_step(name: str, overrides: list[str], dtype: str, b: int, p: int):
     state = parallel.place(state, shardings)
     batch = parallel.batch(host)
     # on one device, the layout fit runs the batch in (ParT: jets cut to their multiplicity)
-    planner = training_planner(model, spec, parallel.n_devices)
+    planner = layout_planner(model, spec, parallel.n_devices)
     plan = planner(host) if planner is not None else None
     if plan is not None:
         print(f"{name}: train step layout {plan} (segments: jets, length)")

@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/bench_weaver.py [--configs default,small] [--batch 128] [--threads 2]
        [--repeats 5] [--steps 3] [--matmul 2048] [--malloc shipped|keep|system]
-       [--jets uniform|toy] [--padded-train]
+       [--jets uniform|toy] [--padded-train] [--trimmed-inference]
 
 Needs the optional ``bench`` extra (``pip install -e .[bench]``: torch, weaver-core). For each
 config (``default``: the JetClass ParT, 2.14M parameters, 128 particles; ``small``: PART.md's
@@ -13,7 +13,8 @@ PART.md, and feeds both the same random jets: a variable number of real particle
 third of the slots to all of them; ``--jets toy``: the multiplicities of toy jets, mean ~51 of
 128), zero-padded tails and the mask. reco's train step runs the batch in the layout ``reco
 train`` would (jets sorted and cut to their multiplicity, ``reco.models.trimming``;
-``--padded-train``: at the padded length). Both run on ``--threads``
+``--padded-train``: at the padded length), its predict in the layout ``reco evaluate`` would
+(``--trimmed-inference``: without one, the trimmed groups). Both run on ``--threads``
 threads (torch.set_num_threads; XLA's Eigen flags and the process's CPU affinity, set before jax
 and torch load).
 
@@ -141,7 +142,9 @@ class Weaver:
 class Reco:
     """reco's ParT with reco.train's train step and predict: ``infer()``, ``train()``."""
 
-    def __init__(self, cfg: dict[str, Any], batch: dict[str, Any], plans: bool = True) -> None:
+    def __init__(
+        self, cfg: dict[str, Any], batch: dict[str, Any], plans: tuple[bool, bool] = (True, True)
+    ) -> None:
         import jax
         import optax
 
@@ -168,17 +171,22 @@ class Reco:
         graphdef, self.state = init_state(model, tx)
         self.params = count_params(self.state.params)
         self.step = make_train_step(graphdef, tx, task, tasks.make_scaler(task, {}))
-        # the layout `reco train` runs the batch in: jets cut to their multiplicity
-        planner = model.train_planner(spec) if plans else None
-        self.plan = planner(batch) if planner is not None else None
+        # the layouts `reco train` and `reco evaluate` run the batch in: jets cut to their
+        # multiplicity (plans: train, predict)
+        self.plan, self.predict_plan = (
+            planner(batch) if on and (planner := model.planner(spec, train=train)) else None
+            for on, train in zip(plans, (True, False), strict=True)
+        )
         self.predict = make_predict_fn(graphdef)
         self.batch = jax.device_put(device_batch(batch))
         self.inputs = model_inputs(self.batch)
-        compiled = self.predict.lower(self.state.params, self.state.rest, self.inputs).compile()
+        args = (self.state.params, self.state.rest, self.inputs, self.predict_plan)
+        compiled = self.predict.lower(*args).compile()
         self.forward_flops = float((compiled.cost_analysis() or {}).get("flops", float("nan")))
 
     def infer(self) -> None:
-        self.jax.block_until_ready(self.predict(self.state.params, self.state.rest, self.inputs))
+        args = (self.state.params, self.state.rest, self.inputs, self.predict_plan)
+        self.jax.block_until_ready(self.predict(*args))
 
     def train(self) -> None:
         self.state, metrics = self.step(self.state, self.batch, self.plan)  # state donated
@@ -251,7 +259,7 @@ def jets_batch(name: str, b: int, jets: str) -> dict[str, Any]:
 
 
 def serve(conn, impl: str, name: str, b: int, threads: int, malloc: str, jets: str,
-          plans: bool) -> None:  # fmt: skip
+          plans: tuple[bool, bool]) -> None:  # fmt: skip
     """Worker process: one implementation of one config; answers ``(stage, steps)`` requests
     with the median seconds of a turn (the first request of a stage warms it up first)."""
     limit_threads(threads)  # before jax and torch load
@@ -274,7 +282,8 @@ def serve(conn, impl: str, name: str, b: int, threads: int, malloc: str, jets: s
         model = Reco(cfg, batch, plans)
     conn.send({"params": model.params, "flops": getattr(model, "forward_flops", None),
                "n_real": batch["particles_mask"].sum(1),
-               "plan": getattr(model, "plan", None)})  # fmt: skip
+               "plan": getattr(model, "plan", None),
+               "predict_plan": getattr(model, "predict_plan", None)})  # fmt: skip
     warm: set[str] = set()
     while (request := conn.recv()) is not None:
         stage, steps = request
@@ -289,7 +298,9 @@ class Workers:
     """The worker processes of one config, one per (implementation, malloc), started on first
     use; idle ones wait on their pipe while the other runs (no work, no spinning)."""
 
-    def __init__(self, name: str, b: int, threads: int, jets: str, plans: bool) -> None:
+    def __init__(
+        self, name: str, b: int, threads: int, jets: str, plans: tuple[bool, bool]
+    ) -> None:
         import multiprocessing
 
         self.ctx = multiprocessing.get_context("spawn")  # fresh interpreters: own malloc, threads
@@ -322,7 +333,8 @@ class Workers:
 
 
 def compare(name: str, b: int, repeats: int, steps: int, peak: float, malloc: str,
-            threads: int, jets: str = "uniform", plans: bool = True) -> list[str]:  # fmt: skip
+            threads: int, jets: str = "uniform",
+            plans: tuple[bool, bool] = (True, True)) -> list[str]:  # fmt: skip
     """Markdown table rows of one config: inference and train step, weaver and reco, each
     implementation in its own worker process with the malloc ``MALLOC[malloc]`` gives it."""
     cfg = CONFIGS[name]
@@ -336,14 +348,15 @@ def compare(name: str, b: int, repeats: int, steps: int, peak: float, malloc: st
                     raise SystemExit(f"{name}: {impl} has {info['params']:,} parameters, "
                                      f"PART.md says {cfg['params']:,}")  # fmt: skip
         reco = workers.get("reco", MALLOC[malloc]("reco", "inference"))[1]
-        reco_flops, n_real = reco["flops"], reco["n_real"]
+        reco_flops, n_real, predict_plan = reco["flops"], reco["n_real"], reco["predict_plan"]
         plan = workers.get("reco", MALLOC[malloc]("reco", "train step"))[1]["plan"]
         flops = forward_flops(cfg, b)
         print(f"\n{name}: {cfg['params']:,} parameters (both), {b} jets x {cfg['particles']} "
               f"slots, {n_real.min()}-{n_real.max()} real particles (mean {n_real.mean():.0f}); "
               f"forward {flops / 1e9:.2f} GFLOP/batch in matrix products "
-              f"({reco_flops / 1e9:.2f} as XLA counts reco's); reco's train step layout "
-              f"(segments: jets, length): {plan or 'padded'}", flush=True)  # fmt: skip
+              f"({reco_flops / 1e9:.2f} as XLA counts reco's predict); reco's layouts "
+              f"(segments: jets, length): train step {plan or 'padded'}, "
+              f"inference {predict_plan or 'trimmed groups'}", flush=True)  # fmt: skip
         rows = []
         for stage, mult in (("inference", 1), ("train step", 3)):
             times: dict[str, list[float]] = {k: [] for k in impls}
@@ -393,6 +406,11 @@ def main() -> None:
         action="store_true",
         help="reco's train step at the padded length (no per-batch layout, part.train_plans 0)",
     )
+    parser.add_argument(
+        "--trimmed-inference",
+        action="store_true",
+        help="reco's inference without a per-batch layout (trimmed groups, part.predict_plans 0)",
+    )
     args = parser.parse_args()
     names = [s.strip() for s in args.configs.split(",")]
     if unknown := set(names) - set(CONFIGS):
@@ -418,11 +436,13 @@ def main() -> None:
     print(f"float32 matmul ceiling (jax, {args.matmul}^3): {peak:.1f} GFLOP/s")
     print(f"batch {args.batch}; {args.repeats} alternating repeats of {args.steps} calls; "
           f"malloc: {args.malloc}; jets: {args.jets}; reco's train step "
-          f"{'padded' if args.padded_train else 'planned (part.train_plans)'}")  # fmt: skip
+          f"{'padded' if args.padded_train else 'planned (part.train_plans)'}, inference "
+          f"{'trimmed' if args.trimmed_inference else 'planned (part.predict_plans)'}")  # fmt: skip
     rows = []
     for name in names:
         rows += compare(name, args.batch, args.repeats, args.steps, peak, args.malloc,
-                        args.threads, args.jets, not args.padded_train)  # fmt: skip
+                        args.threads, args.jets,
+                        (not args.padded_train, not args.trimmed_inference))  # fmt: skip
     print("\n| config | stage | implementation | malloc | ms / batch | jets/s | reco speed-up "
           "| GFLOP/s | of matmul ceiling |")  # fmt: skip
     print("|---|---|---|---|---:|---:|---:|---:|---:|")

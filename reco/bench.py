@@ -173,10 +173,10 @@ def experiment_rows(
     from reco.state import count_params, init_state
     from reco.train import (
         device_batch,
+        layout_planner,
         make_predict_fn,
         make_train_step,
         model_inputs,
-        training_planner,
     )
 
     with tempfile.TemporaryDirectory(prefix="reco-bench-") as tmp:
@@ -217,8 +217,11 @@ def experiment_rows(
     scaler = tasks.make_scaler(cfg.task, stats.to_dict())
     step = make_train_step(graphdef, tx, cfg.task, scaler)
     # the layout reco train would run this batch in (ParT: its jets cut to their multiplicity)
-    planner = training_planner(model, spec, n_devices=1)
+    planner = layout_planner(model, spec)
     plan = planner(host_batch) if planner is not None else None
+    # and the layout reco evaluate would predict it in
+    predict_planner = layout_planner(model, spec, train=False)
+    predict_plan = predict_planner(host_batch) if predict_planner is not None else None
     on_device = jax.device_put(host_batch)
     peak = _peak_bytes(step.lower(state, on_device, plan).compile())
     holder = {"state": state}
@@ -231,7 +234,9 @@ def experiment_rows(
     predict = make_predict_fn(graphdef)
     params, rest = holder["state"].params, holder["state"].rest
     inputs = model_inputs(on_device)
-    infer_s = median_seconds(lambda: jax.block_until_ready(predict(params, rest, inputs)), repeats)
+    infer_s = median_seconds(
+        lambda: jax.block_until_ready(predict(params, rest, inputs, predict_plan)), repeats
+    )
     label = exp.label if precision == "float32" else f"{exp.label} [{precision}]"
     fed = "> 1: fed"
     rows = [

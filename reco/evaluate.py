@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from reco import tasks
-from reco.train import BatchSource, make_predict_fn, model_inputs
+from reco.train import BatchSource, layout_planner, make_predict_fn, model_inputs
 
 LoaderFactory = Callable[[Mapping[str, Any], tuple[str, ...]], BatchSource]
 
@@ -35,6 +35,10 @@ def _observer_path(name: str) -> str:
 def predict_file(model: Any, loader: BatchSource, n_events: int) -> np.ndarray:
     """Raw model outputs for every event of the loader's file, in file order: (n_events, n_out).
 
+    Models with layouts (ParT, the station transformer) run each batch in the one their
+    inference planner chooses (``layout_planner(..., train=False)``: sets cut to their
+    multiplicity, at most ``predict_plans`` compiled), chosen on the host from its mask.
+
     Raises:
         ValueError: the loader does not yield every event of the file exactly once.
     """
@@ -42,9 +46,11 @@ def predict_file(model: Any, loader: BatchSource, n_events: int) -> np.ndarray:
 
     graphdef, params, rest = split_model(model)
     predict = make_predict_fn(graphdef)
+    planner = layout_planner(model, loader.input_spec, train=False)
     outputs, indices = [], []
     for batch in loader.epoch(0):
-        outputs.append(predict(params, rest, model_inputs(batch)))  # stays on device: no sync
+        plan = planner(batch) if planner is not None else None
+        outputs.append(predict(params, rest, model_inputs(batch), plan))  # on device: no sync
         indices.append(np.where(batch["valid"] > 0, batch["index"], -1))
     pred_norm = np.concatenate(jax.device_get(outputs)) if outputs else np.empty((0, 0))
     index = np.concatenate(indices) if indices else np.empty(0, np.int64)

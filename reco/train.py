@@ -152,7 +152,7 @@ def make_train_step(
     """The jitted ``train_step(state, batch, plan=None) -> (state, {"loss", "n", "grad_norm"})``.
 
     ``plan`` (static: one compiled step per plan) goes to the model as ``model(inputs,
-    train=True, plan=plan)``: the batch's layout a model's ``train_planner`` chose for it
+    train=True, plan=plan)``: the batch's layout a model's ``planner`` chose for it
     (ParT: the jets sorted and cut to their multiplicity, ``reco.models.trimming``).
 
     ``state`` is donated: do not use the state passed in after the call. With ``parallel`` the
@@ -167,8 +167,7 @@ def make_train_step(
     ) -> tuple[TrainState, dict[str, jax.Array]]:
         def loss_fn(params: nnx.State) -> tuple[jax.Array, nnx.State]:
             model = merge_model(graphdef, params, state.rest)
-            planned = {} if plan is None else {"plan": plan}  # models without layouts: none
-            pred = model(model_inputs(batch), train=True, **planned).astype(jnp.float32)
+            pred = _apply(model, model_inputs(batch), train=True, plan=plan)
             value = tasks.loss(task, pred, batch["target"], batch["valid"], scaler)
             _, _, rest = nnx.split(model, nnx.Param, ...)  # updated BatchNorm stats, RNG counts
             return value, rest
@@ -191,11 +190,23 @@ def make_train_step(
     return jax.jit(train_step, donate_argnums=0, out_shardings=out, static_argnames="plan")
 
 
-def training_planner(model: nnx.Module, input_spec: Mapping[str, Any], n_devices: int) -> Any:
-    """The model's per-batch layout chooser (``model.train_planner``; ParT and the station
-    transformer: sets cut to their multiplicity), on one device only, else None."""
-    make = getattr(model, "train_planner", None)
-    return make(input_spec) if make is not None and n_devices == 1 else None
+def _apply(
+    model: nnx.Module, inputs: Mapping[str, Any], *, train: bool, plan: Hashable | None
+) -> jax.Array:
+    """The model's float32 outputs, in ``plan``'s layout where one is given (models without
+    layouts take no ``plan``)."""
+    planned = {} if plan is None else {"plan": plan}
+    return model(inputs, train=train, **planned).astype(jnp.float32)
+
+
+def layout_planner(
+    model: nnx.Module, input_spec: Mapping[str, Any], n_devices: int = 1, *, train: bool = True
+) -> Any:
+    """The model's per-batch layout chooser in training or at inference (``model.planner``;
+    ParT and the station transformer: sets cut to their multiplicity), on one device only,
+    else None."""
+    make = getattr(model, "planner", None)
+    return make(input_spec, train=train) if make is not None and n_devices == 1 else None
 
 
 def make_eval_step(
@@ -213,15 +224,17 @@ def make_eval_step(
     return jax.jit(eval_step)
 
 
-def make_predict_fn(
-    graphdef: nnx.GraphDef,
-) -> Callable[[nnx.State, nnx.State, Mapping[str, Any]], jax.Array]:
-    """Jitted ``predict(params, rest, inputs) -> Float[Array, "batch n_outputs"]`` (normalised)."""
+def make_predict_fn(graphdef: nnx.GraphDef) -> Callable[..., jax.Array]:
+    """Jitted ``predict(params, rest, inputs, plan=None) -> Float[Array, "batch n_outputs"]``
+    (normalised). ``plan`` (static: one compiled program per plan): the batch's layout the
+    model's ``planner(spec, train=False)`` chose for it (:func:`layout_planner`)."""
 
-    def predict(params: nnx.State, rest: nnx.State, inputs: Mapping[str, Any]) -> jax.Array:
-        return merge_model(graphdef, params, rest)(inputs, train=False).astype(jnp.float32)
+    def predict(
+        params: nnx.State, rest: nnx.State, inputs: Mapping[str, Any], plan: Hashable | None = None
+    ) -> jax.Array:
+        return _apply(merge_model(graphdef, params, rest), inputs, train=False, plan=plan)
 
-    return jax.jit(predict)
+    return jax.jit(predict, static_argnames="plan")
 
 
 def evaluate_loss(
@@ -410,7 +423,7 @@ def fit(
         total_steps = min(total_steps, cfg.max_steps)
     tx, schedule = make_optimizer(cfg, total_steps, steps_per_epoch, head)
     graphdef, state = init_state(model, tx)
-    planner = training_planner(model, input_spec, parallel.n_devices)
+    planner = layout_planner(model, input_spec, parallel.n_devices)
     del model
     n_params = count_params(state.params)
     shardings = parallel.state_shardings(state)

@@ -45,7 +45,7 @@ from reco.models.pair_features import N_PAIR_FEATURES, kinematic_pair_features, 
 from reco.models.registry import InputSpec, ModelConfig, particle_input_shape, register_model
 from reco.models.trimming import (
     Plan,
-    TrainPlanner,
+    Planner,
     planned_logits,
     planner_for,
     trim_lengths,
@@ -112,11 +112,14 @@ class PartConfig(ModelConfig):
     trim_steps: int = 8
     # in training: the jets sorted by multiplicity in trim_groups groups, each cut to a trim
     # length, the layout chosen per batch on the host; at most this many layouts compiled
-    # (reco.models.trimming.TrainPlanner; 0 = every jet at the padded length)
+    # (reco.models.trimming.Planner; 0 = every jet at the padded length)
     train_plans: int = 3
+    # at inference (reco evaluate): each batch's layout chosen the same way, in up to
+    # trim_groups segments, at most this many compiled; other batches run as without (0)
+    predict_plans: int = 3
 
     def __post_init__(self) -> None:
-        for name in ("pair_buckets", "trim_groups", "trim_steps", "train_plans"):
+        for name in ("pair_buckets", "trim_groups", "trim_steps", "train_plans", "predict_plans"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.embed_dims or min(self.embed_dims) < 1:
@@ -532,8 +535,8 @@ class ParticleTransformer(nnx.Module):
         """inputs (see the module docstring) -> Float[Array, "batch n_outputs"] logits.
 
         ``plan``: run the jets sorted by multiplicity in its segments, each cut to its length
-        (:func:`reco.models.trimming.planned_logits`; the train step passes the plan
-        :meth:`train_planner` chose for the batch). Else at inference on a CPU the jets run in
+        (:func:`reco.models.trimming.planned_logits`; the train step and predict pass the plan
+        :meth:`planner` chose for the batch). Else at inference on a CPU the jets run in
         trimmed groups, and otherwise at the padded length.
         """
         if plan is not None:
@@ -545,18 +548,19 @@ class ParticleTransformer(nnx.Module):
             return self.intermediates(inputs, train=train)["logits"]
         return trimmed_logits(self, inputs, lengths)
 
-    def train_planner(self, input_spec: InputSpec) -> TrainPlanner | None:
-        """The host-side chooser of each training batch's :data:`Plan` (None: ``train_plans``
-        0, or nothing to cut for the particle slots of ``input_spec``)."""
+    def planner(self, input_spec: InputSpec, *, train: bool) -> Planner | None:
+        """The host-side chooser of each batch's :data:`Plan` in training or at inference (None:
+        ``train_plans`` / ``predict_plans`` 0, or nothing to cut for the particle slots of
+        ``input_spec``)."""
         cfg = self.cfg
-        n = int(input_spec[cfg.features_key][0])
         return planner_for(
             cfg.mask_key,
-            n,
+            int(input_spec[cfg.features_key][0]),
             groups=cfg.trim_groups,
             steps=cfg.trim_steps,
-            max_plans=cfg.train_plans,
+            max_plans=cfg.train_plans if train else cfg.predict_plans,
             pairs=self.pair_embed is not None and cfg.pair_buckets >= 2,
+            train=train,
         )
 
 

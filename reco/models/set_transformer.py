@@ -61,7 +61,7 @@ from reco.models.part import NORM_EPS, Block, PairEmbed, PairFn, gelu
 from reco.models.registry import InputSpec, ModelConfig, particle_input_shape, register_model
 from reco.models.trimming import (
     Plan,
-    TrainPlanner,
+    Planner,
     check_plan,
     planner_for,
     segment_pair_embeddings,
@@ -101,12 +101,15 @@ class SetTransformerConfig(ModelConfig):
     fused_attention: bool = False  # jax.nn.dot_product_attention where no attention dropout acts
     # in training: the events sorted by station count in trim_groups groups, each cut to a trim
     # length (multiples of 16 stations), the layout chosen per batch on the host; at most this
-    # many layouts compiled (reco.models.trimming.TrainPlanner; 0 = the padded length)
+    # many layouts compiled (reco.models.trimming.Planner; 0 = the padded length)
     train_plans: int = 3
+    # at inference (reco evaluate): each batch's layout chosen the same way, in up to
+    # trim_groups segments, at most this many compiled; other batches run padded (0: all)
+    predict_plans: int = 3
     trim_groups: int = 8
     # in training: embed only the real-real station pairs, packed into the smallest
-    # k/pair_buckets of all pairs that holds them (0 = every pair; inference: every pair); in
-    # planned training the planner sizes the packing on the host
+    # k/pair_buckets of all pairs that holds them (0 = every pair; unplanned inference: every
+    # pair); in planned training and inference the planner sizes the packing on the host
     pair_buckets: int = 4
 
     def __post_init__(self) -> None:
@@ -117,7 +120,7 @@ class SetTransformerConfig(ModelConfig):
         positive("embed_dims", self.embed_dims)
         positive("pair_embed_dims", self.pair_embed_dims)
         positive("trace_channels", self.trace_channels)
-        for field in ("train_plans", "trim_groups", "pair_buckets"):
+        for field in ("train_plans", "predict_plans", "trim_groups", "pair_buckets"):
             if getattr(self, field) < 0:
                 raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
         for field in ("num_heads", "ffn_ratio", "trace_kernel", "positional_width"):
@@ -410,7 +413,7 @@ class SetTransformer(nnx.Module):
         """inputs (see the module docstring) -> Float[Array, "batch n_outputs"].
 
         ``plan``: run the events sorted by station count in its segments, each cut to its
-        length (the train step passes the plan :meth:`train_planner` chose for the batch).
+        length (the train step and predict pass the plan :meth:`planner` chose for the batch).
         """
         if plan is not None:
             return self._planned(inputs, plan, train=train)
@@ -451,18 +454,19 @@ class SetTransformer(nnx.Module):
             out.append(self._blocks_and_head(x, mask[rows, :length], bias, train=train))
         return jnp.concatenate(out)[jnp.argsort(order)]  # back to the input's order
 
-    def train_planner(self, input_spec: InputSpec) -> TrainPlanner | None:
-        """The host-side chooser of each training batch's :data:`Plan` (None: ``train_plans``
-        0, or nothing to cut for the station slots of ``input_spec``)."""
+    def planner(self, input_spec: InputSpec, *, train: bool) -> Planner | None:
+        """The host-side chooser of each batch's :data:`Plan` in training or at inference (None:
+        ``train_plans`` / ``predict_plans`` 0, or nothing to cut for the station slots of
+        ``input_spec``)."""
         cfg = self.cfg
-        n = int(input_spec[cfg.stations_key][0])
         return planner_for(
             cfg.mask_key,
-            n,
+            int(input_spec[cfg.stations_key][0]),
             groups=cfg.trim_groups,
             steps=8,
-            max_plans=cfg.train_plans,
+            max_plans=cfg.train_plans if train else cfg.predict_plans,
             pairs=self.pair_embed is not None and cfg.pair_buckets >= 2,
+            train=train,
         )
 
 

@@ -1,4 +1,4 @@
-"""Sets cut to their multiplicity: trimmed inference (ParT) and planned (grouped) training.
+"""Sets cut to their multiplicity: planned (grouped) training and inference, trimmed inference.
 
 The set models (ParT's jets of particles, the station transformer's showers of stations) have
 no slot positions and mask padded elements everywhere, so an event's outputs do not depend on
@@ -7,18 +7,20 @@ multiplicity, move each event's real elements first, and run groups of events cu
 static lengths (:func:`trim_lengths`), so the work follows the data while every shape stays
 static.
 
-* Inference (:func:`trimmed_logits`, on a CPU): ``trim_groups`` groups run one after the other
-  (``lax.map``), each cut to the shortest length holding its longest jet (a switch, decided on
-  the device).
-* Training (:func:`planned_logits`): a switch inside the differentiated function would keep the
-  residuals of every branch, so the cut is decided on the host instead. :class:`TrainPlanner`
-  reads a batch's mask before it goes to the device and names a *plan*: consecutive segments
-  ``(n_jets, length)`` of the sorted batch, and for models with a pair embedding the static
-  capacity its real pairs are packed into (:func:`segment_pair_embeddings`). The train step is
-  compiled once per plan (a static argument); the planner reuses a compiled plan that holds the
-  batch, and compiles at most ``train_plans`` of them. Nothing is decided on the device. The
-  BatchNorm statistics stay those of the whole batch (the input and pair embeddings'
-  BatchNorms run once over all the segments).
+* Plans (:func:`planned_logits`): a switch inside the differentiated function would keep the
+  residuals of every branch, so in training the cut is decided on the host instead. A
+  :class:`Planner` reads a batch's mask before it goes to the device and names a *plan*:
+  consecutive segments ``(n_jets, length)`` of the sorted batch, and for models with a pair
+  embedding the static capacity its real pairs are packed into (:func:`segment_pair_embeddings`).
+  The step is compiled once per plan (a static argument); the planner reuses a compiled plan
+  that holds the batch, and compiles at most ``train_plans`` of them. Nothing is decided on the
+  device. The BatchNorm statistics stay those of the whole batch (the input and pair
+  embeddings' BatchNorms run once over all the segments). Inference (``reco evaluate``) plans
+  its batches the same way, with up to ``trim_groups`` segments (training: 3) and at most
+  ``predict_plans`` compiled; a batch that no compiled plan holds runs as below.
+* Unplanned inference (:func:`trimmed_logits`, on a CPU): ``trim_groups`` groups run one after
+  the other (``lax.map``), each cut to the shortest length holding its longest jet (a switch,
+  decided on the device); elsewhere the padded pass.
 """
 
 from __future__ import annotations
@@ -47,11 +49,16 @@ PAIRS_PER_SLOT = 50  # a packed pair's training cost in particle slots (default 
 # longest, so that later batches fit it too (simulated, 3 plans: toy jets 95% -> 100% of the
 # batches run planned, not padded; showers 99% -> 100%)
 PLAN_SLACK = 1 / 16
+TRAIN_SEGMENTS = 3  # segments of a training plan (4 measured no faster, compiled slower)
 MIN_GAIN = 0.1  # a new plan is compiled only when this much cheaper than the compiled ones
+# at inference only where no compiled plan holds the batch: a compile costs as much as ~150
+# batches of the small ParT save (CPU; toy jets: 40 batches in 1 plan 8 s + 44 ms each, in 3
+# plans 22 s + 39 ms each)
+PREDICT_MIN_GAIN = 1.0
 
 
 class Plan(NamedTuple):
-    """A training batch's layout (a static argument of the train step: hashable).
+    """A batch's layout (a static argument of the train step and of predict: hashable).
 
     ``segments``: consecutive ``(n_jets, length)`` of the batch sorted by multiplicity, each
     cut to its length. ``pairs``: how many real pairs the pair embedding packs (a static
@@ -129,7 +136,7 @@ def planned_logits(
 ) -> jax.Array:
     """Logits of the jets sorted by multiplicity and run in the ``plan``'s segments, each cut to
     its length (static shapes: one compiled program per plan). Every jet must fit its segment
-    and the real pairs the plan's capacity (:class:`TrainPlanner` checks both on the host): a
+    and the real pairs the plan's capacity (:class:`Planner` checks both on the host): a
     longer jet would lose its last particles, the pairs past the capacity their embedding.
 
     The input BatchNorm and the pair embedding run once over the whole (sorted) batch, so their
@@ -239,14 +246,20 @@ def check_plan(plan: Plan, shape: tuple[int, ...]) -> None:
 
 
 def planner_for(
-    mask_key: str, n: int, *, groups: int, steps: int, max_plans: int, pairs: bool
-) -> TrainPlanner | None:
-    """A :class:`TrainPlanner` for sets of ``n`` slots (``pairs``: the model packs the real
+    mask_key: str, n: int, *, groups: int, steps: int, max_plans: int, pairs: bool, train: bool
+) -> Planner | None:
+    """A :class:`Planner` for sets of ``n`` slots (``pairs``: the model packs the real
     pairs), or None where nothing would be cut (``max_plans`` 0, fewer than two groups or than
-    two trim lengths)."""
+    two trim lengths). Training plans have at most ``TRAIN_SEGMENTS`` segments; inference
+    plans one per group (no backward pass: finer cuts pay, measured in docs/benchmarks.md) and
+    are compiled only for batches that no compiled plan holds (``PREDICT_MIN_GAIN``)."""
     if max_plans < 1 or groups < 2 or len(trim_lengths(n, steps)) < 2:
         return None
-    return TrainPlanner(mask_key, groups=groups, steps=steps, max_plans=max_plans, pairs=pairs)
+    return Planner(
+        mask_key, groups=groups, steps=steps, max_plans=max_plans, pairs=pairs,
+        max_segments=TRAIN_SEGMENTS if train else groups,
+        min_gain=MIN_GAIN if train else PREDICT_MIN_GAIN,
+    )  # fmt: skip
 
 
 def plan_for(counts: np.ndarray, n: int, groups: int, steps: int, max_segments: int) -> Segments:
@@ -296,8 +309,8 @@ def pair_capacity(real_pairs: int, shape: tuple[int, int], segments: Segments) -
     return cap if cap < pair_rows(segments) else 0
 
 
-class TrainPlanner:
-    """Chooses the plan of each training batch on the host (see the module docstring).
+class Planner:
+    """Chooses the plan of each batch on the host (see the module docstring).
 
     ``planner(batch)`` -> a :data:`Plan`, or None for the padded pass. The batch's own plan
     (:func:`plan_for`, and with ``pairs`` :func:`pair_capacity` for its real pairs) is compiled
@@ -317,7 +330,7 @@ class TrainPlanner:
         steps: int,
         max_plans: int,
         pairs: bool = False,
-        max_segments: int = 3,
+        max_segments: int = TRAIN_SEGMENTS,
         min_gain: float = MIN_GAIN,
     ) -> None:
         self.mask_key, self.groups, self.steps = mask_key, groups, steps
@@ -335,18 +348,18 @@ class TrainPlanner:
         self.uses[plan] = self.uses.get(plan, 0) + 1
         return plan
 
-    def metrics(self) -> dict[str, float]:
-        """``train/layouts`` (compiled so far) and ``train/planned_fraction`` (of the batches
-        chosen for, the rest ran padded): what ``fit`` logs once per epoch."""
+    def metrics(self, prefix: str = "train") -> dict[str, float]:
+        """``<prefix>/layouts`` (compiled so far) and ``<prefix>/planned_fraction`` (of the
+        batches chosen for, the rest ran unplanned): what ``fit`` logs once per epoch."""
         total = sum(self.uses.values())
         planned = total - self.uses.get(None, 0)
         return {
-            "train/layouts": float(len(self.plans)),
-            "train/planned_fraction": planned / max(total, 1),
+            f"{prefix}/layouts": float(len(self.plans)),
+            f"{prefix}/planned_fraction": planned / max(total, 1),
         }
 
     def cost(self, plan: Plan) -> float:
-        """A plan's training cost in particle slots (its pair rows at ``PAIRS_PER_SLOT``)."""
+        """A plan's cost in particle slots (its pair rows at ``PAIRS_PER_SLOT``)."""
         slots = int(capacity(plan.segments).sum())
         if not self.pairs:
             return float(slots)

@@ -1,4 +1,5 @@
-"""Planned training layouts (reco.models.trimming): sets sorted by multiplicity and cut.
+"""Planned layouts (reco.models.trimming): sets sorted by multiplicity and cut, in training
+and at inference.
 
 The planned pass must be the padded pass (logits, BatchNorm statistics, gradients) up to float
 rounding; the planner must keep every jet whole and bound the number of compiled layouts.
@@ -19,7 +20,7 @@ from tiny_sets import TINY_PART, TINY_STATIONS
 from reco import tasks
 from reco.models import build_model
 from reco.models.part import PartConfig, ParticleTransformer
-from reco.models.trimming import Plan, TrainPlanner, capacity, pair_capacity, plan_for
+from reco.models.trimming import Plan, Planner, capacity, pair_capacity, plan_for
 from reco.state import init_state
 from reco.train import make_train_step
 
@@ -65,7 +66,7 @@ def test_plan_for_cuts_sorted_groups_to_their_longest_jet():
 
 
 def test_planner_reuses_a_compiled_plan_that_holds_the_batch_and_bounds_the_plans():
-    planner = TrainPlanner("particles_mask", groups=2, steps=3, max_plans=1)
+    planner = Planner("particles_mask", groups=2, steps=3, max_plans=1)
 
     def batch(counts):
         return {"particles_mask": np.arange(P)[None, :] < np.asarray(counts)[:, None]}
@@ -76,7 +77,7 @@ def test_planner_reuses_a_compiled_plan_that_holds_the_batch_and_bounds_the_plan
     assert planner(batch([3, 5, 20, 40])) is None  # would need a second plan: padded pass
     assert planner(batch([3, 5, 20])) is None  # another batch size, no room for its plan
     assert list(planner.plans) == [((4, P), first)] and planner.uses == {first: 2, None: 2}
-    roomy = TrainPlanner("particles_mask", groups=2, steps=3, max_plans=3)
+    roomy = Planner("particles_mask", groups=2, steps=3, max_plans=3)
     assert roomy(batch([40, 48, 47, 46])) is None  # nothing to cut
     assert roomy(batch([3, 5, 20, 40])) == Plan(((2, 16), (2, 48)))
     assert roomy(batch([3, 5, 20, 30])) == Plan(((2, 16), (2, 32)))  # cheaper than the first
@@ -85,6 +86,12 @@ def test_planner_reuses_a_compiled_plan_that_holds_the_batch_and_bounds_the_plan
     cropped = {"particles_mask": batch([3, 5, 20, 30])["particles_mask"][:, :32]}
     assert roomy(cropped) == Plan(((2, 16), (2, 32))) and len(roomy.plans) == 3
     assert roomy({"particles_mask": np.zeros((0, P), bool)}) is None  # an empty batch
+    # inference's rule: a new plan only for a batch that no compiled plan holds
+    stingy = Planner("particles_mask", groups=2, steps=3, max_plans=3, min_gain=1.0)
+    assert stingy(batch([3, 5, 20, 40])) == Plan(((2, 16), (2, 48)))
+    assert stingy(batch([3, 5, 20, 30])) == Plan(((2, 16), (2, 48)))  # held: no cheaper one
+    assert stingy(batch([20, 21, 22, 23])) == Plan(((4, 32),))  # not held: compiled
+    assert len(stingy.plans) == 2
     with pytest.raises(KeyError, match="particles_mask"):
         planner({"mask": np.ones((2, P), bool)})
 
@@ -92,7 +99,7 @@ def test_planner_reuses_a_compiled_plan_that_holds_the_batch_and_bounds_the_plan
 def test_planner_leaves_room_for_a_few_more_long_jets():
     """A plan is made for the batch's counts shifted by PLAN_SLACK of the batch towards the
     longest: a later batch with two more long jets still fits it."""
-    planner = TrainPlanner("m", groups=4, steps=3, max_plans=1)
+    planner = Planner("m", groups=4, steps=3, max_plans=1)
     first = {"m": np.arange(P)[None, :] < np.array([10] * 24 + [40] * 8)[:, None]}
     plan = planner(first)  # without the slack: (24, 16), (8, 48)
     assert plan == Plan(((16, 16), (16, 48)))
@@ -113,7 +120,7 @@ def test_planner_packs_the_real_pairs_with_headroom_and_checks_them():
         return int(sum(c * (c + 1) // 2 for c in counts))
 
     counts = [2, 3, 4, 5, 14, 15, 16, 16] * 8  # 64 jets: groups of 16 cut to 16, 16, 16, 16
-    planner = TrainPlanner("m", groups=4, steps=3, max_plans=1, pairs=True)
+    planner = Planner("m", groups=4, steps=3, max_plans=1, pairs=True)
     plan = planner(batch(counts))
     step = 64 * -(-(P * (P + 1) // 2) // trimming.PAIR_STEPS)
     assert plan == Plan(((64, 16),), step * -(-int(np.ceil(1.2 * real(counts))) // step))
@@ -199,12 +206,24 @@ def test_a_plan_that_does_not_fit_the_batch_is_refused():
         _model()(_batch(4), train=False, plan=((4, 16),))
 
 
-def test_train_planner_follows_the_config():
-    assert isinstance(_model().train_planner(SPEC), TrainPlanner)
-    assert _model(dataclasses.replace(CFG, train_plans=0)).train_planner(SPEC) is None
-    assert _model(dataclasses.replace(CFG, trim_steps=1)).train_planner(SPEC) is None
+def test_planners_follow_the_config():
+    """Training plans: at most TRAIN_SEGMENTS segments, train_plans compiled, a new one where
+    10% cheaper; inference plans: a segment per group, predict_plans compiled, a new one only
+    for a batch that no compiled plan holds."""
+    from reco.models.trimming import MIN_GAIN, PREDICT_MIN_GAIN, TRAIN_SEGMENTS
+
+    cfg = dataclasses.replace(CFG, trim_groups=6, train_plans=2, predict_plans=5)
+    train, infer = (_model(cfg).planner(SPEC, train=t) for t in (True, False))
+    assert isinstance(train, Planner) and isinstance(infer, Planner)
+    assert (train.max_segments, train.max_plans, train.min_gain) == (TRAIN_SEGMENTS, 2, MIN_GAIN)
+    assert (infer.max_segments, infer.max_plans, infer.min_gain) == (6, 5, PREDICT_MIN_GAIN)
+    assert _model(dataclasses.replace(CFG, train_plans=0)).planner(SPEC, train=True) is None
+    assert _model(dataclasses.replace(CFG, predict_plans=0)).planner(SPEC, train=False) is None
+    assert _model(dataclasses.replace(CFG, trim_steps=1)).planner(SPEC, train=False) is None
     with pytest.raises(ValueError, match="train_plans must be >= 0"):
         PartConfig(train_plans=-1)
+    with pytest.raises(ValueError, match="predict_plans must be >= 0"):
+        PartConfig(predict_plans=-1)
 
 
 class _Jets:
@@ -231,13 +250,14 @@ def test_fit_trains_on_the_planned_layouts(monkeypatch, tmp_path):
     from reco.train import TrainConfig, fit
 
     planners = []
-    make = ParticleTransformer.train_planner
+    make = ParticleTransformer.planner
 
-    def spy(self, input_spec):
-        planners.append(make(self, input_spec))
+    def spy(self, input_spec, *, train):
+        assert train
+        planners.append(make(self, input_spec, train=train))
         return planners[-1]
 
-    monkeypatch.setattr(ParticleTransformer, "train_planner", spy)
+    monkeypatch.setattr(ParticleTransformer, "planner", spy)
     rng = np.random.default_rng(5)
     batches = []
     for seed, longest in ((1, P // 2), (2, P // 2), (3, P)):
@@ -299,7 +319,7 @@ def test_planned_station_transformer_is_the_padded_one(options: dict):
     batch = _showers(10)
     padded, planned = (build_model(cfg, spec, n_outputs=3, seed=0) for _ in range(2))
     assert isinstance(planned, SetTransformer)
-    planner = planned.train_planner(spec)
+    planner = planned.planner(spec, train=True)
     assert planner is not None
     plan = planner(batch)
     assert plan is not None and {length for _, length in plan.segments} >= {16, 48}
@@ -315,8 +335,67 @@ def test_planned_station_transformer_is_the_padded_one(options: dict):
     assert bool(stats[0]) == cfg.use_pair_bias  # the pair embedding's BatchNorms
     for a, b in zip(*stats, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
-    off = dataclasses.replace(cfg, train_plans=0)
-    assert build_model(off, spec, n_outputs=3, seed=0).train_planner(spec) is None
+    off = build_model(dataclasses.replace(cfg, train_plans=0, predict_plans=0), spec, 3, seed=0)
+    assert off.planner(spec, train=True) is None and off.planner(spec, train=False) is None
     # the real pairs packed in training (pair_buckets 4, the default) or every pair embedded
     dense = build_model(dataclasses.replace(cfg, pair_buckets=0), spec, n_outputs=3, seed=0)
     np.testing.assert_allclose(nnx.jit(lambda m: m(batch, train=True))(dense), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_name", ["part", "set_transformer"])
+def test_predict_file_runs_the_inference_plans(model_name: str, monkeypatch):
+    """reco evaluate's predict_file asks the model for its inference planner and runs each
+    batch in the plan chosen for it: the outputs are those of the unplanned predict (ParT's
+    trimmed groups, the station transformer's padded pass), in file order; a batch that no
+    compiled plan holds (predict_plans 1) runs unplanned."""
+    from reco.evaluate import predict_file
+    from reco.state import split_model
+
+    if model_name == "part":
+        cfg = dataclasses.replace(CFG, predict_plans=1)
+        spec, make_batch, key = SPEC, _batch, "particles_mask"
+    else:
+        cfg = dataclasses.replace(TINY_STATIONS, trim_groups=4, predict_plans=1)
+        spec = {"stations": (STATIONS, 4), "positions": (STATIONS, 3), "traces": (STATIONS, 16, 1)}
+        make_batch, key = _showers, "stations_mask"
+    batches = [make_batch(8, seed) for seed in (0, 0, 1)]
+    batches[1] = {k: v[::-1].copy() for k, v in batches[1].items()}  # the first one's counts
+    batches[2][key][:] = True  # every slot real: nothing to cut, no compiled plan holds it
+    for i, batch in enumerate(batches):
+        batch["valid"] = np.ones(8, np.float32)
+        batch["index"] = np.arange(8 * i, 8 * i + 8)[::-1].copy()  # not in file order
+    model = build_model(cfg, spec, n_outputs=3, seed=0)
+    planners = []
+    make = type(model).planner
+
+    def spy(self, input_spec, *, train):
+        assert not train
+        planners.append(make(self, input_spec, train=train))
+        return planners[-1]
+
+    monkeypatch.setattr(type(model), "planner", spy)
+    import reco.evaluate
+
+    passed, make_predict = [], reco.evaluate.make_predict_fn
+
+    def recording(graphdef):
+        predict = make_predict(graphdef)
+
+        def call(params, rest, inputs, plan=None):
+            passed.append(plan)
+            return predict(params, rest, inputs, plan)
+
+        return call
+
+    monkeypatch.setattr(reco.evaluate, "make_predict_fn", recording)
+    loader = _Jets(batches)
+    loader.input_spec = {k: v.shape[1:] for k, v in batches[0].items() if k in spec}
+    got = predict_file(model, loader, 24)
+    graphdef, params, rest = split_model(model)
+    predict = make_predict(graphdef)
+    want = np.concatenate([np.asarray(predict(params, rest, b))[::-1] for b in batches])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    (planner,) = planners
+    ((_, plan),) = planner.plans
+    assert planner.uses == {plan: 2, None: 1}  # the second batch fits the first one's plan
+    assert passed == [plan, plan, None]
