@@ -167,7 +167,8 @@ def make_train_step(
     ) -> tuple[TrainState, dict[str, jax.Array]]:
         def loss_fn(params: nnx.State) -> tuple[jax.Array, nnx.State]:
             model = merge_model(graphdef, params, state.rest)
-            pred = _apply(model, model_inputs(batch), train=True, plan=plan)
+            planned = {} if plan is None else {"plan": plan}  # models without layouts: none
+            pred = model(model_inputs(batch), train=True, **planned).astype(jnp.float32)
             value = tasks.loss(task, pred, batch["target"], batch["valid"], scaler)
             _, _, rest = nnx.split(model, nnx.Param, ...)  # updated BatchNorm stats, RNG counts
             return value, rest
@@ -188,15 +189,6 @@ def make_train_step(
         return jax.jit(train_step, donate_argnums=0, static_argnames="plan")
     out = (state_shardings, parallel.replicated)
     return jax.jit(train_step, donate_argnums=0, out_shardings=out, static_argnames="plan")
-
-
-def _apply(
-    model: nnx.Module, inputs: Mapping[str, Any], *, train: bool, plan: Hashable | None
-) -> jax.Array:
-    """The model's float32 outputs, in ``plan``'s layout where one is given (models without
-    layouts take no ``plan``)."""
-    planned = {} if plan is None else {"plan": plan}
-    return model(inputs, train=train, **planned).astype(jnp.float32)
 
 
 def layout_planner(
@@ -232,7 +224,8 @@ def make_predict_fn(graphdef: nnx.GraphDef) -> Callable[..., jax.Array]:
     def predict(
         params: nnx.State, rest: nnx.State, inputs: Mapping[str, Any], plan: Hashable | None = None
     ) -> jax.Array:
-        return _apply(merge_model(graphdef, params, rest), inputs, train=False, plan=plan)
+        model, planned = merge_model(graphdef, params, rest), {} if plan is None else {"plan": plan}
+        return model(inputs, train=False, **planned).astype(jnp.float32)
 
     return jax.jit(predict, static_argnames="plan")
 
