@@ -114,8 +114,8 @@ class PartConfig(ModelConfig):
     # length, the layout chosen per batch on the host; at most this many layouts compiled
     # (reco.models.trimming.Planner; 0 = every jet at the padded length)
     train_plans: int = 3
-    # at inference (reco evaluate): each batch's layout chosen the same way, in up to
-    # trim_groups segments, at most this many compiled; other batches run as without (0)
+    # at inference (reco evaluate): each batch's layout chosen the same way (2 * trim_groups
+    # groups, a segment each), at most this many compiled; other batches run as without (0)
     predict_plans: int = 3
 
     def __post_init__(self) -> None:

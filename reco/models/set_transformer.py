@@ -103,8 +103,8 @@ class SetTransformerConfig(ModelConfig):
     # length (multiples of 16 stations), the layout chosen per batch on the host; at most this
     # many layouts compiled (reco.models.trimming.Planner; 0 = the padded length)
     train_plans: int = 3
-    # at inference (reco evaluate): each batch's layout chosen the same way, in up to
-    # trim_groups segments, at most this many compiled; other batches run padded (0: all)
+    # at inference (reco evaluate): each batch's layout chosen the same way (2 * trim_groups
+    # groups, a segment each), at most this many compiled; other batches run padded (0: all)
     predict_plans: int = 3
     trim_groups: int = 8
     # in training: embed only the real-real station pairs, packed into the smallest

@@ -16,8 +16,8 @@ static.
   that holds the batch, and compiles at most ``train_plans`` of them. Nothing is decided on the
   device. The BatchNorm statistics stay those of the whole batch (the input and pair
   embeddings' BatchNorms run once over all the segments). Inference (``reco evaluate``) plans
-  its batches the same way, with up to ``trim_groups`` segments (training: 3) and at most
-  ``predict_plans`` compiled; a batch that no compiled plan holds runs as below.
+  its batches the same way, finer (``PREDICT_GROUPS`` times the groups, a segment each) and
+  with at most ``predict_plans`` compiled; a batch that no compiled plan holds runs as below.
 * Unplanned inference (:func:`trimmed_logits`, on a CPU): ``trim_groups`` groups run one after
   the other (``lax.map``), each cut to the shortest length holding its longest jet (a switch,
   decided on the device); elsewhere the padded pass.
@@ -51,9 +51,12 @@ PAIRS_PER_SLOT = 50  # a packed pair's training cost in particle slots (default 
 PLAN_SLACK = 1 / 16
 TRAIN_SEGMENTS = 3  # segments of a training plan (4 measured no faster, compiled slower)
 MIN_GAIN = 0.1  # a new plan is compiled only when this much cheaper than the compiled ones
-# at inference only where no compiled plan holds the batch: a compile costs as much as ~150
-# batches of the small ParT save (CPU; toy jets: 40 batches in 1 plan 8 s + 44 ms each, in 3
-# plans 22 s + 39 ms each)
+# Inference plans: twice as many groups as training's (no backward pass: finer cuts pay), a
+# segment per group, half the slack; a new plan only where no compiled plan holds the batch (a
+# compile costs what ~150 batches of the small ParT save on a CPU). Measured over epochs of toy
+# jets in docs/benchmarks.md.
+PREDICT_GROUPS = 2  # groups per training group
+PREDICT_SLACK = 1 / 32
 PREDICT_MIN_GAIN = 1.0
 
 
@@ -251,14 +254,19 @@ def planner_for(
     """A :class:`Planner` for sets of ``n`` slots (``pairs``: the model packs the real
     pairs), or None where nothing would be cut (``max_plans`` 0, fewer than two groups or than
     two trim lengths). Training plans have at most ``TRAIN_SEGMENTS`` segments; inference
-    plans one per group (no backward pass: finer cuts pay, measured in docs/benchmarks.md) and
-    are compiled only for batches that no compiled plan holds (``PREDICT_MIN_GAIN``)."""
+    plans ``PREDICT_GROUPS`` times the groups, a segment each, ``PREDICT_SLACK``, and are
+    compiled only for batches that no compiled plan holds (``PREDICT_MIN_GAIN``)."""
     if max_plans < 1 or groups < 2 or len(trim_lengths(n, steps)) < 2:
         return None
+    if train:
+        return Planner(
+            mask_key, groups=groups, steps=steps, max_plans=max_plans, pairs=pairs,
+            max_segments=TRAIN_SEGMENTS,
+        )  # fmt: skip
+    groups *= PREDICT_GROUPS
     return Planner(
         mask_key, groups=groups, steps=steps, max_plans=max_plans, pairs=pairs,
-        max_segments=TRAIN_SEGMENTS if train else groups,
-        min_gain=MIN_GAIN if train else PREDICT_MIN_GAIN,
+        max_segments=groups, min_gain=PREDICT_MIN_GAIN, slack=PREDICT_SLACK,
     )  # fmt: skip
 
 
@@ -332,10 +340,11 @@ class Planner:
         pairs: bool = False,
         max_segments: int = TRAIN_SEGMENTS,
         min_gain: float = MIN_GAIN,
+        slack: float = PLAN_SLACK,
     ) -> None:
         self.mask_key, self.groups, self.steps = mask_key, groups, steps
         self.max_plans, self.max_segments = max_plans, max_segments
-        self.pairs, self.min_gain = pairs, min_gain
+        self.pairs, self.min_gain, self.slack = pairs, min_gain, slack
         # (mask shape, plan) -> capacity: a batch cropped by loader.trim_buckets has its own
         self.plans: dict[tuple[tuple[int, int], Plan], np.ndarray] = {}
         self.uses: dict[Plan | None, int] = {}  # batches per plan (None: the padded pass)
@@ -378,7 +387,7 @@ class Planner:
         if len(self.plans) >= self.max_plans:
             return None if best is None else best[1]
         # planned for a batch with a few more long jets, so that later batches fit it too
-        slack = int(shape[0] * PLAN_SLACK)
+        slack = int(shape[0] * self.slack)
         longer = np.concatenate([ordered[slack:], np.repeat(ordered[-1:], slack)])
         segments = plan_for(longer, shape[1], self.groups, self.steps, self.max_segments)
         plan = Plan(segments, pair_capacity(real_pairs, shape, segments) if self.pairs else 0)

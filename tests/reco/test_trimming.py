@@ -207,16 +207,18 @@ def test_a_plan_that_does_not_fit_the_batch_is_refused():
 
 
 def test_planners_follow_the_config():
-    """Training plans: at most TRAIN_SEGMENTS segments, train_plans compiled, a new one where
-    10% cheaper; inference plans: a segment per group, predict_plans compiled, a new one only
-    for a batch that no compiled plan holds."""
-    from reco.models.trimming import MIN_GAIN, PREDICT_MIN_GAIN, TRAIN_SEGMENTS
+    """Training plans: trim_groups groups in at most TRAIN_SEGMENTS segments, train_plans
+    compiled, a new one where 10% cheaper; inference plans: twice the groups, a segment each,
+    predict_plans compiled, a new one only for a batch that no compiled plan holds."""
+    from reco.models import trimming as t
 
     cfg = dataclasses.replace(CFG, trim_groups=6, train_plans=2, predict_plans=5)
     train, infer = (_model(cfg).planner(SPEC, train=t) for t in (True, False))
     assert isinstance(train, Planner) and isinstance(infer, Planner)
-    assert (train.max_segments, train.max_plans, train.min_gain) == (TRAIN_SEGMENTS, 2, MIN_GAIN)
-    assert (infer.max_segments, infer.max_plans, infer.min_gain) == (6, 5, PREDICT_MIN_GAIN)
+    assert (train.groups, train.max_segments, train.max_plans) == (6, t.TRAIN_SEGMENTS, 2)
+    assert (train.min_gain, train.slack) == (t.MIN_GAIN, t.PLAN_SLACK)
+    assert (infer.groups, infer.max_segments, infer.max_plans) == (12, 12, 5)
+    assert (infer.min_gain, infer.slack) == (t.PREDICT_MIN_GAIN, t.PREDICT_SLACK)
     assert _model(dataclasses.replace(CFG, train_plans=0)).planner(SPEC, train=True) is None
     assert _model(dataclasses.replace(CFG, predict_plans=0)).planner(SPEC, train=False) is None
     assert _model(dataclasses.replace(CFG, trim_steps=1)).planner(SPEC, train=False) is None
