@@ -34,8 +34,8 @@ Each implementation runs in its own worker process (spawned, so each has its own
 thread pools; the idle one waits on a pipe), with the host malloc ``--malloc`` gives it:
 ``shipped`` (the default) is what each one's users get: weaver's train.py leaves glibc's malloc
 as it comes, ``reco train`` of ``jets_part.yaml`` (``train.host_memory: keep``) reuses freed
-memory (``reco.host_memory``) and ``reco evaluate`` does not; ``keep`` and ``system`` give both
-implementations the same setting.
+memory (``reco.host_memory``) and so does ``reco evaluate`` of its runs (since 2026-12-06 (3));
+``keep`` and ``system`` give both implementations the same setting.
 """
 
 from __future__ import annotations
@@ -220,12 +220,12 @@ def timed_turn(fn, steps: int) -> float:
 
 
 # malloc of each (implementation, stage) per --malloc: "shipped" is what each one's users get
-# (weaver's train.py leaves malloc alone; `reco train` keeps freed memory with jets_part.yaml's
-# train.host_memory: keep; `reco evaluate` leaves it alone)
+# (weaver's train.py leaves malloc alone; `reco train` and `reco evaluate` keep freed memory with
+# jets_part.yaml's train.host_memory: keep)
 MALLOC = {
     "system": lambda impl, stage: "system",
     "keep": lambda impl, stage: "keep",
-    "shipped": lambda impl, stage: "keep" if (impl, stage) == ("reco", "train step") else "system",
+    "shipped": lambda impl, stage: "keep" if impl == "reco" else "system",
 }
 
 

@@ -77,8 +77,9 @@ def _join(coordinator: str | None, num_processes: int | None, process_id: int | 
 
 
 def _host_memory(*cfgs) -> None:
-    """``train.host_memory: keep`` in any of the configs: training reuses the host memory it
-    frees (reco.host_memory), set here, after the config is read and before JAX starts."""
+    """``train.host_memory: keep`` in any of the configs: training (and a run's evaluation)
+    reuses the host memory it frees (reco.host_memory), set here, after the config is read and
+    before JAX starts."""
     if any(c.train.host_memory == "keep" for c in cfgs):
         from reco.host_memory import keep_freed_memory
 
@@ -274,6 +275,8 @@ def evaluate(
     from reco import experiment
 
     try:
+        if not run.startswith("models:/"):  # the run's train.host_memory, as reco train set it
+            _host_memory(experiment.config_of_run(experiment.find_run_dir(Path(run))))
         if run.startswith("models:/"):
             from reco import registry
 

@@ -219,6 +219,23 @@ class PairEmbed(nnx.Module):
         chunk = max(1, round(PAIR_CHUNK_BYTES / (4 * n_pairs * width)))
         return chunk if chunk < n_events else 0
 
+    def embed_rows(self, fts: jax.Array, real: jax.Array, *, train: bool) -> jax.Array:
+        """The embedding (B, R, H) of pair features ``fts`` (B, R, F), zero where not ``real``
+        (B, R) (BatchNorm statistics over the real rows). At inference on a CPU a few events
+        at a time (``PAIR_CHUNK_BYTES``): each layer's activations stay in cache, and no
+        buffer of every pair's activations is allocated."""
+        n_events, n_rows = real.shape
+        chunk = 0 if train else self._cpu_chunk(n_events, n_rows)
+        if chunk:
+            graphdef, state = nnx.split(self)  # a pure function inside lax.map
+
+            def embed(fts: jax.Array, real: jax.Array) -> jax.Array:
+                u = nnx.merge(graphdef, state)(fts, real, train=False)
+                return jnp.where(real[..., None], u, 0.0)
+
+            return batch_chunked(embed, n_events, chunk, fts, real)
+        return jnp.where(real[..., None], self(fts, real, train=train), 0.0)
+
     def embed_tril(
         self, pair_fn: PairFn, mask: jax.Array, *, train: bool, buckets: int
     ) -> jax.Array:
@@ -247,17 +264,7 @@ class PairEmbed(nnx.Module):
         real = mask[:, rows] & mask[:, cols]  # (B, n_pairs)
         if buckets < 2:
             fts = jax.lax.stop_gradient(pair_fn(None, rows, cols))  # (B, n_pairs, n_features)
-            chunk = 0 if train else self._cpu_chunk(n_events, len(rows))
-            if chunk:
-                graphdef, state = nnx.split(self)  # a pure function inside lax.map
-
-                def embed(fts: jax.Array, real: jax.Array) -> jax.Array:
-                    u = nnx.merge(graphdef, state)(fts, real, train=False)
-                    return jnp.where(real[..., None], u, 0.0)
-
-                return batch_chunked(embed, n_events, chunk, fts, real)
-            u = self(fts, real, train=train)
-            return jnp.where(real[..., None], u, 0.0)
+            return self.embed_rows(fts, real, train=train)
         n_pairs = len(rows)
         total = n_events * n_pairs
         # capacities in whole rows of n_events: the packed pairs are laid out (B, cap / B) like

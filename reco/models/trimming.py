@@ -225,13 +225,14 @@ def _embed_rows(
 ) -> jax.Array:
     """``embed`` of pair features ``fts`` (R, F), the rows ``on`` (R,) real (the BatchNorm
     statistics' rows; the others come out zero) -> (R, H). Run as (n_events, R / n_events)
-    rows (padded up), which XLA:CPU reduces far faster than one long row."""
+    rows (padded up), which XLA:CPU reduces far faster than one long row (and which inference
+    on a CPU embeds a few at a time: :meth:`PairEmbed.embed_rows`)."""
     n_rows = fts.shape[0]
     pad = -n_rows % n_events
     fts = jnp.pad(jax.lax.stop_gradient(fts), ((0, pad), (0, 0)))
     real = jnp.pad(on, (0, pad))
-    u = embed(fts.reshape(n_events, -1, fts.shape[-1]), real.reshape(n_events, -1), train=train)
-    return jnp.where(on[:, None], u.reshape(n_rows + pad, -1)[:n_rows], 0.0)
+    fts, real = fts.reshape(n_events, -1, fts.shape[-1]), real.reshape(n_events, -1)
+    return embed.embed_rows(fts, real, train=train).reshape(n_rows + pad, -1)[:n_rows]
 
 
 def check_plan(plan: Plan, shape: tuple[int, ...]) -> None:

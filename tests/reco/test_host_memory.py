@@ -87,3 +87,26 @@ def test_train_host_memory_setting_is_checked_and_applied_only_when_keep(monkeyp
     assert calls == []
     cli._host_memory(*configs)  # a suite: any variant that keeps
     assert calls == [1]
+
+
+def test_evaluate_applies_the_runs_host_memory_setting(monkeypatch, tmp_path):
+    """``reco evaluate RUN`` reuses freed host memory when the run trained with
+    ``train.host_memory: keep`` (its planned inference allocates whole-batch buffers)."""
+    import types
+
+    from typer.testing import CliRunner
+
+    from reco import cli, experiment, host_memory
+    from reco.train import TrainConfig
+
+    calls, evaluated = [], []
+    monkeypatch.setattr(host_memory, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(experiment, "find_run_dir", lambda path: tmp_path)
+    for mode in ("system", "keep"):
+        cfg = types.SimpleNamespace(train=TrainConfig(host_memory=mode))
+        monkeypatch.setattr(experiment, "config_of_run", lambda run_dir, cfg=cfg: cfg)
+        monkeypatch.setattr(experiment, "evaluate", lambda run, events: evaluated.append(run))
+        result = CliRunner().invoke(cli.app, ["evaluate", str(tmp_path), "--no-analyze"])
+        assert result.exit_code == 0, result.output
+        assert calls == ([] if mode == "system" else [1])
+    assert evaluated == [tmp_path, tmp_path]
