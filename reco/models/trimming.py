@@ -321,14 +321,15 @@ def pair_capacity(real_pairs: int, shape: tuple[int, int], segments: Segments) -
 class Planner:
     """Chooses the plan of each batch on the host (see the module docstring).
 
-    ``planner(batch)`` -> a :data:`Plan`, or None for the padded pass. The batch's own plan
-    (:func:`plan_for`, and with ``pairs`` :func:`pair_capacity` for its real pairs) is compiled
-    while fewer than ``max_plans`` are and it is cheaper (slots and pair rows,
-    ``PAIRS_PER_SLOT``) than the cheapest compiled plan that holds the batch (its sorted counts
-    at or below that plan's capacity, its real pairs within that plan's) by more than
-    ``min_gain``, or, where none holds it, has fewer slots than the padded pass; otherwise that
-    plan runs, or the padded pass. So the step compiles at most ``max_plans`` layouts (and the
-    padded one), in the first batches of a run.
+    ``planner(batch)`` -> a :data:`Plan`, or None for the unplanned pass (padded; at
+    inference on a CPU ParT's trimmed groups). The batch's own plan (:func:`plan_for` for its
+    counts shifted by ``slack`` of the batch towards the longest, and with ``pairs``
+    :func:`pair_capacity` for its real pairs) is compiled while fewer than ``max_plans`` are
+    and it is cheaper (slots and pair rows, ``PAIRS_PER_SLOT``) than the cheapest compiled plan
+    that holds the batch (its sorted counts at or below that plan's capacity, its real pairs
+    within that plan's) by more than ``min_gain`` (1: never), or, where none holds it, has
+    fewer slots than the padded pass; otherwise that plan runs, or the unplanned pass. So the
+    step compiles at most ``max_plans`` layouts (and the unplanned one), in the first batches.
     """
 
     def __init__(
