@@ -173,10 +173,10 @@ class Reco:
         self.step = make_train_step(graphdef, tx, task, tasks.make_scaler(task, {}))
         # the layouts `reco train` and `reco evaluate` run the batch in: jets cut to their
         # multiplicity (plans: train, predict)
-        self.plan, self.predict_plan = (
-            planner(batch) if on and (planner := model.planner(spec, train=train)) else None
-            for on, train in zip(plans, (True, False), strict=True)
-        )
+        train, predict = plans
+        planners = (model.planner(spec, train=True) if train else None,
+                    model.planner(spec, train=False) if predict else None)  # fmt: skip
+        self.plan, self.predict_plan = (p(batch) if p is not None else None for p in planners)
         self.predict = make_predict_fn(graphdef)
         self.batch = jax.device_put(device_batch(batch))
         self.inputs = model_inputs(self.batch)

@@ -275,16 +275,16 @@ def evaluate(
     from reco import experiment
 
     try:
-        if not run.startswith("models:/"):  # the run's train.host_memory, as reco train set it
-            _host_memory(experiment.config_of_run(experiment.find_run_dir(Path(run))))
         if run.startswith("models:/"):
             from reco import registry
 
             predictions, result = registry.evaluate_model(run, events, out, analyze=analyze_)
-        elif analyze_:
-            predictions, result = experiment.evaluate_and_analyze(Path(run), events)
-        else:
-            predictions, result = experiment.evaluate(Path(run), events), None
+        else:  # the run's train.host_memory, as reco train set it
+            _host_memory(experiment.config_of_run(experiment.find_run_dir(Path(run))))
+            if analyze_:
+                predictions, result = experiment.evaluate_and_analyze(Path(run), events)
+            else:
+                predictions, result = experiment.evaluate(Path(run), events), None
     except (OSError, ValueError, FloatingPointError, MemoryError) as err:
         _fail(err)
     if result is not None:

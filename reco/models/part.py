@@ -561,11 +561,9 @@ class ParticleTransformer(nnx.Module):
         ``input_spec``)."""
         cfg = self.cfg
         return planner_for(
-            cfg.mask_key,
+            cfg,
             int(input_spec[cfg.features_key][0]),
-            groups=cfg.trim_groups,
             steps=cfg.trim_steps,
-            max_plans=cfg.train_plans if train else cfg.predict_plans,
             pairs=self.pair_embed is not None and cfg.pair_buckets >= 2,
             train=train,
         )

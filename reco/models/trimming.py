@@ -249,25 +249,22 @@ def check_plan(plan: Plan, shape: tuple[int, ...]) -> None:
         raise ValueError(f"plan {plan} does not fit a batch of {n_events} sets of {n} slots")
 
 
-def planner_for(
-    mask_key: str, n: int, *, groups: int, steps: int, max_plans: int, pairs: bool, train: bool
-) -> Planner | None:
-    """A :class:`Planner` for sets of ``n`` slots (``pairs``: the model packs the real
-    pairs), or None where nothing would be cut (``max_plans`` 0, fewer than two groups or than
-    two trim lengths). Training plans have at most ``TRAIN_SEGMENTS`` segments; inference
+def planner_for(cfg: Any, n: int, *, steps: int, pairs: bool, train: bool) -> Planner | None:
+    """A :class:`Planner` for a set model's config ``cfg`` (its ``mask_key``, ``trim_groups``,
+    ``train_plans`` and ``predict_plans``) and sets of ``n`` slots (``pairs``: the model packs
+    the real pairs), or None where nothing would be cut (no plans, fewer than two groups or
+    than two trim lengths). Training plans have at most ``TRAIN_SEGMENTS`` segments; inference
     plans ``PREDICT_GROUPS`` times the groups, a segment each, ``PREDICT_SLACK``, and are
     compiled only for batches that no compiled plan holds (``PREDICT_MIN_GAIN``)."""
-    if max_plans < 1 or groups < 2 or len(trim_lengths(n, steps)) < 2:
+    max_plans = cfg.train_plans if train else cfg.predict_plans
+    if max_plans < 1 or cfg.trim_groups < 2 or len(trim_lengths(n, steps)) < 2:
         return None
-    if train:
-        return Planner(
-            mask_key, groups=groups, steps=steps, max_plans=max_plans, pairs=pairs,
-            max_segments=TRAIN_SEGMENTS,
-        )  # fmt: skip
-    groups *= PREDICT_GROUPS
+    groups = cfg.trim_groups * (1 if train else PREDICT_GROUPS)
     return Planner(
-        mask_key, groups=groups, steps=steps, max_plans=max_plans, pairs=pairs,
-        max_segments=groups, min_gain=PREDICT_MIN_GAIN, slack=PREDICT_SLACK,
+        cfg.mask_key, groups=groups, steps=steps, max_plans=max_plans, pairs=pairs,
+        max_segments=TRAIN_SEGMENTS if train else groups,
+        min_gain=MIN_GAIN if train else PREDICT_MIN_GAIN,
+        slack=PLAN_SLACK if train else PREDICT_SLACK,
     )  # fmt: skip
 
 
