@@ -278,8 +278,10 @@ def evaluate(
         if run.startswith("models:/"):
             from reco import registry
 
-            predictions, result = registry.evaluate_model(run, events, out, analyze=analyze_)
-        else:  # the run's train.host_memory, as reco train set it
+            predictions, result = registry.evaluate_model(
+                run, events, out, analyze=analyze_, on_config=_host_memory
+            )
+        else:  # the run's train.host_memory, as reco train set it (the version's, above)
             _host_memory(experiment.config_of_run(experiment.find_run_dir(Path(run))))
             if analyze_:
                 predictions, result = experiment.evaluate_and_analyze(Path(run), events)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -198,11 +198,17 @@ def download_folder(model_uri: str, base: str) -> Path:
 
 
 def evaluate_model(
-    model_uri: str, events: Path | None, out_dir: Path | None = None, analyze: bool = True
+    model_uri: str,
+    events: Path | None,
+    out_dir: Path | None = None,
+    analyze: bool = True,
+    on_config: Callable[[Any], None] | None = None,
 ) -> tuple[Path, Any]:
     """``reco evaluate models:/NAME/VERSION``: predictions (and the analysis, not logged) of a
     registered version on ``events``, written to ``out_dir`` (default
-    ``evaluations/NAME-vVERSION``). Returns (predictions file, analysis result or None)."""
+    ``evaluations/NAME-vVERSION``). ``on_config`` gets the version's experiment config before
+    the evaluation (the CLI applies its ``train.host_memory`` there). Returns (predictions
+    file, analysis result or None)."""
     from pipeline.config import from_dict
     from reco import experiment
     from reco.evaluate import evaluate
@@ -214,6 +220,8 @@ def evaluate_model(
     model = load(model_uri, dst=out_dir / "model")
     assert model.checkpoint is not None
     cfg = from_dict(experiment.ExperimentConfig, model.config, source=f"{model_uri} (config)")
+    if on_config is not None:
+        on_config(cfg)
     predictions = evaluate(
         model.checkpoint,
         Path(events),

@@ -110,3 +110,38 @@ def test_evaluate_applies_the_runs_host_memory_setting(monkeypatch, tmp_path):
         assert result.exit_code == 0, result.output
         assert calls == ([] if mode == "system" else [1])
     assert evaluated == [tmp_path, tmp_path]
+
+
+@pytest.mark.parametrize("mode", ["system", "keep"])
+def test_evaluate_of_a_registered_version_applies_its_host_memory_setting(
+    mode, monkeypatch, tmp_path
+):
+    """``reco evaluate models:/NAME/VERSION`` applies the version's ``train.host_memory``
+    (from the config registered with it) before it evaluates, as for a run folder."""
+    import dataclasses
+    import types
+
+    from typer.testing import CliRunner
+
+    import reco.evaluate
+    from pipeline.config import to_dict
+    from reco import cli, experiment, host_memory, registry
+
+    events = tmp_path / "events.h5"
+    events.touch()
+    calls, expected = [], ([] if mode == "system" else [1])
+    monkeypatch.setattr(host_memory, "keep_freed_memory", lambda: calls.append(1) or True)
+    cfg = experiment.ExperimentConfig()
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, host_memory=mode))
+    version = types.SimpleNamespace(checkpoint=tmp_path / "ckpt", config=to_dict(cfg))
+    monkeypatch.setattr(registry, "load", lambda uri, dst: version)
+
+    def evaluate(checkpoint, events, out, **kwargs):
+        assert calls == expected  # set before the evaluation
+        return out
+
+    monkeypatch.setattr(reco.evaluate, "evaluate", evaluate)
+    args = ["evaluate", "models:/jets/1", "--events", str(events), "--no-analyze"]
+    result = CliRunner().invoke(cli.app, [*args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert calls == expected
