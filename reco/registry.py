@@ -207,8 +207,10 @@ def evaluate_model(
     """``reco evaluate models:/NAME/VERSION``: predictions (and the analysis, not logged) of a
     registered version on ``events``, written to ``out_dir`` (default
     ``evaluations/NAME-vVERSION``). ``on_config`` gets the version's experiment config before
-    the evaluation (the CLI applies its ``train.host_memory`` there). Returns (predictions
-    file, analysis result or None)."""
+    the evaluation (the CLI applies its ``train.host_memory`` there). The config comes with the
+    loaded model, so that is after JAX's CPU backend has started: malloc's large-buffer
+    settings then hold for the evaluation, its one-arena cap only for threads started later.
+    Returns (predictions file, analysis result or None)."""
     from pipeline.config import from_dict
     from reco import experiment
     from reco.evaluate import evaluate
