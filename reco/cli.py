@@ -79,8 +79,8 @@ def _join(coordinator: str | None, num_processes: int | None, process_id: int | 
 def _host_memory(*cfgs) -> None:
     """``train.host_memory: keep`` in any of the configs: training (and a run's evaluation)
     reuses the host memory it frees (reco.host_memory), set here, after the config is read and
-    before JAX starts (a registered version's evaluation: once its model is loaded,
-    :func:`reco.registry.evaluate_model`)."""
+    before JAX starts (a registered version's evaluation: from the config registered with it,
+    before its model loads, :func:`reco.registry.evaluate_model`)."""
     if any(c.train.host_memory == "keep" for c in cfgs):
         from reco.host_memory import keep_freed_memory
 

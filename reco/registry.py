@@ -3,8 +3,10 @@
 ``register(run_dir, name)`` logs the run's best checkpoint (Orbax folder, unchanged) into its
 MLflow run as a ``pyfunc`` model — :class:`RecoModel`, which loads the checkpoint and runs the
 jitted model on numpy inputs — and registers it as a new version of ``name`` (the ONNX export
-rides along when it can be made). ``checkpoint_of("models:/NAME/VERSION")`` fetches a version's
-checkpoint, which ``reco evaluate models:/NAME/VERSION`` then evaluates like a run's own.
+rides along when it can be made, the run's ``config.yaml`` always). ``fetch(MODEL_URI)``
+downloads a version's files and ``load`` its model; ``reco evaluate models:/NAME/VERSION``
+reads the version's config first (:func:`registered_config`), then evaluates its checkpoint
+like a run's own.
 
 This module imports ``mlflow`` (the pyfunc wrapper has to subclass its ``PythonModel`` and loads
 reco checkpoints, so it lives in the reco layer; docs/architecture.md).
@@ -124,7 +126,8 @@ def register(run_dir: Path, name: str, which: str = "best", onnx: bool = True) -
         )
     step_dir = resolve(run_dir, which)
     model = RecoModel().load(step_dir)
-    artifacts = {"checkpoint": str(step_dir)}
+    # the config rides along on its own, readable before the model loads (registered_config)
+    artifacts = {"checkpoint": str(step_dir), "config": str(run_dir / "config.yaml")}
     with tempfile.TemporaryDirectory() as tmp:
         onnx_note = None
         if onnx:
@@ -167,9 +170,10 @@ def _try_onnx(step_dir: Path, out: Path, which: str) -> str | None:
     return None
 
 
-def load(model_uri: str, dst: Path | None = None) -> RecoModel:
-    """The :class:`RecoModel` of ``models:/NAME/VERSION`` (downloaded from the registry at
-    ``$MLFLOW_TRACKING_URI``, or ``mlflow.db`` in the working folder)."""
+def fetch(model_uri: str, dst: Path | None = None) -> Path:
+    """Download the files of ``models:/NAME/VERSION`` (its MLmodel, checkpoint, config and ONNX
+    export) into ``dst`` (a temporary folder when None) from the registry at
+    ``$MLFLOW_TRACKING_URI`` (or ``mlflow.db`` in the working folder); returns the local folder."""
     from pipeline.tracking import default_tracking_uri
 
     match = MODEL_URI.match(str(model_uri))
@@ -181,12 +185,41 @@ def load(model_uri: str, dst: Path | None = None) -> RecoModel:
     if dst is not None:
         Path(dst).mkdir(parents=True, exist_ok=True)
     try:
-        with warnings.catch_warnings():  # MLflow asks for type hints it cannot read (predict)
-            warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
-            pyfunc = mlflow.pyfunc.load_model(model_uri, dst_path=str(dst) if dst else None)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=model_uri, dst_path=str(dst) if dst else None
+        )
     except mlflow.exceptions.MlflowException as err:
         raise ValueError(f"{model_uri}: not found in the model registry at {uri} ({err})") from err
+    return Path(local)
+
+
+def registered_config(local: Path) -> Any:
+    """The experiment config registered with a version (``local`` from :func:`fetch`), read
+    without loading the model, so before JAX starts; None for a version registered before the
+    config rode along as its own artifact (its config then comes with the loaded model)."""
+    import reco.models  # noqa: F401  (the model variants, for the config's model section)
+    from pipeline.config import load as load_config
+    from reco.experiment import ExperimentConfig
+
+    flavor = mlflow.models.Model.load(str(local)).flavors.get("python_function", {})
+    entry = flavor.get("artifacts", {}).get("config")
+    if entry is None:
+        return None
+    return load_config(ExperimentConfig, Path(local) / entry["path"])
+
+
+def open_local(local: Path) -> RecoModel:
+    """The :class:`RecoModel` of a version's files downloaded by :func:`fetch`."""
+    with warnings.catch_warnings():  # MLflow asks for type hints it cannot read (predict)
+        warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
+        pyfunc = mlflow.pyfunc.load_model(str(local))
     return pyfunc.unwrap_python_model()
+
+
+def load(model_uri: str, dst: Path | None = None) -> RecoModel:
+    """The :class:`RecoModel` of ``models:/NAME/VERSION`` (downloaded into ``dst``, see
+    :func:`fetch`)."""
+    return open_local(fetch(model_uri, dst))
 
 
 def download_folder(model_uri: str, base: str) -> Path:
@@ -207,10 +240,9 @@ def evaluate_model(
     """``reco evaluate models:/NAME/VERSION``: predictions (and the analysis, not logged) of a
     registered version on ``events``, written to ``out_dir`` (default
     ``evaluations/NAME-vVERSION``). ``on_config`` gets the version's experiment config before
-    the evaluation (the CLI applies its ``train.host_memory`` there). The config comes with the
-    loaded model, so that is after JAX's CPU backend has started: malloc's large-buffer
-    settings then hold for the evaluation, its one-arena cap only for threads started later.
-    Returns (predictions file, analysis result or None)."""
+    its model is loaded, so before JAX starts (the CLI applies its ``train.host_memory`` there);
+    for a version registered without its config as an artifact (before 2026-12-06), once the
+    model is loaded, from the checkpoint. Returns (predictions file, analysis result or None)."""
     from pipeline.config import from_dict
     from reco import experiment
     from reco.evaluate import evaluate
@@ -219,11 +251,16 @@ def evaluate_model(
         raise ValueError(f"{model_uri}: give the event file to evaluate on (--events FILE)")
     out_dir = Path(out_dir or download_folder(model_uri, "evaluations"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = load(model_uri, dst=out_dir / "model")
-    assert model.checkpoint is not None
-    cfg = from_dict(experiment.ExperimentConfig, model.config, source=f"{model_uri} (config)")
-    if on_config is not None:
+    local = fetch(model_uri, out_dir / "model")
+    cfg = registered_config(local)
+    if cfg is not None and on_config is not None:
         on_config(cfg)
+    model = open_local(local)
+    assert model.checkpoint is not None
+    if cfg is None:
+        cfg = from_dict(experiment.ExperimentConfig, model.config, source=f"{model_uri} (config)")
+        if on_config is not None:
+            on_config(cfg)
     predictions = evaluate(
         model.checkpoint,
         Path(events),

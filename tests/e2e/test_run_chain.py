@@ -321,6 +321,10 @@ def test_registered_version_evaluates_like_its_run(smoke_run):
             a["prediction/log10_energy"][()], b["prediction/log10_energy"][()]
         )
         assert plain(b.attrs["model_uri"]) == "models:/airshower-energy/1"
+    # the version's config came with it, readable without loading the model (host memory)
+    from reco import experiment, registry
+
+    assert registry.registered_config(evaluated / "model") == experiment.config_of_run(run_dir)
     ours = json.loads((run_dir / "analysis" / "metrics.json").read_text())["metrics"]
     theirs = json.loads((evaluated / "analysis" / "metrics.json").read_text())["metrics"]
     assert theirs["test/energy_resolution_68"] == pytest.approx(ours["test/energy_resolution_68"])

@@ -112,12 +112,15 @@ def test_evaluate_applies_the_runs_host_memory_setting(monkeypatch, tmp_path):
     assert evaluated == [tmp_path, tmp_path]
 
 
+@pytest.mark.parametrize("registered_with_config", [True, False])
 @pytest.mark.parametrize("mode", ["system", "keep"])
 def test_evaluate_of_a_registered_version_applies_its_host_memory_setting(
-    mode, monkeypatch, tmp_path
+    mode, registered_with_config, monkeypatch, tmp_path
 ):
-    """``reco evaluate models:/NAME/VERSION`` applies the version's ``train.host_memory``
-    (from the config registered with it) before it evaluates, as for a run folder."""
+    """``reco evaluate models:/NAME/VERSION`` applies the version's ``train.host_memory`` (from
+    the config registered with it) before it evaluates, as for a run folder: before the model
+    loads (JAX starts there) when the config rides along as its own artifact; for a version
+    registered before that, from the loaded checkpoint's config, before the evaluation."""
     import dataclasses
     import types
 
@@ -134,14 +137,38 @@ def test_evaluate_of_a_registered_version_applies_its_host_memory_setting(
     cfg = experiment.ExperimentConfig()
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, host_memory=mode))
     version = types.SimpleNamespace(checkpoint=tmp_path / "ckpt", config=to_dict(cfg))
-    monkeypatch.setattr(registry, "load", lambda uri, dst: version)
+    local = tmp_path / "out" / "model"
+    monkeypatch.setattr(registry, "fetch", lambda uri, dst: local if dst == local else None)
+    monkeypatch.setattr(
+        registry, "registered_config", lambda path: cfg if registered_with_config else None
+    )
+
+    def open_local(path):
+        assert path == local
+        assert calls == (expected if registered_with_config else [])  # before the model loads
+        return version
 
     def evaluate(checkpoint, events, out, **kwargs):
         assert calls == expected  # set before the evaluation
         return out
 
+    monkeypatch.setattr(registry, "open_local", open_local)
     monkeypatch.setattr(reco.evaluate, "evaluate", evaluate)
     args = ["evaluate", "models:/jets/1", "--events", str(events), "--no-analyze"]
     result = CliRunner().invoke(cli.app, [*args, "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert calls == expected
+
+
+def test_the_cli_and_registry_leave_jax_unstarted_on_import():
+    """The host-memory setting is applied after these imports (config read, registered version
+    fetched) and must come before JAX's CPU backend starts: importing them starts none."""
+    probe = (
+        "import reco.cli, reco.registry, reco.experiment, reco.models\n"
+        "from jax._src import xla_bridge\n"
+        "print(len(xla_bridge._backends))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split()[-1] == "0"
