@@ -55,6 +55,22 @@ def matmul_peak(dtype: str, n: int, repeats: int = 10) -> float:
     return 2 * n**3 / statistics.median(times) / 1e12
 
 
+def stream_bandwidth(mib: int = 256, repeats: int = 10) -> float:
+    """GB/s of an elementwise pass over a ``mib`` MiB float32 array on one device that writes
+    another array, as XLA's operations do, counting the bytes read and written (median of
+    ``repeats``). The output goes into a donated buffer of the same size (the two swap each
+    pass): no fresh allocation, so no page faults, in the timing."""
+    f = jax.jit(lambda x, out: x * 0.5 + 1.0, donate_argnums=1, keep_unused=True)
+    x = jnp.ones((mib * 2**20 // 4,), jnp.float32)
+    x, other = jax.block_until_ready(f(x, jnp.zeros_like(x))), x
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        x, other = jax.block_until_ready(f(x, other)), x
+        times.append(time.perf_counter() - t0)
+    return 2 * x.nbytes / statistics.median(times) / 1e9
+
+
 def problem(name: str, overrides: list[str], b: int, p: int):
     """(model config, task, input spec, host batch) of a benchmark model."""
     rng = np.random.default_rng(0)

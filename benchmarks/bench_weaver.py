@@ -29,6 +29,10 @@ measured here with jax (bench_scale.matmul_peak). The FLOPs are those of the for
 matrix products at the padded length, counted analytically (the nominal model work, the same
 number for both; weaver does less: it trims the batch to its longest jet, or to a random
 90-100% quantile in training, and embeds only the real-real pairs); a train step counts 3x.
+The memory column: the bytes reco's train step reads and writes (XLA's cost analysis, summed
+over its operations: an upper count of the traffic, as operands that stay in cache count
+too) per second of its step, against a streaming pass measured here (bench_scale.
+stream_bandwidth); the per-config line also gives those bytes' time at that bandwidth.
 
 Each implementation runs in its own worker process (spawned, so each has its own malloc and
 thread pools; the idle one waits on a pipe), with the host malloc ``--malloc`` gives it:
@@ -170,27 +174,39 @@ class Reco:
         tx = optax.adamw(1e-3)
         graphdef, self.state = init_state(model, tx)
         self.params = count_params(self.state.params)
-        self.step = make_train_step(graphdef, tx, task, tasks.make_scaler(task, {}))
+        step = make_train_step(graphdef, tx, task, tasks.make_scaler(task, {}))
         # the layouts `reco train` and `reco evaluate` run the batch in: jets cut to their
         # multiplicity (plans: train, predict)
         train, predict = plans
         planners = (model.planner(spec, train=True) if train else None,
                     model.planner(spec, train=False) if predict else None)  # fmt: skip
         self.plan, self.predict_plan = (p(batch) if p is not None else None for p in planners)
-        self.predict = make_predict_fn(graphdef)
+        predict = make_predict_fn(graphdef)
         self.batch = jax.device_put(device_batch(batch))
         self.inputs = model_inputs(self.batch)
-        args = (self.state.params, self.state.rest, self.inputs, self.predict_plan)
-        compiled = self.predict.lower(*args).compile()
-        self.forward_flops = float((compiled.cost_analysis() or {}).get("flops", float("nan")))
+        # compiled ahead (the calls below run these programs; the layouts are static arguments)
+        args = (self.state.params, self.state.rest, self.inputs)
+        self.predict = predict.lower(*args, self.predict_plan).compile()
+        self.step = step.lower(self.state, self.batch, self.plan).compile()
+        # XLA's counts: FLOPs of the predict (its matrix products and elementwise work), bytes
+        # its train step's operations read and write (its only loops derive dropout keys;
+        # inference's chunk loops would be counted once, so its bytes are not reported)
+        self.forward_flops = _cost(self.predict, "flops")
+        self.train_bytes = _cost(self.step, "bytes accessed")
 
     def infer(self) -> None:
-        args = (self.state.params, self.state.rest, self.inputs, self.predict_plan)
-        self.jax.block_until_ready(self.predict(*args))
+        self.jax.block_until_ready(self.predict(self.state.params, self.state.rest, self.inputs))
 
     def train(self) -> None:
-        self.state, metrics = self.step(self.state, self.batch, self.plan)  # state donated
+        self.state, metrics = self.step(self.state, self.batch)  # state donated
         self.jax.block_until_ready(metrics["loss"])
+
+
+def _cost(compiled: Any, key: str) -> float:
+    """One entry of XLA's cost analysis of a compiled program (NaN where it has none)."""
+    costs = compiled.cost_analysis() or {}
+    costs = costs[0] if isinstance(costs, list) else costs
+    return float(costs.get(key, float("nan")))
 
 
 def forward_flops(cfg: dict[str, Any], b: int) -> float:
@@ -281,6 +297,7 @@ def serve(conn, impl: str, name: str, b: int, threads: int, malloc: str, jets: s
     else:
         model = Reco(cfg, batch, plans)
     conn.send({"params": model.params, "flops": getattr(model, "forward_flops", None),
+               "train_bytes": getattr(model, "train_bytes", None),
                "n_real": batch["particles_mask"].sum(1),
                "plan": getattr(model, "plan", None),
                "predict_plan": getattr(model, "predict_plan", None)})  # fmt: skip
@@ -332,11 +349,12 @@ class Workers:
             proc.join()
 
 
-def compare(name: str, b: int, repeats: int, steps: int, peak: float, malloc: str,
-            threads: int, jets: str = "uniform",
+def compare(name: str, b: int, repeats: int, steps: int, peak: float, bandwidth: float,
+            malloc: str, threads: int, jets: str = "uniform",
             plans: tuple[bool, bool] = (True, True)) -> list[str]:  # fmt: skip
     """Markdown table rows of one config: inference and train step, weaver and reco, each
-    implementation in its own worker process with the malloc ``MALLOC[malloc]`` gives it."""
+    implementation in its own worker process with the malloc ``MALLOC[malloc]`` gives it.
+    ``peak``: GFLOP/s of a large matrix product; ``bandwidth``: GB/s of a streaming pass."""
     cfg = CONFIGS[name]
     workers = Workers(name, b, threads, jets, plans)
     impls = ("weaver", "reco")
@@ -349,14 +367,18 @@ def compare(name: str, b: int, repeats: int, steps: int, peak: float, malloc: st
                                      f"PART.md says {cfg['params']:,}")  # fmt: skip
         reco = workers.get("reco", MALLOC[malloc]("reco", "inference"))[1]
         reco_flops, n_real, predict_plan = reco["flops"], reco["n_real"], reco["predict_plan"]
-        plan = workers.get("reco", MALLOC[malloc]("reco", "train step"))[1]["plan"]
+        train_info = workers.get("reco", MALLOC[malloc]("reco", "train step"))[1]
+        plan, train_bytes = train_info["plan"], train_info["train_bytes"]
         flops = forward_flops(cfg, b)
         print(f"\n{name}: {cfg['params']:,} parameters (both), {b} jets x {cfg['particles']} "
               f"slots, {n_real.min()}-{n_real.max()} real particles (mean {n_real.mean():.0f}); "
               f"forward {flops / 1e9:.2f} GFLOP/batch in matrix products "
               f"({reco_flops / 1e9:.2f} as XLA counts reco's predict); reco's layouts "
               f"(segments: jets, length): train step {plan or 'padded'}, "
-              f"inference {predict_plan or 'trimmed groups'}", flush=True)  # fmt: skip
+              f"inference {predict_plan or 'trimmed groups'}; reco's train step reads and "
+              f"writes {train_bytes / 1e9:.2f} GB (XLA's count over its operations): "
+              f"{1e3 * train_bytes / bandwidth / 1e9:.0f} ms at the streaming bandwidth",
+              flush=True)  # fmt: skip
         rows = []
         for stage, mult in (("inference", 1), ("train step", 3)):
             times: dict[str, list[float]] = {k: [] for k in impls}
@@ -372,9 +394,13 @@ def compare(name: str, b: int, repeats: int, steps: int, peak: float, malloc: st
                 gflops = mult * flops / t / 1e9
                 speed = (f"**{statistics.median(ratios):.2f}x** ({min(ratios):.2f}-"
                          f"{max(ratios):.2f})" if impl == "reco" else "1")  # fmt: skip
+                memory = "-"  # GB/s the step's operations move, of the streaming bandwidth
+                if impl == "reco" and stage == "train step":
+                    gbs = train_bytes / t / 1e9
+                    memory = f"{gbs:.1f} ({100 * gbs / bandwidth:.0f}%)"
                 rows.append(f"| {name} | {stage} | {impl} | {MALLOC[malloc](impl, stage)} "
                             f"| {1e3 * t:.1f} | {b / t:,.0f} | {speed} | {gflops:.1f} "
-                            f"| {100 * gflops / peak:.1f}% |")  # fmt: skip
+                            f"| {100 * gflops / peak:.1f}% | {memory} |")  # fmt: skip
         return rows
     finally:
         workers.close()
@@ -420,7 +446,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import jax
     import torch
-    from bench_scale import matmul_peak
+    from bench_scale import matmul_peak, stream_bandwidth
 
     from pipeline import provenance
 
@@ -434,18 +460,20 @@ def main() -> None:
           f"torch now {torch.get_num_threads()}); jax devices {jax.devices()}")  # fmt: skip
     peak = matmul_peak("float32", args.matmul) * 1e3
     print(f"float32 matmul ceiling (jax, {args.matmul}^3): {peak:.1f} GFLOP/s")
+    bandwidth = stream_bandwidth()
+    print(f"streaming bandwidth (jax, 256 MiB float32 in, another out): {bandwidth:.1f} GB/s")
     print(f"batch {args.batch}; {args.repeats} alternating repeats of {args.steps} calls; "
           f"malloc: {args.malloc}; jets: {args.jets}; reco's train step "
           f"{'padded' if args.padded_train else 'planned (part.train_plans)'}, inference "
           f"{'trimmed' if args.trimmed_inference else 'planned (part.predict_plans)'}")  # fmt: skip
     rows = []
     for name in names:
-        rows += compare(name, args.batch, args.repeats, args.steps, peak, args.malloc,
-                        args.threads, args.jets,
+        rows += compare(name, args.batch, args.repeats, args.steps, peak, bandwidth,
+                        args.malloc, args.threads, args.jets,
                         (not args.padded_train, not args.trimmed_inference))  # fmt: skip
     print("\n| config | stage | implementation | malloc | ms / batch | jets/s | reco speed-up "
-          "| GFLOP/s | of matmul ceiling |")  # fmt: skip
-    print("|---|---|---|---|---:|---:|---:|---:|---:|")
+          "| GFLOP/s | of matmul ceiling | memory GB/s (of streaming) |")  # fmt: skip
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
 
 
