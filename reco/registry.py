@@ -124,10 +124,12 @@ def register(run_dir: Path, name: str, which: str = "best", onnx: bool = True) -
             f"{run_dir}/run.json: no MLflow run to register into (mlflow_run_id is empty: "
             f"tracking was disabled, or the server was down — run `reco sync {run_dir}` first)"
         )
+    config = run_dir / "config.yaml"  # rides along on its own, read before the model loads
+    if not config.is_file():
+        raise ValueError(f"{config}: missing (the run's resolved config, written by reco train)")
     step_dir = resolve(run_dir, which)
     model = RecoModel().load(step_dir)
-    # the config rides along on its own, readable before the model loads (registered_config)
-    artifacts = {"checkpoint": str(step_dir), "config": str(run_dir / "config.yaml")}
+    artifacts = {"checkpoint": str(step_dir), "config": str(config)}
     with tempfile.TemporaryDirectory() as tmp:
         onnx_note = None
         if onnx:
