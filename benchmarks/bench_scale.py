@@ -18,11 +18,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -32,6 +30,7 @@ from bench_models import _batch, time_train_steps  # noqa: E402  (as the model b
 from pipeline import config as C  # noqa: E402
 from pipeline import provenance  # noqa: E402
 from reco import precision, tasks  # noqa: E402
+from reco.bench import matmul_peak  # noqa: E402  (the ceilings reco bench measures)
 from reco.distributed import DataParallel, data_mesh  # noqa: E402
 from reco.experiment import load_config  # noqa: E402
 from reco.models import build_model  # noqa: E402
@@ -40,35 +39,6 @@ from reco.state import count_params, init_state  # noqa: E402
 from reco.train import device_batch, layout_planner, make_train_step  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def matmul_peak(dtype: str, n: int, repeats: int = 10) -> float:
-    """TFLOP/s of an n x n x n matrix product on one device (median of ``repeats``)."""
-    a = jnp.ones((n, n), dtype)
-    f = jax.jit(lambda x: x @ x)
-    jax.block_until_ready(f(a))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f(a))
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times) / 1e12
-
-
-def stream_bandwidth(mib: int = 256, repeats: int = 10) -> float:
-    """GB/s of an elementwise pass over a ``mib`` MiB float32 array on one device that writes
-    another array, as XLA's operations do, counting the bytes read and written (median of
-    ``repeats``). The output goes into a donated buffer of the same size (the two swap each
-    pass): no fresh allocation, so no page faults, in the timing."""
-    f = jax.jit(lambda x, out: x * 0.5 + 1.0, donate_argnums=1, keep_unused=True)
-    x = jnp.ones((mib * 2**20 // 4,), jnp.float32)
-    x, other = jax.block_until_ready(f(x, jnp.zeros_like(x))), x
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        x, other = jax.block_until_ready(f(x, other)), x
-        times.append(time.perf_counter() - t0)
-    return 2 * x.nbytes / statistics.median(times) / 1e9
 
 
 def problem(name: str, overrides: list[str], b: int, p: int):

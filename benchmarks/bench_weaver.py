@@ -25,13 +25,13 @@ optax.adamw). The implementations alternate, A B then B A, ``--repeats`` times (
 speed drifts by tens of per cent from minute to minute); each turn is ``--steps`` timed calls,
 whose median is the turn's time. Printed: the medians over the turns, jets/s, reco's speed-up
 over weaver (median of the paired per-repeat ratios, with their range) and the achieved GFLOP/s as a fraction of a large float32 matrix product
-measured here with jax (bench_scale.matmul_peak). The FLOPs are those of the forward pass's
+measured here with jax (reco.bench.matmul_peak). The FLOPs are those of the forward pass's
 matrix products at the padded length, counted analytically (the nominal model work, the same
 number for both; weaver does less: it trims the batch to its longest jet, or to a random
 90-100% quantile in training, and embeds only the real-real pairs); a train step counts 3x.
 The memory column: the bytes reco's train step reads and writes (XLA's cost analysis, summed
 over its operations: an upper count of the traffic, as operands that stay in cache count
-too) per second of its step, against a streaming pass measured here (bench_scale.
+too) per second of its step, against a streaming pass measured here (reco.bench.
 stream_bandwidth); the per-config line also gives those bytes' time at that bandwidth.
 
 Each implementation runs in its own worker process (spawned, so each has its own malloc and
@@ -446,9 +446,9 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import jax
     import torch
-    from bench_scale import matmul_peak, stream_bandwidth
 
     from pipeline import provenance
+    from reco.bench import matmul_peak, stream_bandwidth
 
     torch.set_num_threads(args.threads)
     versions = provenance.package_versions(

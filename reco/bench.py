@@ -10,7 +10,10 @@ Sections (each a list of :class:`Row`):
   train step (forward, backward, optimiser update, state donated) and the jitted inference on a
   real batch, the peak memory of the compiled train step (XLA's memory analysis: arguments +
   outputs - donated + temporaries), and how many times faster the loader is than the step
-  consumes events, without and with the cache (training is fed when this is well above 1).
+  consumes events, without and with the cache (training is fed when this is well above 1);
+  and the train step's FLOP and memory-traffic rates (XLA's cost analysis of its program)
+  against this machine's ceilings, measured once before the first experiment (section
+  ``machine``: a large matrix product in the models' precision, a streaming pass).
 
 Timings are medians of ``repeats`` calls after a compile/warm-up call; the machine and versions
 head the table. Numbers depend on what else runs on the machine: run it alone.
@@ -81,6 +84,56 @@ def median_seconds(fn: Callable[[], Any], repeats: int, *, warm_up: bool = True)
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def matmul_peak(dtype: str, n: int = 2048, repeats: int = 10) -> float:
+    """TFLOP/s of an n x n x n matrix product in ``dtype`` on one device (median of
+    ``repeats``): the compute ceiling the steps' FLOP rates are put against."""
+    import jax.numpy as jnp
+
+    a = jnp.ones((n, n), dtype)
+    f = jax.jit(lambda x: x @ x)
+    seconds = median_seconds(lambda: jax.block_until_ready(f(a)), repeats)
+    return 2 * n**3 / seconds / 1e12
+
+
+def stream_bandwidth(mib: int = 256, repeats: int = 10) -> float:
+    """GB/s of an elementwise pass over a ``mib`` MiB float32 array on one device that writes
+    another array, as XLA's operations do, counting the bytes read and written (median of
+    ``repeats``): the memory ceiling the steps' traffic is put against. The output goes into a
+    donated buffer of the same size (the two swap each pass): no fresh allocation, so no page
+    faults, in the timing."""
+    import jax.numpy as jnp
+
+    f = jax.jit(lambda x, out: x * 0.5 + 1.0, donate_argnums=1, keep_unused=True)
+    pair = [jnp.ones((mib * 2**20 // 4,), jnp.float32)]
+    pair.append(jax.block_until_ready(f(pair[0], jnp.zeros_like(pair[0]))))
+
+    def one_pass() -> None:
+        pair[0], pair[1] = jax.block_until_ready(f(pair[1], pair[0])), pair[1]
+
+    return 2 * mib * 2**20 / median_seconds(one_pass, repeats) / 1e9
+
+
+def machine_rows(precision: str = "float32") -> list[Row]:
+    """The ceilings of this machine's first device: a large matrix product in ``precision``
+    and a streaming pass (what the experiments' FLOP and traffic rates are put against)."""
+    return [
+        Row(
+            "machine",
+            "matmul peak",
+            matmul_peak(precision) * 1e3,
+            "GFLOP/s",
+            f"{precision}, 2048^3",
+        ),
+        Row(
+            "machine",
+            "streaming bandwidth",
+            stream_bandwidth(),
+            "GB/s",
+            "256 MiB read, another written",
+        ),
+    ]
 
 
 def header() -> list[str]:
@@ -161,10 +214,16 @@ def simulated_train(
 
 
 def experiment_rows(
-    exp: Experiment, n_events: int, batch: int, repeats: int, precision: str = "float32"
+    exp: Experiment,
+    n_events: int,
+    batch: int,
+    repeats: int,
+    precision: str = "float32",
+    ceilings: dict[str, float] | None = None,
 ) -> list[Row]:
     """Loader, train step, inference and memory of one experiment config (module docstring),
-    with the model computing in ``precision`` (``train.precision``: float32 or bfloat16)."""
+    with the model computing in ``precision`` (``train.precision``: float32 or bfloat16); the
+    train step's rates against ``ceilings`` (:func:`machine_rows`' values by name)."""
     from pipeline.loader import Loader
     from reco import precision as mixed
     from reco import tasks
@@ -223,11 +282,14 @@ def experiment_rows(
     predict_planner = layout_planner(model, spec, train=False)
     predict_plan = predict_planner(host_batch) if predict_planner is not None else None
     on_device = jax.device_put(host_batch)
-    peak = _peak_bytes(step.lower(state, on_device, plan).compile())
+    compiled = step.lower(state, on_device, plan).compile()  # the program timed (plan static)
+    peak = _peak_bytes(compiled)
+    costs = compiled.cost_analysis() or {}
+    costs = costs[0] if isinstance(costs, list) else costs
     holder = {"state": state}
 
     def train_once() -> None:
-        holder["state"], metrics = step(holder["state"], on_device, plan)
+        holder["state"], metrics = compiled(holder["state"], on_device)
         jax.block_until_ready(metrics)
 
     train_s = median_seconds(train_once, repeats)
@@ -250,6 +312,28 @@ def experiment_rows(
     ]
     if peak is not None:
         rows.append(Row(label, "train step peak memory", peak / 2**30, "GiB", "XLA estimate"))
+    rows += _rate_rows(label, costs, train_s, ceilings or {})
+    return rows
+
+
+def _rate_rows(
+    label: str, costs: dict[str, float], seconds: float, ceilings: dict[str, float]
+) -> list[Row]:
+    """The train step's FLOP and memory-traffic rates by XLA's cost analysis of its compiled
+    program (FLOPs of products and elementwise work; bytes each operation reads and writes,
+    an upper count of the traffic as operands that stay in cache count too; loop bodies count
+    once), against ``ceilings`` ("matmul peak" GFLOP/s, "streaming bandwidth" GB/s)."""
+    rows = []
+    for key, what, unit, ceiling, per in (
+        ("flops", "train step compute", "GFLOP/s", "matmul peak", "GFLOP"),
+        ("bytes accessed", "train step memory traffic", "GB/s", "streaming bandwidth", "GB"),
+    ):
+        if costs.get(key, 0) > 0:
+            rate = costs[key] / seconds / 1e9
+            note = f"{costs[key] / 1e9:.4g} {per} per step (XLA's count)"
+            if ceilings.get(ceiling):
+                note += f"; {100 * rate / ceilings[ceiling]:.0f}% of the {ceiling}"
+            rows.append(Row(label, what, rate, unit, note))
     return rows
 
 
@@ -269,13 +353,18 @@ def run(
             f"unknown bench section(s) {unknown}; choose from simulation, {', '.join(EXPERIMENTS)}"
         )
     rows: list[Row] = []
+    ceilings: dict[str, float] = {}
     for section in only:
         if progress:
             progress(section)
         if section == "simulation":
             rows += simulation_rows(n_events, repeats)
-        else:
-            rows += experiment_rows(EXPERIMENTS[section], n_events, batch, repeats, precision)
+            continue
+        if not ceilings:  # once, before the first experiment
+            machine = machine_rows(precision)
+            rows += machine
+            ceilings = {r.what: r.value for r in machine}
+        rows += experiment_rows(EXPERIMENTS[section], n_events, batch, repeats, precision, ceilings)
     return rows
 
 

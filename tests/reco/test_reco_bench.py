@@ -13,6 +13,8 @@ def test_bench_measures_an_experiment_and_renders_the_table():
     rows = bench.run(["cnn"], n_events=128, batch=32, repeats=1)
     got = {r.what: r for r in rows}
     assert set(got) == {
+        "matmul peak",
+        "streaming bandwidth",
         "loader",
         "loader (cached)",
         "train step",
@@ -21,10 +23,20 @@ def test_bench_measures_an_experiment_and_renders_the_table():
         "loader / training",
         "cached loader / training",
         "train step peak memory",
+        "train step compute",
+        "train step memory traffic",
     }
+    assert {r.section for r in rows[:2]} == {"machine"}  # measured once, before the models
     assert all(math.isfinite(r.value) and r.value > 0 for r in rows)
     # throughput and step time describe the same calls
     assert got["training"].value == pytest.approx(32 / (got["train step"].value / 1e3))
+    # the rates: the step's work (XLA's count) over the same step time, against the ceilings
+    for what, ceiling in (("compute", "matmul peak"), ("memory traffic", "streaming bandwidth")):
+        row = got[f"train step {what}"]
+        per_step = float(row.note.split()[0])
+        assert row.value == pytest.approx(per_step / (got["train step"].value / 1e3), rel=0.01)
+        share = 100 * row.value / got[ceiling].value
+        assert f"{share:.0f}% of the {ceiling}" in row.note
     table = bench.markdown(rows, bench.header())
     assert table.startswith("machine: ") and "| air-shower CNN (energy) | train step |" in table
 
@@ -50,7 +62,9 @@ def test_unknown_section_is_named():
 
 def test_bench_runs_the_models_in_bfloat16_and_labels_the_rows():
     rows = bench.run(["transformer"], n_events=64, batch=16, repeats=1, precision="bfloat16")
-    assert rows and all(r.section.endswith("[bfloat16]") for r in rows)
+    machine, models = rows[:2], rows[2:]
+    assert [r.section for r in machine] == ["machine"] * 2 and "bfloat16" in machine[0].note
+    assert models and all(r.section.endswith("[bfloat16]") for r in models)
     assert all(math.isfinite(r.value) and r.value > 0 for r in rows)
     with pytest.raises(ValueError, match="precision"):
         bench.run(["transformer"], n_events=64, batch=16, repeats=1, precision="float16")
