@@ -204,9 +204,9 @@ class Reco:
 
 def _cost(compiled: Any, key: str) -> float:
     """One entry of XLA's cost analysis of a compiled program (NaN where it has none)."""
-    costs = compiled.cost_analysis() or {}
-    costs = costs[0] if isinstance(costs, list) else costs
-    return float(costs.get(key, float("nan")))
+    from reco.bench import xla_costs
+
+    return float(xla_costs(compiled).get(key, float("nan")))
 
 
 def forward_flops(cfg: dict[str, Any], b: int) -> float:

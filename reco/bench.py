@@ -287,8 +287,7 @@ def experiment_rows(
     on_device = jax.device_put(host_batch)
     compiled = step.lower(state, on_device, plan).compile()  # the program timed (plan static)
     peak = _peak_bytes(compiled)
-    costs = compiled.cost_analysis() or {}
-    costs = costs[0] if isinstance(costs, list) else costs
+    costs = xla_costs(compiled)
     holder = {"state": state}
 
     def train_once() -> None:
@@ -317,6 +316,13 @@ def experiment_rows(
         rows.append(Row(label, "train step peak memory", peak / 2**30, "GiB", "XLA estimate"))
     rows += _rate_rows(label, costs, train_s, ceilings or {})
     return rows
+
+
+def xla_costs(compiled: Any) -> dict[str, float]:
+    """XLA's cost analysis of a compiled program (``flops``, ``bytes accessed``, ...; empty
+    where the backend gives none). Loop bodies count once."""
+    costs = compiled.cost_analysis() or {}
+    return dict(costs[0] if isinstance(costs, list) else costs)
 
 
 def _rate_rows(
