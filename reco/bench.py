@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,8 +90,6 @@ def median_seconds(fn: Callable[[], Any], repeats: int, *, warm_up: bool = True)
 def matmul_peak(dtype: str, n: int = 2048, repeats: int = 10) -> float:
     """TFLOP/s of an n x n x n matrix product in ``dtype`` on one device (median of
     ``repeats``): the compute ceiling the steps' FLOP rates are put against."""
-    import jax.numpy as jnp
-
     a = jnp.ones((n, n), dtype)
     f = jax.jit(lambda x: x @ x)
     seconds = median_seconds(lambda: jax.block_until_ready(f(a)), repeats)
@@ -103,8 +102,6 @@ def stream_bandwidth(mib: int = 256, repeats: int = 10) -> float:
     ``repeats``): the memory ceiling the steps' traffic is put against. The output goes into a
     donated buffer of the same size (the two swap each pass): no fresh allocation, so no page
     faults, in the timing."""
-    import jax.numpy as jnp
-
     f = jax.jit(lambda x, out: x * 0.5 + 1.0, donate_argnums=1, keep_unused=True)
     pair = [jnp.ones((mib * 2**20 // 4,), jnp.float32)]
     pair.append(jax.block_until_ready(f(pair[0], jnp.zeros_like(pair[0]))))

@@ -530,9 +530,15 @@ def run_baseline(cfg: ExperimentConfig, paths: dict[str, Path], run_dir: Path | 
 
 def config_of_run(run_dir: Path) -> ExperimentConfig:
     """The resolved config a run was trained with."""
-    import reco.models  # noqa: F401
+    return read_resolved_config(Path(run_dir) / "config.yaml")
 
-    return C.load(ExperimentConfig, Path(run_dir) / "config.yaml")
+
+def read_resolved_config(path: Path) -> ExperimentConfig:
+    """A resolved config file as a run writes it (its ``config.yaml``; also the copy registered
+    with a model version, :func:`reco.registry.registered_config`)."""
+    import reco.models  # noqa: F401  (registers the model variants)
+
+    return C.load(ExperimentConfig, path)
 
 
 def evaluate_and_analyze(

@@ -199,15 +199,13 @@ def registered_config(local: Path) -> Any:
     """The experiment config registered with a version (``local`` from :func:`fetch`), read
     without loading the model, so before JAX starts; None for a version registered before the
     config rode along as its own artifact (its config then comes with the loaded model)."""
-    import reco.models  # noqa: F401  (the model variants, for the config's model section)
-    from pipeline.config import load as load_config
-    from reco.experiment import ExperimentConfig
+    from reco.experiment import read_resolved_config
 
     flavor = mlflow.models.Model.load(str(local)).flavors.get("python_function", {})
     entry = flavor.get("artifacts", {}).get("config")
     if entry is None:
         return None
-    return load_config(ExperimentConfig, Path(local) / entry["path"])
+    return read_resolved_config(Path(local) / entry["path"])
 
 
 def open_local(local: Path) -> RecoModel:
