@@ -64,9 +64,10 @@ def problem(name: str, overrides: list[str], b: int, p: int):
     return model, task, spec, device_batch(_batch(rng, b, p, 10))
 
 
-def sharded_step(name: str, overrides: list[str], dtype: str, b: int, p: int):
-    """(train step, state, batch, XLA's FLOPs of one step, parameter count) of a benchmark
-    model in ``dtype``, the batch sharded over all local devices as ``fit`` shards it."""
+def step_pieces(name: str, overrides: list[str], dtype: str, b: int, p: int, n_devices: int = 1):
+    """(task, scaler, optimiser, graphdef, state, host batch, layout) of a benchmark model
+    in ``dtype``: the unsharded train step's pieces, the batch in the layout ``fit`` runs it in
+    on ``n_devices`` (ParT on one device: jets cut to their multiplicity; None = padded)."""
     model_cfg, task, spec, host = problem(name, overrides, b, p)
     model = build_model(model_cfg, spec, task.n_outputs, seed=0)
     precision.apply(model, dtype)
@@ -75,17 +76,25 @@ def sharded_step(name: str, overrides: list[str], dtype: str, b: int, p: int):
     scaler = tasks.make_scaler(
         task, {"targets": {t: {"mean": 19.0, "std": 0.5} for t in task.targets}}
     )
-    n_params = count_params(state.params)
-    parallel = DataParallel(data_mesh(jax.local_devices()))
-    parallel.check_batch_size(b)
-    shardings = parallel.state_shardings(state)
-    state = parallel.place(state, shardings)
-    batch = parallel.batch(host)
-    # on one device, the layout fit runs the batch in (ParT: jets cut to their multiplicity)
-    planner = layout_planner(model, spec, parallel.n_devices)
+    planner = layout_planner(model, spec, n_devices)
     plan = planner(host) if planner is not None else None
     if plan is not None:
         print(f"{name}: train step layout {plan} (segments: jets, length)")
+    return task, scaler, tx, graphdef, state, host, plan
+
+
+def sharded_step(name: str, overrides: list[str], dtype: str, b: int, p: int):
+    """(train step, state, batch, XLA's FLOPs of one step, parameter count) of a benchmark
+    model in ``dtype``, the batch sharded over all local devices as ``fit`` shards it."""
+    parallel = DataParallel(data_mesh(jax.local_devices()))
+    parallel.check_batch_size(b)
+    task, scaler, tx, graphdef, state, host, plan = step_pieces(
+        name, overrides, dtype, b, p, parallel.n_devices
+    )
+    n_params = count_params(state.params)
+    shardings = parallel.state_shardings(state)
+    state = parallel.place(state, shardings)
+    batch = parallel.batch(host)
     # compiled once here and called as it is (on a GPU a compile is a good part of the run)
     step = make_train_step(graphdef, tx, task, scaler, parallel, shardings)
     step = step.lower(state, batch, plan).compile()

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The GPU checks of the performance and scale-out work, in one go and in order of priority (a
 # lent GPU's minutes are few): the tests marked `gpu`, bench_scale.py (ParT and the CNN at batch
-# 512 in float32 and bfloat16, with FLOP utilisation), a kernel profile of ParT's bfloat16 train
-# step, ParT without the pair-capacity switch, `reco bench` in bfloat16 and float32 at batch 512,
-# and ParT with cuDNN attention. Results of 2026-12-04 (H200): docs/benchmarks.md.
+# 512 in float32 and bfloat16, with FLOP utilisation), ParT's products' roofline at this GPU's
+# ceilings, a kernel profile of ParT's bfloat16 train step, ParT without the pair-capacity
+# switch, `reco bench` in bfloat16 and float32 at batch 512, and ParT with cuDNN attention.
+# Results of 2026-12-04 (H200): docs/benchmarks.md.
 #
 # Usage: bash benchmarks/gpu_checks.sh [OUT_DIR]      (from the repository root)
 # Needs python3 with a CUDA jax, flax, optax, h5py, typer, rich, pytest, hypothesis, mplhep; the
@@ -38,6 +39,10 @@ step tests-part 150 "$PY" -m pytest -q -p no:cacheprovider tests/reco/test_reco_
     -k "bit_reproducible or flat_bias or packed_pairs or true_indices or real_pairs"
 step bench-scale 300 "$PY" benchmarks/bench_scale.py --models part,cnn --batch 512 \
     --particles 128 --steps 10
+# the products' roofline at this GPU's measured ceilings (a trace, no compile): the MFU the
+# step above could reach if its elementwise work were free
+step roofline-part-bf16 120 "$PY" benchmarks/roofline.py --models part --batch 512 \
+    --particles 128 --precision bfloat16 --device here
 step profile-part-bf16 120 "$PY" benchmarks/profile_step.py --model part --precision bfloat16 \
     --batch 512 --particles 128 --steps 5 --top 40 --trace-dir /tmp/reco-trace
 # the packed real pairs choose their capacity with lax.switch: on a GPU a conditional waits for

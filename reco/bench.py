@@ -13,7 +13,9 @@ Sections (each a list of :class:`Row`):
   consumes events, without and with the cache (training is fed when this is well above 1);
   and the train step's FLOP and memory-traffic rates (XLA's cost analysis of its program)
   against this machine's ceilings, measured once before the first experiment (section
-  ``machine``: a large matrix product in the models' precision, a streaming pass).
+  ``machine``: a large matrix product in the models' precision, a streaming pass), and the
+  roofline bound of its matrix products at those ceilings (:mod:`reco.roofline`): the least
+  time the step could take if all its other work were free.
 
 Timings are medians of ``repeats`` calls after a compile/warm-up call; the machine and versions
 head the table. Numbers depend on what else runs on the machine: run it alone.
@@ -32,6 +34,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from reco import roofline
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "experiments"
@@ -282,7 +286,8 @@ def experiment_rows(
     predict_planner = layout_planner(model, spec, train=False)
     predict_plan = predict_planner(host_batch) if predict_planner is not None else None
     on_device = jax.device_put(host_batch)
-    compiled = step.lower(state, on_device, plan).compile()  # the program timed (plan static)
+    traced = step.trace(state, on_device, plan)
+    compiled = traced.lower().compile()  # the program timed (plan static)
     peak = _peak_bytes(compiled)
     costs = xla_costs(compiled)
     holder = {"state": state}
@@ -312,6 +317,7 @@ def experiment_rows(
     if peak is not None:
         rows.append(Row(label, "train step peak memory", peak / 2**30, "GiB", "XLA estimate"))
     rows += _rate_rows(label, costs, train_s, ceilings or {})
+    rows += _bound_rows(label, roofline.products(traced.jaxpr), train_s, ceilings or {})
     return rows
 
 
@@ -341,6 +347,21 @@ def _rate_rows(
                 note += f"; {100 * rate / ceilings[ceiling]:.0f}% of the {ceiling}"
             rows.append(Row(label, what, rate, unit, note))
     return rows
+
+
+def _bound_rows(
+    label: str, found: list[roofline.Product], seconds: float, ceilings: dict[str, float]
+) -> list[Row]:
+    """The roofline bound of the train step's matrix products (:mod:`reco.roofline`) at this
+    machine's ceilings, and how far the timed step is from it."""
+    if not (ceilings.get("matmul peak") and ceilings.get("streaming bandwidth")):
+        return []
+    b = roofline.bound(found, ceilings["matmul peak"] * 1e9, ceilings["streaming bandwidth"] * 1e9)
+    note = (
+        f"{b.flops / 1e9:.4g} GFLOP, {b.bytes / 1e9:.3g} GB of products; the step runs at "
+        f"{100 * b.seconds / seconds:.0f}% of the bound's speed, MFU {100 * b.mfu:.0f}% at it"
+    )
+    return [Row(label, "train step products' bound", b.seconds * 1e3, "ms", note)]
 
 
 def run(

@@ -46,6 +46,13 @@ def torch_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs) -> nnx.
 _HALF = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 
+# Named scopes (``jax.named_scope``) around the attention's products over the (B, H, Lq, Lk)
+# scores, with and without an additive bias: they name those operations in profiles, and
+# reco.roofline finds the score matrices by them.
+SCORES = "attention_scores"
+SCORES_WITH_BIAS = "attention_scores_with_bias"
+
+
 # Jets per chunk of the CPU attention at inference: about this many bytes of float32 logits
 # (B_chunk, H, Lq, Lk) per chunk, so softmax's passes over them stay in the CPU's caches.
 CPU_CHUNK_BYTES = 2**21
@@ -200,9 +207,14 @@ class BiasedMultiHeadAttention(nnx.Module):
         q = self._project(query, slice(0, e))
         k = self._project(key_value, slice(e, 2 * e))
         v = self._project(key_value, slice(2 * e, 3 * e))
+        with jax.named_scope(SCORES if bias is None else SCORES_WITH_BIAS):
+            out = self._scores(q, k, v, key_mask, bias, train)
+        return self.out_proj(out.reshape(*out.shape[:-2], e))
+
+    def _scores(self, q, k, v, key_mask, bias, train: bool) -> jax.Array:
+        """The attention of projected (B, L, H, D) q, k, v -> (B, Lq, H, D)."""
         if self.fused and (self.attn_dropout is None or not train):
-            out = fused_attention(q, k, v, bias, key_mask, chunked=not train)
-            return self.out_proj(out.reshape(*out.shape[:-2], e))
+            return fused_attention(q, k, v, bias, key_mask, chunked=not train)
         # heads first before the products (and the output swapped back after): XLA:CPU's
         # batched products run faster so (docs/benchmarks.md); q, k, v are (B, H, L, D) here
         q, k, v = (jnp.swapaxes(t, 1, 2) for t in (q, k, v))
@@ -217,5 +229,4 @@ class BiasedMultiHeadAttention(nnx.Module):
         probs = jax.nn.softmax(logits, axis=-1)
         if self.attn_dropout is not None:
             probs = self.attn_dropout(probs, deterministic=not train)
-        out = jnp.swapaxes(jnp.einsum("bhqk,bhkd->bhqd", probs.astype(v.dtype), v), 1, 2)
-        return self.out_proj(out.reshape(*out.shape[:-2], e))
+        return jnp.swapaxes(jnp.einsum("bhqk,bhkd->bhqd", probs.astype(v.dtype), v), 1, 2)
