@@ -44,6 +44,7 @@ from reco.models.pair_bias import flat_gather_pays, gather_bias, tril_pairs
 from reco.models.pair_features import N_PAIR_FEATURES, kinematic_pair_features, kinematics
 from reco.models.registry import InputSpec, ModelConfig, particle_input_shape, register_model
 from reco.models.trimming import (
+    TRAIN_SEGMENTS,
     Plan,
     Planner,
     planned_logits,
@@ -114,6 +115,9 @@ class PartConfig(ModelConfig):
     # length, the layout chosen per batch on the host; at most this many layouts compiled
     # (reco.models.trimming.Planner; 0 = every jet at the padded length)
     train_plans: int = 3
+    # segments of a training layout at most (runs of jets of one length; fewer = fewer, larger
+    # operations per step, more padded slots; the default measured on a CPU)
+    train_segments: int = TRAIN_SEGMENTS
     # at inference (reco evaluate): each batch's layout chosen the same way (2 * trim_groups
     # groups, a segment each), at most this many compiled; other batches run as without (0)
     predict_plans: int = 3
@@ -122,6 +126,8 @@ class PartConfig(ModelConfig):
         for name in ("pair_buckets", "trim_groups", "trim_steps", "train_plans", "predict_plans"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.train_segments < 1:
+            raise ValueError(f"train_segments must be >= 1, got {self.train_segments}")
         if not self.embed_dims or min(self.embed_dims) < 1:
             raise ValueError("embed_dims must name at least one positive width")
         if self.embed_dims[-1] % self.num_heads:

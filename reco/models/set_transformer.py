@@ -60,6 +60,7 @@ from reco.models.pair_bias import flat_gather_pays, gather_bias, tril_pairs
 from reco.models.part import NORM_EPS, Block, PairEmbed, PairFn, gelu
 from reco.models.registry import InputSpec, ModelConfig, particle_input_shape, register_model
 from reco.models.trimming import (
+    TRAIN_SEGMENTS,
     Plan,
     Planner,
     check_plan,
@@ -103,6 +104,7 @@ class SetTransformerConfig(ModelConfig):
     # length (multiples of 16 stations), the layout chosen per batch on the host; at most this
     # many layouts compiled (reco.models.trimming.Planner; 0 = the padded length)
     train_plans: int = 3
+    train_segments: int = TRAIN_SEGMENTS  # segments of a training layout at most
     # at inference (reco evaluate): each batch's layout chosen the same way (2 * trim_groups
     # groups, a segment each), at most this many compiled; other batches run padded (0: all)
     predict_plans: int = 3
@@ -123,6 +125,8 @@ class SetTransformerConfig(ModelConfig):
         for field in ("train_plans", "predict_plans", "trim_groups", "pair_buckets"):
             if getattr(self, field) < 0:
                 raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
+        if self.train_segments < 1:
+            raise ValueError(f"train_segments must be >= 1, got {self.train_segments}")
         for field in ("num_heads", "ffn_ratio", "trace_kernel", "positional_width"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")

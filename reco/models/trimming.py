@@ -255,9 +255,10 @@ def check_plan(plan: Plan, shape: tuple[int, ...]) -> None:
 
 def planner_for(cfg: Any, n: int, *, steps: int, pairs: bool, train: bool) -> Planner | None:
     """A :class:`Planner` for a set model's config ``cfg`` (its ``mask_key``, ``trim_groups``,
-    ``train_plans`` and ``predict_plans``) and sets of ``n`` slots (``pairs``: the model packs
-    the real pairs), or None where nothing would be cut (no plans, fewer than two groups or
-    than two trim lengths). Training plans have at most ``TRAIN_SEGMENTS`` segments; inference
+    ``train_plans``, ``train_segments`` and ``predict_plans``) and sets of ``n`` slots
+    (``pairs``: the model packs the real pairs), or None where nothing would be cut (no plans,
+    fewer than two groups or than two trim lengths). Training plans have at most
+    ``train_segments`` segments (default ``TRAIN_SEGMENTS``); inference
     plans ``PREDICT_GROUPS`` times the groups, a segment each, ``PREDICT_SLACK``, and are
     compiled only for batches that no compiled plan holds (``PREDICT_MIN_GAIN``)."""
     max_plans = cfg.train_plans if train else cfg.predict_plans
@@ -266,7 +267,7 @@ def planner_for(cfg: Any, n: int, *, steps: int, pairs: bool, train: bool) -> Pl
     groups = cfg.trim_groups * (1 if train else PREDICT_GROUPS)
     return Planner(
         cfg.mask_key, groups=groups, steps=steps, max_plans=max_plans, pairs=pairs,
-        max_segments=TRAIN_SEGMENTS if train else groups,
+        max_segments=cfg.train_segments if train else groups,
         min_gain=MIN_GAIN if train else PREDICT_MIN_GAIN,
         slack=PLAN_SLACK if train else PREDICT_SLACK,
     )  # fmt: skip

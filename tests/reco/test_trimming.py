@@ -207,7 +207,7 @@ def test_a_plan_that_does_not_fit_the_batch_is_refused():
 
 
 def test_planners_follow_the_config():
-    """Training plans: trim_groups groups in at most TRAIN_SEGMENTS segments, train_plans
+    """Training plans: trim_groups groups in at most train_segments segments, train_plans
     compiled, a new one where 10% cheaper; inference plans: twice the groups, a segment each,
     predict_plans compiled, a new one only for a batch that no compiled plan holds."""
     from reco.models import trimming as t
@@ -226,6 +226,16 @@ def test_planners_follow_the_config():
         PartConfig(train_plans=-1)
     with pytest.raises(ValueError, match="predict_plans must be >= 0"):
         PartConfig(predict_plans=-1)
+    # the segments of a training layout: TRAIN_SEGMENTS unless the config says otherwise
+    two = _model(dataclasses.replace(CFG, train_segments=2)).planner(SPEC, train=True)
+    assert two.max_segments == 2 and CFG.train_segments == t.TRAIN_SEGMENTS
+    with pytest.raises(ValueError, match="train_segments must be >= 1"):
+        PartConfig(train_segments=0)
+    from reco.models.set_transformer import SetTransformerConfig
+
+    assert SetTransformerConfig().train_segments == t.TRAIN_SEGMENTS
+    with pytest.raises(ValueError, match="train_segments must be >= 1"):
+        SetTransformerConfig(train_segments=0)
 
 
 class _Jets:
