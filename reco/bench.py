@@ -14,8 +14,8 @@ Sections (each a list of :class:`Row`):
   and the train step's FLOP and memory-traffic rates (XLA's cost analysis of its program)
   against this machine's ceilings, measured once before the first experiment (section
   ``machine``: a large matrix product in the models' precision, a streaming pass), and the
-  roofline bound of its matrix products at those ceilings (:mod:`reco.roofline`): the least
-  time the step could take if all its other work were free.
+  roofline bound of its and the inference's matrix products at those ceilings
+  (:mod:`reco.roofline`): the least time each could take if all its other work were free.
 
 Timings are medians of ``repeats`` calls after a compile/warm-up call; the machine and versions
 head the table. Numbers depend on what else runs on the machine: run it alone.
@@ -317,7 +317,9 @@ def experiment_rows(
     if peak is not None:
         rows.append(Row(label, "train step peak memory", peak / 2**30, "GiB", "XLA estimate"))
     rows += _rate_rows(label, costs, train_s, ceilings or {})
-    rows += _bound_rows(label, roofline.products(traced.jaxpr), train_s, ceilings or {})
+    rows += _bound_rows(label, "train step", roofline.products(traced.jaxpr), train_s, ceilings)
+    inference = predict.trace(params, rest, inputs, predict_plan).jaxpr
+    rows += _bound_rows(label, "inference", roofline.products(inference), infer_s, ceilings)
     return rows
 
 
@@ -350,18 +352,23 @@ def _rate_rows(
 
 
 def _bound_rows(
-    label: str, found: list[roofline.Product], seconds: float, ceilings: dict[str, float]
+    label: str,
+    what: str,
+    found: list[roofline.Product],
+    seconds: float,
+    ceilings: dict[str, float] | None,
 ) -> list[Row]:
-    """The roofline bound of the train step's matrix products (:mod:`reco.roofline`) at this
-    machine's ceilings, and how far the timed step is from it."""
+    """The roofline bound of a program's matrix products (:mod:`reco.roofline`) at this
+    machine's ceilings, and how far the timed call (``seconds``) is from it."""
+    ceilings = ceilings or {}
     if not (ceilings.get("matmul peak") and ceilings.get("streaming bandwidth")):
         return []
     b = roofline.bound(found, ceilings["matmul peak"] * 1e9, ceilings["streaming bandwidth"] * 1e9)
     note = (
-        f"{b.flops / 1e9:.4g} GFLOP, {b.bytes / 1e9:.3g} GB of products; the step runs at "
+        f"{b.flops / 1e9:.4g} GFLOP, {b.bytes / 1e9:.3g} GB of products; it runs at "
         f"{100 * b.seconds / seconds:.0f}% of the bound's speed, MFU {100 * b.mfu:.0f}% at it"
     )
-    return [Row(label, "train step products' bound", b.seconds * 1e3, "ms", note)]
+    return [Row(label, f"{what} products' bound", b.seconds * 1e3, "ms", note)]
 
 
 def run(

@@ -26,6 +26,7 @@ def test_bench_measures_an_experiment_and_renders_the_table():
         "train step compute",
         "train step memory traffic",
         "train step products' bound",
+        "inference products' bound",
     }
     assert {r.section for r in rows[:2]} == {"machine"}  # measured once, before the models
     assert all(math.isfinite(r.value) and r.value > 0 for r in rows)
@@ -38,11 +39,18 @@ def test_bench_measures_an_experiment_and_renders_the_table():
         assert row.value == pytest.approx(per_step / (got["train step"].value / 1e3), rel=0.01)
         share = 100 * row.value / got[ceiling].value
         assert f"{share:.0f}% of the {ceiling}" in row.note
-    # the products' roofline bound: below the step's time, put against it in the note
-    bound = got["train step products' bound"]
-    assert bound.value < got["train step"].value
-    speed = 100 * bound.value / got["train step"].value
-    assert f"runs at {speed:.0f}% of the bound's speed" in bound.note
+    # the products' roofline bounds: below the timed calls, put against them in the notes
+    for what, ms in (
+        ("train step", got["train step"].value),
+        ("inference", 32e3 / got["inference"].value),
+    ):
+        bound = got[f"{what} products' bound"]
+        assert bound.value < ms
+        assert f"runs at {100 * bound.value / ms:.0f}% of the bound's speed" in bound.note
+    train, infer = (
+        float(got[f"{w} products' bound"].note.split()[0]) for w in ("train step", "inference")
+    )
+    assert 2 < train / infer < 4  # GFLOP: the backward's products about twice the forward's
     table = bench.markdown(rows, bench.header())
     assert table.startswith("machine: ") and "| air-shower CNN (energy) | train step |" in table
 
