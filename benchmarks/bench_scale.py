@@ -10,7 +10,9 @@ reco.distributed (the train step ``fit`` runs), and prints the median step time 
 calls after compilation, events/s, and the model FLOP utilisation: the FLOPs of one step as XLA
 counts them for the unsharded program (matrix products and elementwise work, forward, backward
 and optimiser), per second, over the peak of a large matrix product in the same dtype measured
-here first (``--peak-tflops`` replaces the measurement). Run it alone on the machine.
+here first (``--peak-tflops`` replaces the measurement); and the same with the FLOPs of the
+step's matrix products alone (reco.roofline: the usual definition of model FLOPs). Run it alone
+on the machine.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from bench_models import _batch, time_train_steps  # noqa: E402  (as the model b
 
 from pipeline import config as C  # noqa: E402
 from pipeline import provenance  # noqa: E402
-from reco import precision, tasks  # noqa: E402
+from reco import precision, roofline, tasks  # noqa: E402
 from reco.bench import matmul_peak  # noqa: E402  (the ceilings reco bench measures)
 from reco.distributed import DataParallel, data_mesh  # noqa: E402
 from reco.experiment import load_config  # noqa: E402
@@ -84,14 +86,18 @@ def step_pieces(name: str, overrides: list[str], dtype: str, b: int, p: int, n_d
 
 
 def sharded_step(name: str, overrides: list[str], dtype: str, b: int, p: int):
-    """(train step, state, batch, XLA's FLOPs of one step, parameter count) of a benchmark
-    model in ``dtype``, the batch sharded over all local devices as ``fit`` shards it."""
+    """(train step, state, batch, FLOPs of one step as XLA counts them and of its matrix
+    products alone, parameter count) of a benchmark model in ``dtype``, the batch sharded over
+    all local devices as ``fit`` shards it."""
     parallel = DataParallel(data_mesh(jax.local_devices()))
     parallel.check_batch_size(b)
     task, scaler, tx, graphdef, state, host, plan = step_pieces(
         name, overrides, dtype, b, p, parallel.n_devices
     )
     n_params = count_params(state.params)
+    # the model FLOPs: the products of the unsharded step (reco.roofline; a trace, no compile)
+    traced = make_train_step(graphdef, tx, task, scaler).trace(state, host, plan)
+    model_flops = sum(q.count * q.flops for q in roofline.products(traced.jaxpr))
     shardings = parallel.state_shardings(state)
     state = parallel.place(state, shardings)
     batch = parallel.batch(host)
@@ -103,14 +109,20 @@ def sharded_step(name: str, overrides: list[str], dtype: str, b: int, p: int):
     if len(jax.local_devices()) > 1:
         unsharded = make_train_step(graphdef, tx, task, scaler).lower(state, host).compile()
     flops = float((unsharded.cost_analysis() or {}).get("flops", float("nan")))
-    return step, state, batch, flops, n_params
+    return step, state, batch, flops, model_flops, n_params
 
 
 def bench(name: str, overrides: list[str], dtype: str, b: int, p: int, steps: int) -> dict:
-    step, state, batch, flops, n_params = sharded_step(name, overrides, dtype, b, p)
+    step, state, batch, flops, model_flops, n_params = sharded_step(name, overrides, dtype, b, p)
     _, times = time_train_steps(step, state, batch, steps)
     t = statistics.median(times)
-    return {"params": n_params, "ms": 1e3 * t, "events_s": b / t, "tflops": flops / t / 1e12}
+    return {
+        "params": n_params,
+        "ms": 1e3 * t,
+        "events_s": b / t,
+        "tflops": flops / t / 1e12,
+        "model_tflops": model_flops / t / 1e12,
+    }
 
 
 def main() -> None:
@@ -134,15 +146,16 @@ def main() -> None:
         "matmul peak (all devices): " + ", ".join(f"{d} {v:,.1f} TFLOP/s" for d, v in peaks.items())
     )
     print(f"batch {args.batch} events over {len(dev)} device(s); jets of {args.particles} slots")
-    print("| model | precision | params | ms / step | events/s | TFLOP/s (XLA count) | MFU |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| model | precision | params | ms / step | events/s | TFLOP/s (XLA count) | MFU (XLA count) "
+          "| MFU (products) |\n|---|---|---:|---:|---:|---:|---:|---:|")  # fmt: skip
     for name in (s.strip() for s in args.models.split(",")):
         over = [s.split(".", 1)[1] for s in args.set if s.split(".", 1)[0] == name]
         for dtype in precisions:
             r = bench(name, over, dtype, args.batch, args.particles, args.steps)
             label = name + (f" [{' '.join(over)}]" if over else "")
             print(f"| {label} | {dtype} | {r['params']:,} | {r['ms']:.1f} | {r['events_s']:,.0f} "
-                  f"| {r['tflops']:.2f} | {100 * r['tflops'] / peaks[dtype]:.1f}% |")  # fmt: skip
+                  f"| {r['tflops']:.2f} | {100 * r['tflops'] / peaks[dtype]:.1f}% "
+                  f"| {100 * r['model_tflops'] / peaks[dtype]:.1f}% |")  # fmt: skip
 
 
 if __name__ == "__main__":

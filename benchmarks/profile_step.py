@@ -96,7 +96,7 @@ def main() -> None:
     args = parser.parse_args()
 
     over = [s.split(".", 1)[1] for s in args.set if s.split(".", 1)[0] == args.model]
-    step, state, batch, flops, _ = sharded_step(
+    step, state, batch, flops, _, _ = sharded_step(
         args.model, over, args.precision, args.batch, args.particles
     )
     for _ in range(3):  # compile and warm up
