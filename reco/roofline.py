@@ -4,10 +4,10 @@ the program can reach there.
 
 Each ``dot_general`` and convolution of a traced program (forward, backward and optimiser;
 nested jit, scan, cond and remat bodies included, a scan's body times its length) is taken as
-its own kernel
-that reads its operands and writes its result through memory once, with all the elementwise
-and reduction work of the program fused into the products for free. Its time is then at least
-``max(flops / peak, bytes / bandwidth)``, and the program's at least the sum over its products.
+its own kernel that reads its operands and writes its result through memory once, with all the
+elementwise and reduction work of the program fused into the products for free. Its time is
+then at least ``max(flops / peak, bytes / bandwidth)``, and the program's at least the sum over
+its products.
 That is a bound for the program as written (a kernel that fuses two products, or recomputes
 instead of storing, can beat it), and an optimistic one for XLA, which runs most elementwise
 work as kernels of its own.
@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from reco.models.attention import SCORES, SCORES_WITH_BIAS
@@ -57,15 +59,21 @@ def _subjaxprs(params: dict[str, Any]) -> Iterator[tuple[str, list[Any]]]:
             yield name, inner
 
 
+_PACKAGE = str(Path(__file__).resolve().parent)
+
+
 def _where(eqn: Any) -> str:
-    """The innermost frame of reco's own code that wrote the equation (``file:function:line``),
-    else the innermost frame."""
+    """The innermost frame of reco's code that wrote the equation (``models/part.py:function:
+    line``), else the innermost one outside installed packages (``file:function:line``)."""
     tb = eqn.source_info.traceback
     frames = [] if tb is None else list(tb.frames)
     for f in frames:
-        if "/reco/" in f.file_name:
-            return f"{f.file_name.rsplit('/reco/', 1)[1]}:{f.function_name}:{f.line_num}"
-    return f"{frames[0].function_name}:{frames[0].line_num}" if frames else "?"
+        if f.file_name.startswith(_PACKAGE + os.sep):
+            return f"{os.path.relpath(f.file_name, _PACKAGE)}:{f.function_name}:{f.line_num}"
+    for f in frames:
+        if "-packages" + os.sep not in f.file_name:
+            return f"{os.path.basename(f.file_name)}:{f.function_name}:{f.line_num}"
+    return "?"
 
 
 def _convolution(eqn: Any) -> Product:
