@@ -53,9 +53,10 @@ step bench-scale-dense-pairs 120 "$PY" benchmarks/bench_scale.py --models part -
 # part.train_plans): A/B against the padded step
 step bench-scale-padded 120 "$PY" benchmarks/bench_scale.py --models part --batch 512 \
     --particles 128 --steps 10 --precisions bfloat16 --set part.train_plans=0
-# and in one segment (the batch cut to its longest jet: fewer, larger kernels per step)
-step bench-scale-one-segment 120 "$PY" benchmarks/bench_scale.py --models part --batch 512 \
-    --particles 128 --steps 10 --precisions bfloat16 --set part.train_segments=1
+# and in two segments instead of four (fewer, larger kernels per step; one segment would be
+# the padded step on these jets, some of which fill all 128 slots)
+step bench-scale-two-segments 120 "$PY" benchmarks/bench_scale.py --models part --batch 512 \
+    --particles 128 --steps 10 --precisions bfloat16 --set part.train_segments=2
 step reco-bench-bf16 240 "$PY" -m reco bench --only cnn,transformer,part,part_small --batch 512 \
     --repeats 3 --precision bfloat16 --out "$OUT_DIR/reco_bench_bf16.md"
 step reco-bench-fp32 240 "$PY" -m reco bench --only cnn,transformer,part,part_small --batch 512 \
