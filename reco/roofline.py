@@ -123,7 +123,10 @@ def _product(eqn: Any, head_dim: list[int]) -> tuple[Product, float, bool]:
 def products(jaxpr: Any) -> list[Product]:
     """The matrix products of a (closed) jaxpr, e.g. ``jax.jit(f).trace(*args).jaxpr``: nested
     programs included, a scan's body ``length`` times and the costliest branch of a cond; a
-    while loop's body counts once (its trip count is not known).
+    while loop's body counts once (its trip count is not known). Products inside primitives of
+    their own are not seen: on a GPU, cuDNN's fused attention (``fused_attention`` where no
+    attention dropout acts, in half precision) is one, so price such a program with the
+    attention as XLA writes it (CPU) or add the attention's FLOPs by hand.
 
     A flash kernel's pair bias is put on the forward's two attention products of each call (q
     k^T and p v): one pass over it in a forward-only program, three in a training one (read in
