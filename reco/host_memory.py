@@ -11,7 +11,7 @@ second step reuses the first one's pages, with no page faults.
 
 The price: the process's resident memory stays at its peak (a training job reaches the same peak
 every step anyway), and one arena slows small steps whose threads allocate often (the air-shower
-CNN's train step 0.87x). So it is per experiment: ``reco train`` and ``reco run`` call it, after
+CNN's train step 0.87x, the station transformer's planned step 0.7x). So it is per experiment: ``reco train`` and ``reco run`` call it, after
 reading the config and before JAX starts, when ``train.host_memory`` is ``keep``; libraries that
 import ``reco`` are left alone. ``RECO_MALLOC=system`` (environment) turns it off. Other
 platforms and C libraries (macOS, musl) are left as they are.
