@@ -95,15 +95,16 @@ def sharded_step(name: str, overrides: list[str], dtype: str, b: int, p: int):
         name, overrides, dtype, b, p, parallel.n_devices
     )
     n_params = count_params(state.params)
-    # the model FLOPs: the products of the unsharded step (reco.roofline; a trace, no compile)
-    traced = make_train_step(graphdef, tx, task, scaler).trace(state, host, plan)
-    model_flops = sum(q.count * q.flops for q in roofline.products(traced.jaxpr))
     shardings = parallel.state_shardings(state)
     state = parallel.place(state, shardings)
     batch = parallel.batch(host)
     # compiled once here and called as it is (on a GPU a compile is a good part of the run)
-    step = make_train_step(graphdef, tx, task, scaler, parallel, shardings)
-    step = step.lower(state, batch, plan).compile()
+    traced = make_train_step(graphdef, tx, task, scaler, parallel, shardings).trace(
+        state, batch, plan
+    )
+    # the model FLOPs: the products of the step's global program (reco.roofline)
+    model_flops = sum(q.count * q.flops for q in roofline.products(traced.jaxpr))
+    step = traced.lower().compile()
     # FLOPs of one step as XLA counts them, on the unsharded program
     unsharded = step
     if len(jax.local_devices()) > 1:

@@ -43,9 +43,14 @@ class Product:
     bias_bytes: float = 0.0
     count: int = 1
 
+    def moved(self, *, fused_attention: bool = False) -> float:
+        """Bytes through memory per call: operands and result, or (``fused_attention``) those
+        but the score matrix, plus the bias a flash kernel moves."""
+        return self.bytes - self.score_bytes + self.bias_bytes if fused_attention else self.bytes
+
     def seconds(self, peak: float, bandwidth: float, *, fused_attention: bool = False) -> float:
         """Least time of the product: ``peak`` FLOP/s, ``bandwidth`` bytes/s."""
-        moved = self.bytes - self.score_bytes + self.bias_bytes if fused_attention else self.bytes
+        moved = self.moved(fused_attention=fused_attention)
         return self.count * max(self.flops / peak, moved / bandwidth)
 
 
@@ -201,13 +206,9 @@ def bound(
     found: list[Product], peak: float, bandwidth: float, *, fused_attention: bool = False
 ) -> Bound:
     """The bound of ``found`` (:func:`products`)."""
-    moved = sum(
-        p.count * (p.bytes - p.score_bytes + p.bias_bytes if fused_attention else p.bytes)
-        for p in found
-    )
     return Bound(
         flops=sum(p.count * p.flops for p in found),
-        bytes=moved,
+        bytes=sum(p.count * p.moved(fused_attention=fused_attention) for p in found),
         seconds=sum(p.seconds(peak, bandwidth, fused_attention=fused_attention) for p in found),
         peak=peak,
         bandwidth=bandwidth,
