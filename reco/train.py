@@ -203,17 +203,21 @@ def layout_planner(
 
 def make_eval_step(
     graphdef: nnx.GraphDef, task: tasks.TaskConfig, scaler: tasks.TargetScaler
-) -> Callable[[TrainState, Batch], dict[str, jax.Array]]:
-    """The jitted ``eval_step(state, batch) -> sums`` (loss_sum, n, err, sq_err per target)."""
+) -> Callable[..., dict[str, jax.Array]]:
+    """The jitted ``eval_step(state, batch, plan=None) -> sums`` (loss_sum, n, err, sq_err per
+    target); ``plan`` (static) as ``make_predict_fn``'s predict takes it."""
 
-    def eval_step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
+    def eval_step(
+        state: TrainState, batch: Batch, plan: Hashable | None = None
+    ) -> dict[str, jax.Array]:
         model = merge_model(graphdef, state.params, state.rest)
-        pred = model(model_inputs(batch), train=False).astype(jnp.float32)
+        planned = {} if plan is None else {"plan": plan}
+        pred = model(model_inputs(batch), train=False, **planned).astype(jnp.float32)
         per_event = tasks.per_event_loss(task, pred, batch["target"], scaler)
         sums = tasks.metric_sums(task, pred, batch["target"], batch["valid"], scaler)
         return {"loss_sum": jnp.sum(per_event * batch["valid"]), **sums}
 
-    return jax.jit(eval_step)
+    return jax.jit(eval_step, static_argnames="plan")
 
 
 def make_predict_fn(graphdef: nnx.GraphDef) -> Callable[..., jax.Array]:
@@ -231,22 +235,26 @@ def make_predict_fn(graphdef: nnx.GraphDef) -> Callable[..., jax.Array]:
 
 
 def evaluate_loss(
-    eval_step: Callable[[TrainState, Batch], dict[str, jax.Array]],
+    eval_step: Callable[..., dict[str, jax.Array]],
     state: TrainState,
     batches: Iterable[Batch],
     task: tasks.TaskConfig,
     put: Callable[[Batch], Any] = lambda b: b,
+    planner: Callable[[Batch], Hashable | None] | None = None,
 ) -> dict[str, float]:
     """Validation metrics over ``batches``: ``loss`` and the task's metrics
     (:func:`reco.tasks.summarise_sums`: ``rmse/<t>``, ``bias/<t>`` or ``accuracy``).
 
     Sums stay on the device until the end (one host transfer). ``put`` moves a host batch to
     the devices (:meth:`DataParallel.batch`: every process's batch into one global batch, whose
-    sums are then global too).
+    sums are then global too). ``planner``: each batch's inference layout, chosen on the host
+    (:func:`layout_planner` with ``train=False``), else the unplanned pass.
     """
     total: dict[str, jax.Array] | None = None
     for batch in batches:
-        sums = eval_step(state, put(device_batch(batch)))
+        plan = planner(batch) if planner is not None else None
+        planned = {} if plan is None else {"plan": plan}
+        sums = eval_step(state, put(device_batch(batch)), **planned)
         total = sums if total is None else jax.tree.map(jnp.add, total, sums)
     if total is None:
         raise ValueError("the validation loader yielded no batches")
@@ -314,23 +322,13 @@ class FitResult:
 
 
 def _progress(enabled: bool) -> Any:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich import progress as rp
 
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
+    return rp.Progress(
+        rp.TextColumn("[progress.description]{task.description}"), rp.BarColumn(),
+        rp.MofNCompleteColumn(), rp.TimeElapsedColumn(), rp.TimeRemainingColumn(),
         disable=not enabled,
-    )
+    )  # fmt: skip
 
 
 def fit(
@@ -417,6 +415,7 @@ def fit(
     tx, schedule = make_optimizer(cfg, total_steps, steps_per_epoch, head)
     graphdef, state = init_state(model, tx)
     planner = layout_planner(model, input_spec, parallel.n_devices)
+    val_planner = layout_planner(model, input_spec, parallel.n_devices, train=False)
     del model
     n_params = count_params(state.params)
     shardings = parallel.state_shardings(state)
@@ -544,7 +543,7 @@ def fit(
                     pending.clear()
 
                 val = evaluate_loss(
-                    eval_step, state, val_loader.epoch(0), task_cfg, put=parallel.batch
+                    eval_step, state, val_loader.epoch(0), task_cfg, parallel.batch, val_planner
                 )
                 if not math.isfinite(val["loss"]):
                     raise NonFiniteLossError(step, epoch, "validation", ckpt.path("last"))
@@ -554,6 +553,7 @@ def fit(
                 else:
                     stale += 1
                 layouts = {} if planner is None else planner.metrics()
+                layouts |= {} if val_planner is None else val_planner.metrics("val")
                 tracker.log_metrics(
                     {**{f"val/{k}": v for k, v in val.items()}, "epoch": float(epoch), **layouts},
                     step,

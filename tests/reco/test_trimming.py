@@ -254,20 +254,20 @@ class _Jets:
         return len(self.batches)
 
 
-def test_fit_trains_on_the_planned_layouts(monkeypatch, tmp_path):
-    """fit asks the model for a planner and passes each batch's plan to the train step: batches
-    of short jets run planned, the one with long jets padded (a plan compiled at most once)."""
+def test_fit_trains_and_validates_on_the_planned_layouts(monkeypatch, tmp_path):
+    """fit asks the model for a training and an inference planner and passes each batch's plan
+    to the train step and to the validation step: batches of short jets run planned, the one
+    with long jets padded (a plan compiled at most once)."""
     from pipeline.config import to_dict
     from pipeline.tracking import DictTracker
     from reco.train import TrainConfig, fit
 
-    planners = []
+    planners, val_planners = [], []
     make = ParticleTransformer.planner
 
     def spy(self, input_spec, *, train):
-        assert train
-        planners.append(make(self, input_spec, train=train))
-        return planners[-1]
+        (planners if train else val_planners).append(make(self, input_spec, train=train))
+        return (planners if train else val_planners)[-1]
 
     monkeypatch.setattr(ParticleTransformer, "planner", spy)
     rng = np.random.default_rng(5)
@@ -296,6 +296,42 @@ def test_fit_trains_on_the_planned_layouts(monkeypatch, tmp_path):
     assert max(int(np.sum(c * (c + 1) // 2)) for c in counts) <= plan.pairs
     assert tracker.metrics["train/layouts"] == [(3, 1.0), (6, 1.0)]  # once per epoch
     assert tracker.metrics["train/planned_fraction"] == [(3, 2 / 3), (6, 2 / 3)]
+    # validation (batch 1, once per epoch) in its inference plan, compiled once
+    (val_planner,) = val_planners
+    ((_, val_plan),) = val_planner.plans
+    assert val_planner.uses == {val_plan: 2} and len(val_plan.segments) >= 2
+    assert tracker.metrics["val/layouts"] == [(3, 1.0), (6, 1.0)]
+    assert tracker.metrics["val/planned_fraction"] == [(3, 1.0), (6, 1.0)]
+
+
+@pytest.mark.parametrize("model_name", ["part", "transformer"])
+def test_validation_in_plans_is_the_unplanned_validation(model_name: str):
+    """evaluate_loss with the inference planner gives the unplanned pass's loss and metrics."""
+    from reco.train import evaluate_loss, layout_planner, make_eval_step
+
+    if model_name == "part":
+        cfg, spec, make_batch = CFG, SPEC, _batch
+    else:
+        cfg = dataclasses.replace(TINY_STATIONS, trim_groups=4)
+        spec = {"stations": (STATIONS, 4), "positions": (STATIONS, 3), "traces": (STATIONS, 16, 1)}
+        make_batch = _showers
+    batches = [make_batch(8, seed) for seed in (1, 2)]
+    rng = np.random.default_rng(4)
+    for b in batches:
+        b["target"] = rng.integers(0, 3, (8, 1)).astype(np.float32)
+        b["valid"] = np.r_[np.ones(7), 0.0].astype(np.float32)  # a padded event: not counted
+    model = build_model(cfg, spec, n_outputs=3, seed=0)
+    task = tasks.TaskConfig(targets=("label",), loss="cross_entropy", classes=("a", "b", "c"))
+    graphdef, state = init_state(model, optax.sgd(0.1))
+    planner = layout_planner(model, spec, train=False)
+    assert planner is not None
+    eval_step = make_eval_step(graphdef, task, tasks.make_scaler(task, {}))
+    planned = evaluate_loss(eval_step, state, batches, task, planner=planner)
+    padded = evaluate_loss(eval_step, state, batches, task)
+    assert sum(planner.uses.values()) == 2 and None not in planner.uses
+    assert planned.keys() == padded.keys()
+    for key, value in padded.items():
+        assert planned[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
 
 
 STATIONS = 48  # trim lengths 16, 32, 48
