@@ -37,14 +37,17 @@ stream_bandwidth); the per-config line also gives those bytes' time at that band
 Each implementation runs in its own worker process (spawned, so each has its own malloc and
 thread pools; the idle one waits on a pipe), with the host malloc ``--malloc`` gives it:
 ``shipped`` (the default) is what each one's users get: weaver's train.py leaves glibc's malloc
-as it comes, ``reco train`` of ``jets_part.yaml`` (``train.host_memory: keep``) reuses freed
-memory (``reco.host_memory``) and so does ``reco evaluate`` of its runs (since 2026-12-06 (3));
-``keep`` and ``system`` give both implementations the same setting.
+as it comes, ``reco train`` of ``jets_part.yaml`` reuses freed memory as its
+``train.host_memory`` says (``reco.host_memory``; ``huge_pages`` since 2026-12-06 (9), ``keep``
+before) and so does ``reco evaluate`` of its runs (since 2026-12-06 (3)); ``keep``,
+``huge_pages`` and ``system`` give both implementations the same setting (a ``huge_pages``
+worker starts with glibc's tunables in its environment, as the ``reco`` command restarts with).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -236,12 +239,21 @@ def timed_turn(fn, steps: int) -> float:
 
 
 # malloc of each (implementation, stage) per --malloc: "shipped" is what each one's users get
-# (weaver's train.py leaves malloc alone; `reco train` and `reco evaluate` keep freed memory with
-# jets_part.yaml's train.host_memory: keep)
+# (weaver's train.py leaves malloc alone; `reco train` and `reco evaluate` as jets_part.yaml's
+# train.host_memory says)
+@functools.cache
+def _shipped() -> str:
+    from reco.bench import EXPERIMENTS
+    from reco.experiment import load_config
+
+    return load_config(EXPERIMENTS["part"].config).train.host_memory
+
+
 MALLOC = {
     "system": lambda impl, stage: "system",
     "keep": lambda impl, stage: "keep",
-    "shipped": lambda impl, stage: "keep" if impl == "reco" else "system",
+    "huge_pages": lambda impl, stage: "huge_pages",
+    "shipped": lambda impl, stage: _shipped() if impl == "reco" else "system",
 }
 
 
@@ -279,11 +291,14 @@ def serve(conn, impl: str, name: str, b: int, threads: int, malloc: str, jets: s
     """Worker process: one implementation of one config; answers ``(stage, steps)`` requests
     with the median seconds of a turn (the first request of a stage warms it up first)."""
     limit_threads(threads)  # before jax and torch load
-    if malloc == "keep":
-        from reco.host_memory import keep_freed_memory
+    if malloc != "system":
+        from reco import host_memory
 
-        if not keep_freed_memory():
-            conn.send(RuntimeError("--malloc keep: not applied (needs Linux with glibc)"))
+        # a huge_pages worker started in host_memory.tuned_environment (Workers.get)
+        kept = host_memory.keep_freed_memory() if malloc == "keep" else False
+        kept = kept or (malloc == "huge_pages" and host_memory.huge_pages(restart=False))
+        if not kept:
+            conn.send(RuntimeError(f"--malloc {malloc}: not applied (needs Linux with glibc)"))
             return
     cfg = CONFIGS[name]
     batch = jets_batch(name, b, jets)
@@ -331,7 +346,16 @@ class Workers:
             proc = self.ctx.Process(
                 target=serve, args=(child, impl, *self.args, malloc, *self.data)
             )
-            proc.start()
+            saved = dict(os.environ)
+            if malloc == "huge_pages":  # glibc reads its tunables when the worker starts
+                from reco.host_memory import tuned_environment
+
+                os.environ.update(tuned_environment())
+            try:
+                proc.start()
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
             info = parent.recv()
             if isinstance(info, Exception):
                 raise SystemExit(str(info))
@@ -418,8 +442,9 @@ def main() -> None:
         "--malloc",
         choices=tuple(MALLOC),
         default="shipped",
-        help="shipped: as each one's users run it (reco's train step with freed memory kept, "
-        "reco.host_memory; the rest as it comes); keep / system: both alike",
+        help="shipped: as each one's users run it (reco as jets_part.yaml's "
+        "train.host_memory says, reco.host_memory; weaver as it comes); keep / huge_pages / "
+        "system: both alike",
     )
     parser.add_argument(
         "--jets",

@@ -1,5 +1,5 @@
 """`python -m reco` = the `reco` command."""
 
-from reco.cli import app
+from reco.cli import main
 
-app()
+main()

@@ -66,6 +66,9 @@ ProcessIdOpt = Annotated[
 ]
 
 
+_AS_COMMAND = False  # the process is the `reco` command (main), which may restart itself
+
+
 def _join(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
     """Join a multi-process job (explicit settings, RECO_* variables or SLURM's srun)."""
     from reco import distributed
@@ -76,15 +79,21 @@ def _join(coordinator: str | None, num_processes: int | None, process_id: int | 
         _fail(err)
 
 
-def _host_memory(*cfgs) -> None:
-    """``train.host_memory: keep`` in any of the configs: training (and a run's evaluation)
-    reuses the host memory it frees (reco.host_memory), set here, after the config is read and
-    before JAX starts (a registered version's evaluation: from the config registered with it,
-    before its model loads, :func:`reco.registry.evaluate_model`)."""
-    if any(c.train.host_memory == "keep" for c in cfgs):
-        from reco.host_memory import keep_freed_memory
+def _host_memory(*cfgs, restart: bool = True) -> None:
+    """``train.host_memory`` of the configs (a suite: ``huge_pages`` if any variant asks for it,
+    else ``keep`` if any does): training (and a run's evaluation) reuses the host memory it
+    frees (reco.host_memory), set here, after the config is read and before JAX starts (a
+    registered version's evaluation: from the config registered with it, before its model
+    loads, :func:`reco.registry.evaluate_model`). ``huge_pages`` restarts the ``reco`` command
+    with glibc's tunables set (once, nothing having started) where ``restart`` and the process
+    is the command (:func:`main`; not under a test's CliRunner)."""
+    from reco import host_memory
 
-        keep_freed_memory()
+    modes = {c.train.host_memory for c in cfgs}
+    if "huge_pages" in modes:
+        host_memory.huge_pages(restart=restart and _AS_COMMAND)
+    elif "keep" in modes:
+        host_memory.keep_freed_memory()
 
 
 def _console():
@@ -227,9 +236,9 @@ def train(
     from reco import experiment
     from reco.train import Preempted
 
-    _join(coordinator, num_processes, process_id)
     cfg = _load(config, _with_init_from(set_, init_from), smoke, variant)
-    _host_memory(cfg)
+    _host_memory(cfg)  # before joining the other processes: it may restart this one
+    _join(coordinator, num_processes, process_id)
     if requeue:
         if run_dir is None:
             _fail(ValueError("--requeue needs --run-dir (the run folder to resume or start)"))
@@ -280,7 +289,11 @@ def evaluate(
             from reco import registry
 
             predictions, result = registry.evaluate_model(
-                run, events, out, analyze=analyze_, on_config=_host_memory
+                run,
+                events,
+                out,
+                analyze=analyze_,
+                on_config=lambda cfg: _host_memory(cfg, restart=False),  # after the download
             )
         else:  # the run's train.host_memory, as reco train set it (the version's, above)
             _host_memory(experiment.config_of_run(experiment.find_run_dir(Path(run))))
@@ -523,4 +536,7 @@ from reco import cli_bench, cli_cluster, cli_data, cli_export, cli_tracking  # n
 
 
 def main() -> None:  # pragma: no cover - entry point
+    """The ``reco`` command (and ``python -m reco``)."""
+    global _AS_COMMAND
+    _AS_COMMAND = True
     sys.exit(app())

@@ -30,25 +30,31 @@ def bench(
     malloc: Annotated[
         str,
         typer.Option(
-            help="keep: reuse the host memory freed between steps, as `reco train` does with "
-            "train.host_memory: keep (reco.host_memory); system: malloc as it comes"
+            help="keep / huge_pages: reuse the host memory freed between steps, as `reco "
+            "train` does with that train.host_memory (reco.host_memory); system: malloc as it "
+            "comes"
         ),
     ] = "system",
 ) -> None:
     """Simulation, loader, train-step and inference throughput and peak memory of reco's own
     configs on this machine (medians after warm-up; run it alone)."""
-    from reco.host_memory import keep_freed_memory
+    from reco import cli, host_memory
 
-    if malloc not in ("keep", "system"):
-        _fail(ValueError(f"--malloc must be keep or system, got {malloc!r}"))
-    kept = malloc == "keep" and keep_freed_memory()  # before jax starts (reco.bench loads it)
+    if malloc not in ("keep", "huge_pages", "system"):
+        _fail(ValueError(f"--malloc must be keep, huge_pages or system, got {malloc!r}"))
+    # before jax starts (reco.bench loads it); huge_pages restarts the command with them
+    if malloc == "huge_pages":
+        kept = host_memory.huge_pages(restart=cli._AS_COMMAND)
+    else:
+        kept = malloc == "keep" and host_memory.keep_freed_memory()
     from reco import bench as b
 
     sections = [s.strip() for s in only.split(",") if s.strip()]
     try:
         head = b.header()
         head.append(
-            "host malloc: " + ("freed memory kept (reco.host_memory)" if kept else "system")
+            "host malloc: "
+            + (f"freed memory kept, {malloc} (reco.host_memory)" if kept else "system")
         )
         rows = b.run(
             sections,

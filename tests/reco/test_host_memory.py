@@ -21,17 +21,30 @@ pytestmark = pytest.mark.skipif(
 # Allocates and touches a 256 MiB block from a worker thread (as XLA's threads allocate), frees
 # it, then does it again; prints whether the settings were applied and the page faults of the
 # second round (the first round faults the pages in either way).
+# huge_pages (restart or not): also the faults of the first round, the kB of the process's
+# memory on transparent huge pages while the block is held, and GLIBC_TUNABLES as the process's
+# children would get it.
 PROBE = """
-import ctypes, resource, sys, threading
-from reco.host_memory import keep_freed_memory
-applied = keep_freed_memory() if sys.argv[1] == "keep" else False
+import ctypes, os, resource, sys, threading
+from reco import host_memory
+mode = sys.argv[1]
+print("started", flush=True)  # once per process: a restart starts it again
+if mode == "keep":
+    applied = host_memory.keep_freed_memory()
+elif mode.startswith("huge_pages"):
+    applied = host_memory.huge_pages(restart=mode == "huge_pages_restart")
+else:
+    applied = False
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
 libc.free.argtypes = (ctypes.c_void_p,)
-size = 256 * 2**20
+size = int(sys.argv[2]) * 2**20
+huge = []
 def touch():
     p = libc.malloc(size)
     ctypes.memset(p, 1, size)
+    with open("/proc/self/smaps_rollup") as f:
+        huge.extend(int(l.split()[1]) for l in f if l.startswith("AnonHugePages:"))
     libc.free(p)
 faults = []
 for _ in range(2):
@@ -39,19 +52,39 @@ for _ in range(2):
     t = threading.Thread(target=touch)
     t.start(); t.join()
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(applied, faults[1])
+env = os.environ.get("GLIBC_TUNABLES") or "-", os.environ.get(host_memory.STARTED) or "-"
+print(applied, faults[1], faults[0], huge[0], *env)
 """
 
 
 def _probe(mode: str, **env: str) -> tuple[str, int]:
+    return _run_probe(mode, 256, **env)[1:3]
+
+
+def _run_probe(mode: str, mib: int, **env: str) -> list:
+    """[times the probe started, applied, faults of the 2nd round, of the 1st, AnonHugePages
+    kB, GLIBC_TUNABLES and RECO_MALLOC_STARTED at the end ("-": unset or empty)] for a block
+    of ``mib`` MiB."""
     out = subprocess.run(
-        [sys.executable, "-c", PROBE, mode],
+        [sys.executable, "-c", PROBE, mode, str(mib)],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
-    return out[0], int(out[1])
+    starts = out.count("started")
+    out = [o for o in out if o != "started"]
+    return [starts, out[0], int(out[1]), int(out[2]), int(out[3]), out[4], out[5]]
+
+
+def _thp_for_malloc() -> bool:
+    """The kernel gives madvised memory huge pages and glibc (>= 2.35) madvises its heaps."""
+    try:
+        mode = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+    except OSError:
+        return False
+    glibc = tuple(int(v) for v in platform.libc_ver()[1].split(".")[:2])
+    return "[never]" not in mode and glibc >= (2, 35)
 
 
 def test_freed_memory_is_reused_without_page_faults():
@@ -72,6 +105,40 @@ def test_reco_malloc_system_leaves_malloc_alone():
     assert faults > pages // 2
 
 
+def test_huge_pages_restarts_the_command_with_glibc_tunables():
+    """huge_pages(restart=True) starts the process again with glibc's tunables (once): a freed
+    32 MiB block comes back without page faults; a 256 MiB one, which glibc maps for each use
+    when a thread asks (larger than a thread's arena), is on huge pages where the kernel and
+    glibc give them (~128 faults instead of 65,536); the user's GLIBC_TUNABLES is what child
+    processes get."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    user = "glibc.malloc.tcache_count=0"
+    for env in ({}, {"GLIBC_TUNABLES": user}):
+        base = {"RECO_MALLOC": "", "GLIBC_TUNABLES": ""} | env
+        starts, applied, faults, _, _, tunables, started = _run_probe(
+            "huge_pages_restart", 32, **base
+        )
+        assert (starts, applied) == (2, "True")
+        assert faults < 32 * 2**20 // page // 100
+        assert tunables == env.get("GLIBC_TUNABLES", "-") and started == "-"
+        if _thp_for_malloc():
+            _, _, faults, first, huge, *_ = _run_probe("huge_pages_restart", 256, **base)
+            assert huge > 0 and max(first, faults) < 256 * 2**20 // page // 100, (huge, first)
+    # as it comes: no restart, every 32 MiB block faulted in again
+    starts, applied, faults, *_ = _run_probe("system", 32, RECO_MALLOC="", GLIBC_TUNABLES="")
+    assert (starts, applied) == (1, "False") and faults > 32 * 2**20 // page // 2
+
+
+def test_huge_pages_without_restart_sets_what_mallopt_can():
+    """From Python (no restart): freed memory kept (no mmap, no trimming), no restart; with
+    RECO_MALLOC=system nothing at all."""
+    pages = 32 * 2**20 // os.sysconf("SC_PAGE_SIZE")
+    starts, applied, faults, *_ = _run_probe("huge_pages", 32, RECO_MALLOC="", GLIBC_TUNABLES="")
+    assert (starts, applied) == (1, "False") and faults < pages // 100
+    starts, applied, faults, *_ = _run_probe("huge_pages_restart", 32, RECO_MALLOC="system")
+    assert (starts, applied) == (1, "False") and faults > pages // 2
+
+
 def test_train_host_memory_setting_is_checked_and_applied_only_when_keep(monkeypatch):
     import types
 
@@ -82,11 +149,19 @@ def test_train_host_memory_setting_is_checked_and_applied_only_when_keep(monkeyp
         TrainConfig(host_memory="huge")
     calls = []
     monkeypatch.setattr(host_memory, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(host_memory, "huge_pages", lambda restart: calls.append(restart) or True)
     configs = [types.SimpleNamespace(train=TrainConfig(host_memory=m)) for m in ("system", "keep")]
     cli._host_memory(configs[0])
     assert calls == []
     cli._host_memory(*configs)  # a suite: any variant that keeps
     assert calls == [1]
+    huge = types.SimpleNamespace(train=TrainConfig(host_memory="huge_pages"))
+    cli._host_memory(*configs, huge)  # huge_pages first; no restart outside the reco command
+    assert calls == [1, False]
+    monkeypatch.setattr(cli, "_AS_COMMAND", True)
+    cli._host_memory(huge)
+    cli._host_memory(huge, restart=False)  # a registered version's, after its download
+    assert calls == [1, False, True, False]
 
 
 def test_evaluate_applies_the_runs_host_memory_setting(monkeypatch, tmp_path):
