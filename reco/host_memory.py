@@ -106,8 +106,9 @@ def huge_pages(*, restart: bool) -> bool:
     a benchmark's worker): True, and the user's ``GLIBC_TUNABLES`` goes back into the
     environment, so that child processes start as the user would have them. Otherwise, with
     ``restart``, the process replaces itself with the same command in that environment (does
-    not return; the caller must not have started anything); without, sets the ``mallopt`` part
-    (no ``mmap``, no trimming; no huge pages) and returns False. Off Linux/glibc or with
+    not return, unless that fails; the caller must not have started anything); without (or
+    where the restart failed), sets the ``mallopt`` part (no ``mmap``, no trimming; no huge
+    pages) and returns False. Off Linux/glibc or with
     ``RECO_MALLOC=system``: False, changing nothing.
     """
     mallopt = _mallopt()
@@ -123,6 +124,9 @@ def huge_pages(*, restart: bool) -> bool:
     if restart:
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], tuned_environment())
+        try:
+            os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], tuned_environment())
+        except OSError as err:  # no interpreter to run again: go on without the huge pages
+            print(f"reco: huge_pages: could not restart ({err}); no huge pages", file=sys.stderr)
     _set(mallopt, ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1)))
     return False

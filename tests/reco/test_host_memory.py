@@ -19,8 +19,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 # Allocates and touches a 256 MiB block from a worker thread (as XLA's threads allocate), frees
-# it, then does it again; prints whether the settings were applied and the page faults of the
-# second round (the first round faults the pages in either way).
+# it, then does it again in the same thread (a second thread could start before the first one's
+# arena is free, and get a fresh arena); prints whether the settings were applied and the page
+# faults of the second round (the first round faults the pages in either way).
 # huge_pages (restart or not): also the faults of the first round, the kB of the process's
 # memory on transparent huge pages while the block is held, and GLIBC_TUNABLES as the process's
 # children would get it.
@@ -32,26 +33,27 @@ print("started", flush=True)  # once per process: a restart starts it again
 if mode == "keep":
     applied = host_memory.keep_freed_memory()
 elif mode.startswith("huge_pages"):
-    applied = host_memory.huge_pages(restart=mode == "huge_pages_restart")
+    if mode == "huge_pages_no_interpreter":
+        sys.executable = "/nonexistent/python"
+    applied = host_memory.huge_pages(restart=mode != "huge_pages")
 else:
     applied = False
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
 libc.free.argtypes = (ctypes.c_void_p,)
 size = int(sys.argv[2]) * 2**20
-huge = []
-def touch():
-    p = libc.malloc(size)
-    ctypes.memset(p, 1, size)
-    with open("/proc/self/smaps_rollup") as f:
-        huge.extend(int(l.split()[1]) for l in f if l.startswith("AnonHugePages:"))
-    libc.free(p)
-faults = []
-for _ in range(2):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    t = threading.Thread(target=touch)
-    t.start(); t.join()
-    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+huge, faults = [], []
+def touch():  # twice in one thread, as XLA's pool threads allocate step after step
+    for _ in range(2):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        p = libc.malloc(size)
+        ctypes.memset(p, 1, size)
+        with open("/proc/self/smaps_rollup") as f:
+            huge.extend(int(l.split()[1]) for l in f if l.startswith("AnonHugePages:"))
+        libc.free(p)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+t = threading.Thread(target=touch)
+t.start(); t.join()
 env = os.environ.get("GLIBC_TUNABLES") or "-", os.environ.get(host_memory.STARTED) or "-"
 print(applied, faults[1], faults[0], huge[0], *env)
 """
@@ -123,18 +125,19 @@ def test_huge_pages_restarts_the_command_with_glibc_tunables():
         assert tunables == env.get("GLIBC_TUNABLES", "-") and started == "-"
         if _thp_for_malloc():
             _, _, faults, first, huge, *_ = _run_probe("huge_pages_restart", 256, **base)
-            assert huge > 0 and max(first, faults) < 256 * 2**20 // page // 100, (huge, first)
+            assert huge > 0 and max(first, faults) < 256 * 2**20 // page // 10, (huge, first)
     # as it comes: no restart, every 32 MiB block faulted in again
     starts, applied, faults, *_ = _run_probe("system", 32, RECO_MALLOC="", GLIBC_TUNABLES="")
     assert (starts, applied) == (1, "False") and faults > 32 * 2**20 // page // 2
 
 
 def test_huge_pages_without_restart_sets_what_mallopt_can():
-    """From Python (no restart): freed memory kept (no mmap, no trimming), no restart; with
-    RECO_MALLOC=system nothing at all."""
+    """From Python (no restart), or where the restart fails: freed memory kept (no mmap, no
+    trimming), no restart; with RECO_MALLOC=system nothing at all."""
     pages = 32 * 2**20 // os.sysconf("SC_PAGE_SIZE")
-    starts, applied, faults, *_ = _run_probe("huge_pages", 32, RECO_MALLOC="", GLIBC_TUNABLES="")
-    assert (starts, applied) == (1, "False") and faults < pages // 100
+    for mode in ("huge_pages", "huge_pages_no_interpreter"):
+        starts, applied, faults, *_ = _run_probe(mode, 32, RECO_MALLOC="", GLIBC_TUNABLES="")
+        assert (starts, applied) == (1, "False") and faults < pages // 100
     starts, applied, faults, *_ = _run_probe("huge_pages_restart", 32, RECO_MALLOC="system")
     assert (starts, applied) == (1, "False") and faults > pages // 2
 
