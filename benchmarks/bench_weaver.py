@@ -295,9 +295,7 @@ def serve(conn, impl: str, name: str, b: int, threads: int, malloc: str, jets: s
         from reco import host_memory
 
         # a huge_pages worker started in host_memory.tuned_environment (Workers.get)
-        kept = host_memory.keep_freed_memory() if malloc == "keep" else False
-        kept = kept or (malloc == "huge_pages" and host_memory.huge_pages(restart=False))
-        if not kept:
+        if not host_memory.apply(malloc, restart=False):
             conn.send(RuntimeError(f"--malloc {malloc}: not applied (needs Linux with glibc)"))
             return
     cfg = CONFIGS[name]

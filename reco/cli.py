@@ -90,10 +90,8 @@ def _host_memory(*cfgs, restart: bool = True) -> None:
     from reco import host_memory
 
     modes = {c.train.host_memory for c in cfgs}
-    if "huge_pages" in modes:
-        host_memory.huge_pages(restart=restart and _AS_COMMAND)
-    elif "keep" in modes:
-        host_memory.keep_freed_memory()
+    mode = next((m for m in ("huge_pages", "keep") if m in modes), "system")
+    host_memory.apply(mode, restart=restart and _AS_COMMAND)
 
 
 def _console():

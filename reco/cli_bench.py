@@ -43,10 +43,7 @@ def bench(
     if malloc not in ("keep", "huge_pages", "system"):
         _fail(ValueError(f"--malloc must be keep, huge_pages or system, got {malloc!r}"))
     # before jax starts (reco.bench loads it); huge_pages restarts the command with them
-    if malloc == "huge_pages":
-        kept = host_memory.huge_pages(restart=cli._AS_COMMAND)
-    else:
-        kept = malloc == "keep" and host_memory.keep_freed_memory()
+    kept = host_memory.apply(malloc, restart=cli._AS_COMMAND)
     from reco import bench as b
 
     sections = [s.strip() for s in only.split(",") if s.strip()]

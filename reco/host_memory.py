@@ -130,3 +130,13 @@ def huge_pages(*, restart: bool) -> bool:
             print(f"reco: huge_pages: could not restart ({err}); no huge pages", file=sys.stderr)
     _set(mallopt, ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1)))
     return False
+
+
+def apply(mode: str, *, restart: bool) -> bool:
+    """``train.host_memory`` ``mode``: ``keep`` (:func:`keep_freed_memory`), ``huge_pages``
+    (:func:`huge_pages`, ``restart`` as there) or ``system`` (nothing); True when applied."""
+    if mode == "keep":
+        return keep_freed_memory()
+    if mode == "huge_pages":
+        return huge_pages(restart=restart)
+    return False

@@ -252,8 +252,7 @@ def evaluate_loss(
     total: dict[str, jax.Array] | None = None
     for batch in batches:
         plan = planner(batch) if planner is not None else None
-        planned = {} if plan is None else {"plan": plan}
-        sums = eval_step(state, put(device_batch(batch)), **planned)
+        sums = eval_step(state, put(device_batch(batch)), plan=plan)
         total = sums if total is None else jax.tree.map(jnp.add, total, sums)
     if total is None:
         raise ValueError("the validation loader yielded no batches")
