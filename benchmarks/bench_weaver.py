@@ -1,7 +1,7 @@
 """reco's ParT (JAX) against weaver-core's PyTorch ParticleTransformer, side by side, on a CPU.
 
 Usage: python benchmarks/bench_weaver.py [--configs default,small] [--batch 128] [--threads 2]
-       [--repeats 5] [--steps 3] [--matmul 2048] [--malloc shipped|keep|system]
+       [--repeats 5] [--steps 3] [--matmul 2048] [--malloc shipped|keep|huge_pages|mimalloc|system]
        [--jets uniform|toy] [--padded-train] [--trimmed-inference]
 
 Needs the optional ``bench`` extra (``pip install -e .[bench]``: torch, weaver-core). For each
@@ -38,10 +38,11 @@ Each implementation runs in its own worker process (spawned, so each has its own
 thread pools; the idle one waits on a pipe), with the host malloc ``--malloc`` gives it:
 ``shipped`` (the default) is what each one's users get: weaver's train.py leaves glibc's malloc
 as it comes, ``reco train`` of ``jets_part.yaml`` reuses freed memory as its
-``train.host_memory`` says (``reco.host_memory``; ``huge_pages`` since 2026-12-06 (9), ``keep``
-before) and so does ``reco evaluate`` of its runs (since 2026-12-06 (3)); ``keep``,
-``huge_pages`` and ``system`` give both implementations the same setting (a ``huge_pages``
-worker starts with glibc's tunables in its environment, as the ``reco`` command restarts with).
+``train.host_memory`` says (``reco.host_memory``; ``mimalloc`` since 2026-12-06 (10),
+``huge_pages`` since (9), ``keep`` before) and so does ``reco evaluate`` of its runs (since
+2026-12-06 (3)); ``keep``, ``huge_pages``, ``mimalloc`` and ``system`` give both
+implementations the same setting (a ``huge_pages`` or ``mimalloc`` worker starts with glibc's
+tunables or mimalloc preloaded, as the ``reco`` command restarts with).
 """
 
 from __future__ import annotations
@@ -253,6 +254,7 @@ MALLOC = {
     "system": lambda impl, stage: "system",
     "keep": lambda impl, stage: "keep",
     "huge_pages": lambda impl, stage: "huge_pages",
+    "mimalloc": lambda impl, stage: "mimalloc",
     "shipped": lambda impl, stage: _shipped() if impl == "reco" else "system",
 }
 
@@ -294,7 +296,7 @@ def serve(conn, impl: str, name: str, b: int, threads: int, malloc: str, jets: s
     if malloc != "system":
         from reco import host_memory
 
-        # a huge_pages worker started in host_memory.tuned_environment (Workers.get)
+        # huge_pages / mimalloc: a worker started in host_memory.started_environment (get)
         if not host_memory.apply(malloc, restart=False):
             conn.send(RuntimeError(f"--malloc {malloc}: not applied (needs Linux with glibc)"))
             return
@@ -345,10 +347,10 @@ class Workers:
                 target=serve, args=(child, impl, *self.args, malloc, *self.data)
             )
             saved = dict(os.environ)
-            if malloc == "huge_pages":  # glibc reads its tunables when the worker starts
-                from reco.host_memory import tuned_environment
+            if malloc in ("huge_pages", "mimalloc"):  # read when the worker starts
+                from reco.host_memory import started_environment
 
-                os.environ.update(tuned_environment())
+                os.environ.update(started_environment(malloc))
             try:
                 proc.start()
             finally:
@@ -442,7 +444,7 @@ def main() -> None:
         default="shipped",
         help="shipped: as each one's users run it (reco as jets_part.yaml's "
         "train.host_memory says, reco.host_memory; weaver as it comes); keep / huge_pages / "
-        "system: both alike",
+        "mimalloc / system: both alike",
     )
     parser.add_argument(
         "--jets",

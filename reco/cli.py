@@ -80,17 +80,18 @@ def _join(coordinator: str | None, num_processes: int | None, process_id: int | 
 
 
 def _host_memory(*cfgs, restart: bool = True) -> None:
-    """``train.host_memory`` of the configs (a suite: ``huge_pages`` if any variant asks for it,
-    else ``keep`` if any does): training (and a run's evaluation) reuses the host memory it
-    frees (reco.host_memory), set here, after the config is read and before JAX starts (a
-    registered version's evaluation: from the config registered with it, before its model
-    loads, :func:`reco.registry.evaluate_model`). ``huge_pages`` restarts the ``reco`` command
-    with glibc's tunables set (once, nothing having started) where ``restart`` and the process
-    is the command (:func:`main`; not under a test's CliRunner)."""
+    """``train.host_memory`` of the configs (a suite: ``mimalloc`` if any variant asks for it,
+    else ``huge_pages``, else ``keep``): training (and a run's evaluation) reuses the host
+    memory it frees (reco.host_memory), set here, after the config is read and before JAX
+    starts (a registered version's evaluation: from the config registered with it, before its
+    model loads, :func:`reco.registry.evaluate_model`). ``huge_pages`` and ``mimalloc`` restart
+    the ``reco`` command with glibc's tunables set or mimalloc preloaded (once, nothing having
+    started) where ``restart`` and the process is the command (:func:`main`; not under a
+    test's CliRunner)."""
     from reco import host_memory
 
     modes = {c.train.host_memory for c in cfgs}
-    mode = next((m for m in ("huge_pages", "keep") if m in modes), "system")
+    mode = next((m for m in ("mimalloc", "huge_pages", "keep") if m in modes), "system")
     host_memory.apply(mode, restart=restart and _AS_COMMAND)
 
 

@@ -30,9 +30,9 @@ def bench(
     malloc: Annotated[
         str,
         typer.Option(
-            help="keep / huge_pages: reuse the host memory freed between steps, as `reco "
-            "train` does with that train.host_memory (reco.host_memory); system: malloc as it "
-            "comes"
+            help="keep / huge_pages / mimalloc: reuse the host memory freed between steps, as "
+            "`reco train` does with that train.host_memory (reco.host_memory); system: malloc "
+            "as it comes"
         ),
     ] = "system",
 ) -> None:
@@ -40,9 +40,9 @@ def bench(
     configs on this machine (medians after warm-up; run it alone)."""
     from reco import cli, host_memory
 
-    if malloc not in ("keep", "huge_pages", "system"):
-        _fail(ValueError(f"--malloc must be keep, huge_pages or system, got {malloc!r}"))
-    # before jax starts (reco.bench loads it); huge_pages restarts the command with them
+    if malloc not in host_memory.MODES:
+        _fail(ValueError(f"--malloc must be one of {host_memory.MODES}, got {malloc!r}"))
+    # before jax starts (reco.bench loads it); huge_pages and mimalloc restart the command
     kept = host_memory.apply(malloc, restart=cli._AS_COMMAND)
     from reco import bench as b
 

@@ -80,9 +80,9 @@ class TrainConfig:
     nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient: stop (the last
     # good checkpoint is kept), or skip that step's update and go on
     max_skipped_steps: int = 10  # nonfinite = skip: stop once more steps than this were skipped
-    host_memory: Literal["system", "keep", "huge_pages"] = "system"  # keep: glibc's malloc
-    # reuses the memory freed between steps in one arena; huge_pages: in its arenas, on huge
-    # pages (reco.host_memory, set by the `reco` command before JAX starts; docs/benchmarks.md)
+    host_memory: Literal["system", "keep", "huge_pages", "mimalloc"] = "system"  # keep: glibc's
+    # malloc reuses the memory freed between steps in one arena; huge_pages: in its arenas, on
+    # huge pages; mimalloc: mimalloc as malloc (reco.host_memory, set by the `reco` command)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -95,7 +95,7 @@ class TrainConfig:
             raise ValueError("early_stopping_patience must be >= 1 or null")
         if self.init_from is not None and not self.init_from.strip():
             raise ValueError("init_from must be a run folder or checkpoint path, or null")
-        if self.host_memory not in (modes := ("system", "keep", "huge_pages")):
+        if self.host_memory not in (modes := ("system", "keep", "huge_pages", "mimalloc")):
             raise ValueError(f"host_memory must be one of {modes}, got {self.host_memory!r}")
         if self.init_head not in ("replace", "keep"):
             raise ValueError(f"init_head must be 'replace' or 'keep', got {self.init_head!r}")

@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+from reco.host_memory import mimalloc_library
+
 pytestmark = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
     reason="mallopt settings exist on Linux with glibc only",
@@ -22,11 +24,12 @@ pytestmark = pytest.mark.skipif(
 # it, then does it again in the same thread (a second thread could start before the first one's
 # arena is free, and get a fresh arena); prints whether the settings were applied and the page
 # faults of the second round (the first round faults the pages in either way).
-# huge_pages (restart or not): also the faults of the first round, the kB of the process's
-# memory on transparent huge pages while the block is held, and GLIBC_TUNABLES as the process's
-# children would get it.
+# huge_pages and mimalloc (restart or not): also the faults of the first round, the kB of the
+# process's memory on transparent huge pages while the block is held, GLIBC_TUNABLES,
+# RECO_MALLOC_STARTED and LD_PRELOAD as the process's children would get them, and whether
+# mimalloc is malloc.
 PROBE = """
-import ctypes, os, resource, sys, threading
+import ctypes, os, pathlib, resource, sys, threading
 from reco import host_memory
 mode = sys.argv[1]
 print("started", flush=True)  # once per process: a restart starts it again
@@ -36,9 +39,15 @@ elif mode.startswith("huge_pages"):
     if mode == "huge_pages_no_interpreter":
         sys.executable = "/nonexistent/python"
     applied = host_memory.huge_pages(restart=mode != "huge_pages")
+elif mode.startswith("mimalloc"):
+    if mode == "mimalloc_missing":  # no wheel
+        host_memory.mimalloc_library = lambda: None
+    if mode == "mimalloc_broken":  # a library the loader cannot preload
+        host_memory.mimalloc_library = lambda: pathlib.Path("/nonexistent/libmimalloc.so")
+    applied = host_memory.preload_mimalloc(restart=mode != "mimalloc_no_restart")
 else:
     applied = False
-libc = ctypes.CDLL("libc.so.6")
+libc = ctypes.CDLL(None)  # malloc as the process resolves it (mimalloc if preloaded)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
 libc.free.argtypes = (ctypes.c_void_p,)
 size = int(sys.argv[2]) * 2**20
@@ -54,8 +63,8 @@ def touch():  # twice in one thread, as XLA's pool threads allocate step after s
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 t = threading.Thread(target=touch)
 t.start(); t.join()
-env = os.environ.get("GLIBC_TUNABLES") or "-", os.environ.get(host_memory.STARTED) or "-"
-print(applied, faults[1], faults[0], huge[0], *env)
+env = [os.environ.get(k) or "-" for k in ("GLIBC_TUNABLES", host_memory.STARTED, "LD_PRELOAD")]
+print(applied, faults[1], faults[0], huge[0], *env, host_memory.mimalloc_loaded())
 """
 
 
@@ -65,8 +74,8 @@ def _probe(mode: str, **env: str) -> tuple[str, int]:
 
 def _run_probe(mode: str, mib: int, **env: str) -> list:
     """[times the probe started, applied, faults of the 2nd round, of the 1st, AnonHugePages
-    kB, GLIBC_TUNABLES and RECO_MALLOC_STARTED at the end ("-": unset or empty)] for a block
-    of ``mib`` MiB."""
+    kB, GLIBC_TUNABLES, RECO_MALLOC_STARTED and LD_PRELOAD at the end ("-": unset or empty),
+    mimalloc is malloc] for a block of ``mib`` MiB."""
     out = subprocess.run(
         [sys.executable, "-c", PROBE, mode, str(mib)],
         env={**os.environ, **env},
@@ -76,7 +85,7 @@ def _run_probe(mode: str, mib: int, **env: str) -> list:
     ).stdout.split()
     starts = out.count("started")
     out = [o for o in out if o != "started"]
-    return [starts, out[0], int(out[1]), int(out[2]), int(out[3]), out[4], out[5]]
+    return [starts, out[0], int(out[1]), int(out[2]), int(out[3]), *out[4:7], out[7] == "True"]
 
 
 def _thp_for_malloc() -> bool:
@@ -117,7 +126,7 @@ def test_huge_pages_restarts_the_command_with_glibc_tunables():
     user = "glibc.malloc.tcache_count=0"
     for env in ({}, {"GLIBC_TUNABLES": user}):
         base = {"RECO_MALLOC": "", "GLIBC_TUNABLES": ""} | env
-        starts, applied, faults, _, _, tunables, started = _run_probe(
+        starts, applied, faults, _, _, tunables, started, *_ = _run_probe(
             "huge_pages_restart", 32, **base
         )
         assert (starts, applied) == (2, "True")
@@ -140,6 +149,54 @@ def test_huge_pages_without_restart_sets_what_mallopt_can():
         assert (starts, applied) == (1, "False") and faults < pages // 100
     starts, applied, faults, *_ = _run_probe("huge_pages_restart", 32, RECO_MALLOC="system")
     assert (starts, applied) == (1, "False") and faults > pages // 2
+
+
+_needs_mimalloc = pytest.mark.skipif(
+    mimalloc_library() is None,
+    reason="the cmeel-mimalloc wheel (a dependency on Linux) is not installed",
+)
+
+
+@_needs_mimalloc
+def test_mimalloc_restarts_the_command_preloading_it():
+    """mimalloc(restart=True) starts the process again (once) with mimalloc preloaded: a freed
+    2.2 GiB block, above the size mimalloc maps per use by default (2 GiB; XLA's temporaries of
+    a default ParT train step are 2.9 GB), comes back without page faults; the user's
+    LD_PRELOAD is what child processes get."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    pages = 2200 * 2**20 // page
+    user = "libm.so.6"  # any library the loader finds
+    for env, mib in (({}, 2200), ({"LD_PRELOAD": user}, 32)):
+        base = {"RECO_MALLOC": "", "LD_PRELOAD": ""} | env
+        starts, applied, faults, first, _, _, started, preload, loaded = _run_probe(
+            "mimalloc", mib, **base
+        )
+        assert (starts, applied, loaded) == (2, "True", True)
+        # (a block mapped for each use faults as often each round: 1,100 times on huge pages)
+        assert 0 < first and faults < first // 10, (faults, first)
+        assert preload == env.get("LD_PRELOAD", "-") and started == "-"
+    # glibc as it comes faults the 2.2 GiB in again
+    starts, applied, faults, *_, loaded = _run_probe("system", 2200, RECO_MALLOC="")
+    assert (starts, applied, loaded) == (1, "False", False) and faults > pages // 2
+
+
+def test_mimalloc_falls_back_without_its_library():
+    """Without the wheel: huge_pages (restarted with glibc's tunables); a library the loader
+    cannot preload: glibc's malloc with the mallopt part, and a message; from Python (no
+    restart): the mallopt part."""
+    pages = 32 * 2**20 // os.sysconf("SC_PAGE_SIZE")
+    base = {"RECO_MALLOC": "", "GLIBC_TUNABLES": "", "LD_PRELOAD": ""}
+    starts, applied, faults, _, _, tunables, started, preload, loaded = _run_probe(
+        "mimalloc_missing", 32, **base
+    )
+    assert (starts, applied, loaded) == (2, "True", False)
+    assert faults < pages // 100 and (tunables, started, preload) == ("-", "-", "-")
+    for mode, restarts in (("mimalloc_broken", 2), ("mimalloc_no_restart", 1)):
+        starts, applied, faults, *_, preload, loaded = _run_probe(mode, 32, **base)
+        assert (starts, applied, loaded) == (restarts, "False", False), mode
+        assert faults < pages // 100 and preload == "-"
+    starts, applied, *_, loaded = _run_probe("mimalloc", 32, RECO_MALLOC="system")
+    assert (starts, applied, loaded) == (1, "False", False)
 
 
 def test_train_host_memory_setting_is_checked_and_applied_only_when_keep(monkeypatch):
@@ -165,6 +222,10 @@ def test_train_host_memory_setting_is_checked_and_applied_only_when_keep(monkeyp
     cli._host_memory(huge)
     cli._host_memory(huge, restart=False)  # a registered version's, after its download
     assert calls == [1, False, True, False]
+    monkeypatch.setattr(host_memory, "preload_mimalloc", lambda restart: calls.append("mi"))
+    mimalloc = types.SimpleNamespace(train=TrainConfig(host_memory="mimalloc"))
+    cli._host_memory(*configs, huge, mimalloc)  # mimalloc first
+    assert calls == [1, False, True, False, "mi"]
 
 
 def test_evaluate_applies_the_runs_host_memory_setting(monkeypatch, tmp_path):
