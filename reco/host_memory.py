@@ -70,6 +70,7 @@ HUGE_PAGES_TUNABLES = (
 # mimalloc: blocks up to 256 GiB from its arenas (reused; above its default, 2 GiB, each is
 # mapped for its use), freed memory given back to the system after 1 s unused (default 10 ms)
 MIMALLOC_OPTIONS = {"MIMALLOC_ARENA_MAX_OBJECT_SIZE": "256GiB", "MIMALLOC_PURGE_DELAY": "1000"}
+ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")  # names in LD_PRELOAD that replace malloc
 # set in a process started in started_environment: the values it changed, as the user had them
 STARTED = "RECO_MALLOC_STARTED"
 
@@ -204,7 +205,8 @@ def preload_mimalloc(*, restart: bool) -> bool:
 
     In a process started in :func:`started_environment`: the user's ``LD_PRELOAD`` handed
     back, and True if mimalloc did load (else a message, and the ``mallopt`` part of
-    :func:`huge_pages`). Otherwise, with ``restart`` and the wheel's library found, the
+    :func:`huge_pages`); True too where the user preloaded it. An allocator of the user's in
+    ``LD_PRELOAD`` (:data:`ALLOCATORS`) is left as it is (False, with a message). Otherwise, with ``restart`` and the wheel's library found, the
     process replaces itself with the same command preloading it (as :func:`huge_pages`);
     without the library, :func:`huge_pages` (with a message); without ``restart``, the
     ``mallopt`` part. Off Linux/glibc or with ``RECO_MALLOC=system``: False, changing nothing.
@@ -215,10 +217,13 @@ def preload_mimalloc(*, restart: bool) -> bool:
     started = _started()
     if started == "huge_pages":  # restarted without the wheel (below)
         return True
+    if mimalloc_loaded():  # restarted with it, or the user preloaded it
+        return True
     if started == "mimalloc":
-        if mimalloc_loaded():
-            return True
         print("reco: mimalloc: did not load; freed memory kept by glibc's malloc", file=sys.stderr)
+    elif other := next((a for a in ALLOCATORS if a in os.environ.get("LD_PRELOAD", "")), None):
+        print(f"reco: mimalloc: LD_PRELOAD has {other}, the user's choice: kept", file=sys.stderr)
+        return False
     elif restart:
         library = mimalloc_library()
         if library is None:

@@ -199,6 +199,24 @@ def test_mimalloc_falls_back_without_its_library():
     assert (starts, applied, loaded) == (1, "False", False)
 
 
+@_needs_mimalloc
+def test_mimalloc_leaves_the_users_own_allocator():
+    """An allocator the user preloads is kept, no restart: mimalloc itself (applied), another
+    one (not applied, malloc left as it is; here a path the loader cannot find)."""
+    pages = 32 * 2**20 // os.sysconf("SC_PAGE_SIZE")
+    mimalloc = str(mimalloc_library())
+    starts, applied, faults, *_, preload, loaded = _run_probe(
+        "mimalloc", 32, RECO_MALLOC="", LD_PRELOAD=mimalloc
+    )
+    assert (starts, applied, loaded, preload) == (1, "True", True, mimalloc) and faults < 16
+    other = "/nonexistent/libjemalloc.so.2"
+    starts, applied, faults, *_, preload, loaded = _run_probe(
+        "mimalloc", 32, RECO_MALLOC="", LD_PRELOAD=other
+    )
+    assert (starts, applied, loaded, preload) == (1, "False", False, other)
+    assert faults > pages // 2
+
+
 def test_train_host_memory_setting_is_checked_and_applied_only_when_keep(monkeypatch):
     import types
 
