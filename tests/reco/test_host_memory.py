@@ -159,8 +159,8 @@ _needs_mimalloc = pytest.mark.skipif(
 
 @_needs_mimalloc
 def test_mimalloc_restarts_the_command_preloading_it():
-    """mimalloc(restart=True) starts the process again (once) with mimalloc preloaded: a freed
-    2.2 GiB block, above the size mimalloc maps per use by default (2 GiB; XLA's temporaries of
+    """preload_mimalloc(restart=True) starts the process again (once) with mimalloc preloaded: a
+    freed 2.2 GiB block, above the size mimalloc maps per use by default (2 GiB; XLA's temporaries of
     a default ParT train step are 2.9 GB), comes back without page faults; the user's
     LD_PRELOAD is what child processes get."""
     page = os.sysconf("SC_PAGE_SIZE")
