@@ -55,6 +55,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from reco import host_memory  # no jax: before the thread settings is fine
+
 CONFIGS: dict[str, dict[str, Any]] = {
     # name: (model widths, particles P, parameter count of PART.md section 1.10)
     "default": {
@@ -250,13 +252,8 @@ def _shipped() -> str:
     return load_config(EXPERIMENTS["part"].config).train.host_memory
 
 
-MALLOC = {
-    "system": lambda impl, stage: "system",
-    "keep": lambda impl, stage: "keep",
-    "huge_pages": lambda impl, stage: "huge_pages",
-    "mimalloc": lambda impl, stage: "mimalloc",
-    "shipped": lambda impl, stage: _shipped() if impl == "reco" else "system",
-}
+MALLOC = {mode: (lambda impl, stage, mode=mode: mode) for mode in host_memory.MODES}
+MALLOC["shipped"] = lambda impl, stage: _shipped() if impl == "reco" else "system"
 
 
 def toy_multiplicities(b: int, p: int) -> Any:

@@ -67,6 +67,8 @@ GLIBC_TUNABLES = "GLIBC_TUNABLES"
 HUGE_PAGES_TUNABLES = (
     "glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4611686018427387904"
 )
+KEPT = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))  # mallopt: no mmap, no trimming (what Python
+# can set of huge_pages without a restart)
 # mimalloc: blocks up to 256 GiB from its arenas (reused; above its default, 2 GiB, each is
 # mapped for its use), freed memory given back to the system after 1 s unused (default 10 ms)
 MIMALLOC_OPTIONS = {"MIMALLOC_ARENA_MAX_OBJECT_SIZE": "256GiB", "MIMALLOC_PURGE_DELAY": "1000"}
@@ -190,7 +192,7 @@ def huge_pages(*, restart: bool) -> bool:
         return True
     if restart:
         _restart("huge_pages")
-    _set(mallopt, ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1)))
+    _set(mallopt, KEPT)
     return False
 
 
@@ -234,7 +236,7 @@ def preload_mimalloc(*, restart: bool) -> bool:
             )
             return huge_pages(restart=True)
         _restart("mimalloc", library)
-    _set(mallopt, ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1)))
+    _set(mallopt, KEPT)
     return False
 
 

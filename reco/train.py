@@ -33,6 +33,7 @@ from reco.failures import (  # noqa: F401  (re-exported: what fit raises)
     Preempted,
     out_of_memory,
 )
+from reco.host_memory import MODES as HOST_MEMORY_MODES
 from reco.state import TrainState, merge_model
 
 if TYPE_CHECKING:
@@ -95,8 +96,8 @@ class TrainConfig:
             raise ValueError("early_stopping_patience must be >= 1 or null")
         if self.init_from is not None and not self.init_from.strip():
             raise ValueError("init_from must be a run folder or checkpoint path, or null")
-        if self.host_memory not in (modes := ("system", "keep", "huge_pages", "mimalloc")):
-            raise ValueError(f"host_memory must be one of {modes}, got {self.host_memory!r}")
+        if self.host_memory not in HOST_MEMORY_MODES:
+            raise ValueError(f"host_memory must be in {HOST_MEMORY_MODES}: {self.host_memory!r}")
         if self.init_head not in ("replace", "keep"):
             raise ValueError(f"init_head must be 'replace' or 'keep', got {self.init_head!r}")
         if self.precision not in ("float32", "bfloat16"):
