@@ -25,9 +25,9 @@ starts (libraries that import ``reco`` are left alone):
 - ``mimalloc`` (:func:`preload_mimalloc`): Microsoft's mimalloc (from the ``cmeel-mimalloc``
   wheel, a dependency on Linux) replaces malloc, with its arenas holding blocks up to
   :data:`MIMALLOC_OPTIONS`' size (by default it maps those above 2 GiB for each use) and freed
-  memory given back only after a second unused: the step's temporaries too are reused, no
-  page faults at all (~10 ms of system time per default step), and threads allocate without
-  contention. On the Xeon against ``huge_pages``: default ParT step 1.12-1.2x, small 1.2x (and
+  memory never given back (by default after 10 ms unused): the step's temporaries too are
+  reused, across pauses to compile or validate as well, no page faults at all (~10 ms of
+  system time per default step), and threads allocate without contention. On the Xeon against ``huge_pages``: default ParT step 1.12-1.2x, small 1.2x (and
   none of glibc's every-8th-step stalls), station transformer 1.1-1.2x; the small CNN's step
   none (slower than glibc as it comes). Where the wheel is missing: ``huge_pages``, with a
   message.
@@ -70,8 +70,10 @@ HUGE_PAGES_TUNABLES = (
 KEPT = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))  # mallopt: no mmap, no trimming (what Python
 # can set of huge_pages without a restart)
 # mimalloc: blocks up to 256 GiB from its arenas (reused; above its default, 2 GiB, each is
-# mapped for its use), freed memory given back to the system after 1 s unused (default 10 ms)
-MIMALLOC_OPTIONS = {"MIMALLOC_ARENA_MAX_OBJECT_SIZE": "256GiB", "MIMALLOC_PURGE_DELAY": "1000"}
+# mapped for its use), freed memory never given back to the system (by default after 10 ms
+# unused; after 1 s, the pauses to compile, validate or save cost the next steps their page
+# faults again: 2.5x the system time of a short station-transformer run, docs/benchmarks.md)
+MIMALLOC_OPTIONS = {"MIMALLOC_ARENA_MAX_OBJECT_SIZE": "256GiB", "MIMALLOC_PURGE_DELAY": "-1"}
 ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")  # names in LD_PRELOAD that replace malloc
 # set in a process started in started_environment: the values it changed, as the user had them
 STARTED = "RECO_MALLOC_STARTED"

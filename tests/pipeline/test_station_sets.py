@@ -84,7 +84,16 @@ def test_stations_flattened_compacted_with_positions(tmp_path):
         assert input_spec(cfg, f) == {"stations": (8, 4), "traces": (8, T, 1)}
         stats = fit_stats(cfg, f, ("log10_energy",))
         out = build_inputs(cfg, stats, _raw(f, cfg))
-    trig = arrays["station/trigger"].reshape(N, -1)
+    # statistics over the triggered stations only: their signals, and every bin of their traces
+    trig = arrays["station/trigger"]
+    for key, values in (
+        ("stations/log_s", arrays["station/signal"][trig]),
+        ("traces/trace", arrays["station/trace"][trig].astype(np.float32)),
+    ):
+        logs, got = np.log10(1.0 + values.astype(np.float64)), stats.variables[key]
+        assert got.count == logs.size
+        np.testing.assert_allclose([got.mean, got.std], [logs.mean(), logs.std()], rtol=1e-5)
+    trig = trig.reshape(N, -1)
     n_real = np.minimum(trig.sum(1), 8)
     np.testing.assert_array_equal(out["stations_mask"].sum(1), n_real)
     np.testing.assert_array_equal(out["stations_mask"], np.arange(8) < n_real[:, None])

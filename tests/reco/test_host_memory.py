@@ -21,15 +21,17 @@ pytestmark = pytest.mark.skipif(
 )
 
 # Allocates and touches a 256 MiB block from a worker thread (as XLA's threads allocate), frees
-# it, then does it again in the same thread (a second thread could start before the first one's
-# arena is free, and get a fresh arena); prints whether the settings were applied and the page
-# faults of the second round (the first round faults the pages in either way).
+# it, waits (argv[3] seconds of small allocations: a pause between steps, as compiling or
+# validating makes one), then does it again in the same thread (a second thread could start
+# before the first one's arena is free, and get a fresh arena); prints whether the settings were
+# applied and the page faults of the second round (the first round faults the pages in either
+# way).
 # huge_pages and mimalloc (restart or not): also the faults of the first round, the kB of the
 # process's memory on transparent huge pages while the block is held, GLIBC_TUNABLES,
 # RECO_MALLOC_STARTED and LD_PRELOAD as the process's children would get them, and whether
 # mimalloc is malloc.
 PROBE = """
-import ctypes, os, pathlib, resource, sys, threading
+import ctypes, os, pathlib, resource, sys, threading, time
 from reco import host_memory
 mode = sys.argv[1]
 print("started", flush=True)  # once per process: a restart starts it again
@@ -50,7 +52,7 @@ else:
 libc = ctypes.CDLL(None)  # malloc as the process resolves it (mimalloc if preloaded)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
 libc.free.argtypes = (ctypes.c_void_p,)
-size = int(sys.argv[2]) * 2**20
+size, pause = int(sys.argv[2]) * 2**20, float(sys.argv[3])
 huge, faults = [], []
 def touch():  # twice in one thread, as XLA's pool threads allocate step after step
     for _ in range(2):
@@ -61,6 +63,10 @@ def touch():  # twice in one thread, as XLA's pool threads allocate step after s
             huge.extend(int(l.split()[1]) for l in f if l.startswith("AnonHugePages:"))
         libc.free(p)
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        end = time.monotonic() + pause
+        while time.monotonic() < end:  # other work allocates meanwhile (as compiling does)
+            libc.free(libc.malloc(2**20))
+            time.sleep(0.01)
 t = threading.Thread(target=touch)
 t.start(); t.join()
 env = [os.environ.get(k) or "-" for k in ("GLIBC_TUNABLES", host_memory.STARTED, "LD_PRELOAD")]
@@ -72,12 +78,12 @@ def _probe(mode: str, **env: str) -> tuple[str, int]:
     return _run_probe(mode, 256, **env)[1:3]
 
 
-def _run_probe(mode: str, mib: int, **env: str) -> list:
+def _run_probe(mode: str, mib: int, pause: float = 0.0, **env: str) -> list:
     """[times the probe started, applied, faults of the 2nd round, of the 1st, AnonHugePages
     kB, GLIBC_TUNABLES, RECO_MALLOC_STARTED and LD_PRELOAD at the end ("-": unset or empty),
-    mimalloc is malloc] for a block of ``mib`` MiB."""
+    mimalloc is malloc] for a block of ``mib`` MiB, ``pause`` seconds between the rounds."""
     out = subprocess.run(
-        [sys.executable, "-c", PROBE, mode, str(mib)],
+        [sys.executable, "-c", PROBE, mode, str(mib), str(pause)],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -161,15 +167,17 @@ _needs_mimalloc = pytest.mark.skipif(
 def test_mimalloc_restarts_the_command_preloading_it():
     """preload_mimalloc(restart=True) starts the process again (once) with mimalloc preloaded: a
     freed 2.2 GiB block, above the size mimalloc maps per use by default (2 GiB; XLA's temporaries of
-    a default ParT train step are 2.9 GB), comes back without page faults; the user's
-    LD_PRELOAD is what child processes get."""
+    a default ParT train step are 2.9 GB), comes back without page faults, and so does a block
+    left unused for 2 s (mimalloc gives freed memory back after 10 ms by default: a pause to
+    compile or validate would cost the next steps their faults again); the user's LD_PRELOAD is
+    what child processes get."""
     page = os.sysconf("SC_PAGE_SIZE")
     pages = 2200 * 2**20 // page
     user = "libm.so.6"  # any library the loader finds
-    for env, mib in (({}, 2200), ({"LD_PRELOAD": user}, 32)):
+    for env, mib, pause in (({}, 2200, 0.0), ({}, 256, 2.0), ({"LD_PRELOAD": user}, 32, 0.0)):
         base = {"RECO_MALLOC": "", "LD_PRELOAD": ""} | env
         starts, applied, faults, first, _, _, started, preload, loaded = _run_probe(
-            "mimalloc", mib, **base
+            "mimalloc", mib, pause, **base
         )
         assert (starts, applied, loaded) == (2, "True", True)
         # (a block mapped for each use faults as often each round: 1,100 times on huge pages)
