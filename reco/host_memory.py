@@ -27,10 +27,11 @@ starts (libraries that import ``reco`` are left alone):
   :data:`MIMALLOC_OPTIONS`' size (by default it maps those above 2 GiB for each use) and freed
   memory never given back (by default after 10 ms unused): the step's temporaries too are
   reused, across pauses to compile or validate as well, no page faults at all (~10 ms of
-  system time per default step), and threads allocate without contention. On the Xeon against ``huge_pages``: default ParT step 1.12-1.2x, small 1.2x (and
-  none of glibc's every-8th-step stalls), station transformer 1.1-1.2x; the small CNN's step
-  none (slower than glibc as it comes). Where the wheel is missing: ``huge_pages``, with a
-  message.
+  system time per default step), and threads allocate without contention. On the Xeon
+  against ``huge_pages``: default ParT step 1.12-1.2x, small 1.2x (and none of glibc's
+  every-8th-step stalls), station transformer 1.1-1.2x and its whole run 1.16x; against malloc
+  as it comes: ParticleNet and P-CNN 1.2x, the CNN's and PFN's steps the same. Where the wheel
+  is missing: ``huge_pages``, with a message.
 
 glibc reads its tunables, and the dynamic loader ``LD_PRELOAD``, only when a process starts,
 so for ``huge_pages`` and ``mimalloc`` the ``reco`` command restarts itself once, at once, in
