@@ -55,7 +55,7 @@ libc.free.argtypes = (ctypes.c_void_p,)
 size, pause = int(sys.argv[2]) * 2**20, float(sys.argv[3])
 huge, faults = [], []
 def touch():  # twice in one thread, as XLA's pool threads allocate step after step
-    for _ in range(2):
+    for turn in range(2):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         p = libc.malloc(size)
         ctypes.memset(p, 1, size)
@@ -63,7 +63,7 @@ def touch():  # twice in one thread, as XLA's pool threads allocate step after s
             huge.extend(int(l.split()[1]) for l in f if l.startswith("AnonHugePages:"))
         libc.free(p)
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-        end = time.monotonic() + pause
+        end = time.monotonic() + (pause if turn == 0 else 0.0)
         while time.monotonic() < end:  # other work allocates meanwhile (as compiling does)
             libc.free(libc.malloc(2**20))
             time.sleep(0.01)
