@@ -33,6 +33,7 @@ import numpy as np
 from pipeline import jet_features  # imports this module only inside its functions
 from pipeline.compact import Compact, pad_set
 from pipeline.events import META_PREFIX, EventFile
+from pipeline.sparse import MaskedRows
 from pipeline.transforms import PER_ENTRY, REDUCING, TRANSFORMS, shared_work
 
 # ------------------------------------------------------------------------------------------
@@ -370,13 +371,14 @@ def _fit_stats(cfg: FeatureConfig, train: EventFile, targets: tuple[str, ...]) -
     var_acc = {f"{g.name}/{v.name}": _Running() for g in cfg.groups for v in g.variables}
     tgt_acc = {t: _Running() for t in targets}
     step = max(1, _FIT_EVENTS // train.chunk_events) * train.chunk_events
+    rows = row_sources(cfg, getattr(train, "sparse", {}))  # read as stored, as the loader does
     for start in range(0, train.n_events, step):
         sel = slice(start, min(start + step, train.n_events))
-        cache: dict[str, np.ndarray] = {}
+        cache: dict[str, Any] = {}
 
-        def read(path: str, sel: slice = sel, cache: dict[str, np.ndarray] = cache) -> np.ndarray:
+        def read(path: str, sel: slice = sel, cache: dict[str, Any] = cache) -> Any:
             if path not in cache:
-                cache[path] = train.read(path, sel)
+                cache[path] = train.read_rows(path, sel) if path in rows else train.read(path, sel)
             return cache[path]
 
         for g in cfg.groups:
@@ -395,8 +397,13 @@ def _fit_stats(cfg: FeatureConfig, train: EventFile, targets: tuple[str, ...]) -
                         and v.transform not in REDUCING
                     ):
                         # only the entries the statistics use (a trace group: ~10% of the
-                        # stations' traces, not a float32 copy of all of them)
-                        source, mask = source[mask], None
+                        # stations' traces, not a float32 copy of all of them); a sparse
+                        # dataset's stored rows are its mask's entries, a superset of these
+                        if isinstance(source, MaskedRows):
+                            source = source.rows[mask[source.mask]]
+                        else:
+                            source = source[mask]
+                        mask = None
                     with np.errstate(all="ignore"):  # masked entries may be out of the domain
                         x = _apply(v, source, mask)
                     var_acc[f"{g.name}/{v.name}"].add(x if mask is None else x[mask])

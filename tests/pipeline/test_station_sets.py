@@ -24,7 +24,7 @@ from pipeline.transforms import TRANSFORMS, register_transform
 N, R, C, T = 40, 3, 4, 12
 
 
-def _write(path):
+def _write(path, sparse=False):
     rng = np.random.default_rng(0)
     trig = rng.random((N, R, C)) < 0.4
     trig[3] = False  # an event without triggered stations
@@ -40,7 +40,8 @@ def _write(path):
         "meta/station_x": x.astype(np.float32),
         "meta/station_y": y.astype(np.float32),
     }
-    return write_events(path, arrays, {"kind": "airshower"}), arrays
+    stored = {"station/trace": "station/trigger"} if sparse else None  # the triggered rows only
+    return write_events(path, arrays, {"kind": "airshower"}, sparse=stored), arrays
 
 
 def _stations(compact=True, length=8):
@@ -77,8 +78,9 @@ def _raw(f, cfg):
     return {p: f.read(p) for p in sources(cfg)}
 
 
-def test_stations_flattened_compacted_with_positions(tmp_path):
-    path, arrays = _write(tmp_path / "a.h5")
+@pytest.mark.parametrize("sparse", [False, True])
+def test_stations_flattened_compacted_with_positions(tmp_path, sparse):
+    path, arrays = _write(tmp_path / "a.h5", sparse)
     cfg = FeatureConfig((_stations(), _traces()))
     with open_events(path) as f:
         assert input_spec(cfg, f) == {"stations": (8, 4), "traces": (8, T, 1)}
