@@ -33,7 +33,6 @@ import numpy as np
 from pipeline import jet_features  # imports this module only inside its functions
 from pipeline.compact import Compact, pad_set
 from pipeline.events import META_PREFIX, EventFile
-from pipeline.sparse import MaskedRows
 from pipeline.transforms import PER_ENTRY, REDUCING, TRANSFORMS, shared_work
 
 # ------------------------------------------------------------------------------------------
@@ -391,19 +390,10 @@ def _fit_stats(cfg: FeatureConfig, train: EventFile, targets: tuple[str, ...]) -
                 for v in g.variables:
                     mask = _variable_mask(g, v, get)
                     source = get(v.source)
-                    if (
-                        mask is not None
-                        and v.transform in PER_ENTRY
-                        and v.transform not in REDUCING
-                    ):
-                        # only the entries the statistics use (a trace group: ~10% of the
-                        # stations' traces, not a float32 copy of all of them); a sparse
-                        # dataset's stored rows are its mask's entries, a superset of these
-                        if isinstance(source, MaskedRows):
-                            source = source.rows[mask[source.mask]]
-                        else:
-                            source = source[mask]
-                        mask = None
+                    if mask is not None and v.transform in PER_ENTRY - REDUCING:
+                        # only the entries the statistics use, as a compact group takes them (a
+                        # trace group: ~10% of the traces; a sparse dataset's rows as stored)
+                        source, mask = Compact(mask, None).take(source, per_file=False), None
                     with np.errstate(all="ignore"):  # masked entries may be out of the domain
                         x = _apply(v, source, mask)
                     var_acc[f"{g.name}/{v.name}"].add(x if mask is None else x[mask])

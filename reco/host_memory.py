@@ -211,8 +211,9 @@ def preload_mimalloc(*, restart: bool) -> bool:
     In a process started in :func:`started_environment`: the user's ``LD_PRELOAD`` handed
     back, and True if mimalloc did load (else a message, and the ``mallopt`` part of
     :func:`huge_pages`); True too where the user preloaded it. An allocator of the user's in
-    ``LD_PRELOAD`` (:data:`ALLOCATORS`) is left as it is (False, with a message). Otherwise, with ``restart`` and the wheel's library found, the
-    process replaces itself with the same command preloading it (as :func:`huge_pages`);
+    ``LD_PRELOAD`` (:data:`ALLOCATORS`) is left as it is (False, with a message). Otherwise,
+    with ``restart`` and the wheel's library found, the process replaces itself with the same
+    command preloading it (as :func:`huge_pages`);
     without the library, :func:`huge_pages` (with a message); without ``restart``, the
     ``mallopt`` part. Off Linux/glibc or with ``RECO_MALLOC=system``: False, changing nothing.
     """
