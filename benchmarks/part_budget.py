@@ -101,7 +101,9 @@ def turn(args: argparse.Namespace, name: str, variant: str, malloc: str) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", default="small,default")
+    parser.add_argument(
+        "--configs", default="small,default", help=f"of {', '.join(bench_weaver.CONFIGS)}"
+    )
     parser.add_argument("--jets", choices=("uniform", "toy"), default="uniform")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10)
@@ -113,10 +115,13 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    names = [s.strip() for s in args.configs.split(",")]
+    if unknown := set(names) - set(bench_weaver.CONFIGS):
+        parser.error(f"unknown configs {sorted(unknown)}; have {', '.join(bench_weaver.CONFIGS)}")
     malloc = bench_weaver.MALLOC[args.malloc]("reco", "train")
     print(f"batch {args.batch}, {args.jets} jets, {args.threads} threads, malloc {malloc}; "
           f"medians of {args.repeats} turns of {args.steps} calls")  # fmt: skip
-    for name in args.configs.split(","):
+    for name in names:
         runs: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
         for _ in range(args.repeats):
             for variant in VARIANTS:
