@@ -5,6 +5,8 @@ Used by :func:`pipeline.features.build_inputs` for ``layout: set`` groups.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from pipeline.sparse import MaskedRows
@@ -45,9 +47,11 @@ class Compact:
         flat = values.reshape(len(values), -1, *values.shape[1 + self.entry_axes :])
         return flat[self.event, self.station]
 
-    def place(self, x: np.ndarray, fill: float) -> np.ndarray:
-        """(m, ...) values of the real entries -> (n, k, ...), ``fill`` elsewhere."""
-        out = np.full((*self.entry.shape, *x.shape[1:]), np.float32(fill), np.float32)
+    def place(self, x: np.ndarray, fill: float | Sequence[float]) -> np.ndarray:
+        """(m, ...) values of the real entries -> (n, k, ...), ``fill`` elsewhere (a value per
+        entry of the last axis if a sequence)."""
+        fill = np.asarray(fill, np.float32)
+        out = np.full((*self.entry.shape, *x.shape[1:]), fill, np.float32)
         out[self.event, self.slot] = x
         return out
 

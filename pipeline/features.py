@@ -487,7 +487,7 @@ def build_inputs(
         compact = None
         if g.layout == "set" and g.compact and g.mask is not None:
             compact = Compact(_broadcast(g.mask, read(g.mask), n).astype(bool), g.length)
-        channels = []
+        channels, fills = [], []
         # the same source and mask objects for every variable: transforms share work on them
         readers = {
             e: _memoised(_entry_reader(read, n, compact if e else None)) for e in (False, True)
@@ -507,12 +507,17 @@ def build_inputs(
                 if mask is not None:
                     mask = mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))  # series: over T
                     x = np.where(mask, x, np.float32(v.fill))
-                if compact is not None:  # non-real entries are all masked: fill
-                    x = compact.place(x if early else compact.take(x, per_file=False), v.fill)
+                if compact is not None and not early:  # the kept entries: (m, ...)
+                    x = compact.take(x, per_file=False)
                 channels.append(x.astype(np.float32, copy=False))
-        data = np.stack(channels, axis=-1)
-        if compact is not None:  # already (n, k, ..., V)
-            entry = compact.entry
+                fills.append(v.fill)
+        # a compact group's channels hold its real entries only: stacked and checked as
+        # (m, ..., V) rows, then put in place once (non-real entries are all masked: fill)
+        one = len(channels) == 1  # one channel: a view, not a copy
+        data = np.ascontiguousarray(channels[0])[..., None] if one else np.stack(channels, axis=-1)
+        if compact is not None:
+            _check_finite(g, data, event_index, rows=compact.event)
+            data, entry = compact.place(data, fills), compact.entry
         elif g.layout == "set":
             entry = (
                 _broadcast(g.mask, read(g.mask), n).astype(bool)
@@ -524,7 +529,8 @@ def build_inputs(
             entry = entry.reshape(n, -1)
         if g.layout == "set":
             data, out[f"{g.name}_mask"] = pad_set(data, entry, g.length)
-        _check_finite(g, data, event_index)
+        if compact is None or not np.isfinite(fills).all():
+            _check_finite(g, data, event_index)
         out[g.name] = data
         assert data.shape[0] == n
     return out
@@ -568,12 +574,19 @@ def _broadcast(path: str, values: np.ndarray, n: int) -> np.ndarray:
     return np.broadcast_to(values, (n, *values.shape)) if path.startswith(META_PREFIX) else values
 
 
-def _check_finite(g: InputGroupConfig, data: np.ndarray, event_index: np.ndarray | None) -> None:
+def _check_finite(
+    g: InputGroupConfig,
+    data: np.ndarray,
+    event_index: np.ndarray | None,
+    rows: np.ndarray | None = None,
+) -> None:
+    """Raise on the first non-finite value of a group's (n, ..., V) inputs, or of its (m, ..., V)
+    real entries in event order, ``rows`` (m,) their events."""
     finite = np.isfinite(data)
     if finite.all():
         return
     bad = np.argwhere(~finite)[0]
-    event, var = int(bad[0]), int(bad[-1])
+    event, var = int(bad[0] if rows is None else rows[bad[0]]), int(bad[-1])
     where = f"event {event}" if event_index is None else f"event index {int(event_index[event])}"
     v = g.variables[var]
     raise ValueError(
