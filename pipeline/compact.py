@@ -51,7 +51,9 @@ class Compact:
         """(m, ...) values of the real entries -> (n, k, ...), ``fill`` elsewhere (a value per
         entry of the last axis if a sequence)."""
         fill = np.asarray(fill, np.float32)
-        out = np.full((*self.entry.shape, *x.shape[1:]), fill, np.float32)
+        shape = (*self.entry.shape, *x.shape[1:])
+        # zeros from the allocator: the pages no real entry writes to are never filled by hand
+        out = np.zeros(shape, np.float32) if not fill.any() else np.full(shape, fill, np.float32)
         out[self.event, self.slot] = x
         return out
 

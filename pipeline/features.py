@@ -477,6 +477,7 @@ def build_inputs(
         return arrays[path]
 
     out: dict[str, np.ndarray] = {}
+    compacts: dict[tuple[str, int | None], Compact] = {}
     for g in cfg.groups:
         if g.layout == "jagged":
             out[g.name], out[f"{g.name}_mask"] = jet_features.build_group(
@@ -486,7 +487,10 @@ def build_inputs(
         n = _n_events(g, read)
         compact = None
         if g.layout == "set" and g.compact and g.mask is not None:
-            compact = Compact(_broadcast(g.mask, read(g.mask), n).astype(bool), g.length)
+            if (g.mask, g.length) not in compacts:  # groups along one mask share its entries
+                entry = _broadcast(g.mask, read(g.mask), n).astype(bool)
+                compacts[g.mask, g.length] = Compact(entry, g.length)
+            compact = compacts[g.mask, g.length]
         channels, fills = [], []
         # the same source and mask objects for every variable: transforms share work on them
         readers = {
