@@ -20,7 +20,7 @@ import math
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -424,29 +424,34 @@ class Loader:
             f"(as float32) at event index {int(index[event])}"
         )
 
-    def _block_batches(self, b: int, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
-        """All events of block ``b`` as one (unpadded) batch dict, shuffled if ``rng``.
+    def _block_events(
+        self, b: int, rng: np.random.Generator | None
+    ) -> Callable[[int, int], dict[str, np.ndarray]]:
+        """``(lo, hi) ->`` events ``lo:hi`` of block ``b`` as an (unpadded) batch dict, in an
+        order shuffled by ``rng`` if given.
 
         Features are per event, so shuffling the built arrays equals building shuffled events.
+        Unshuffled, a batch is a view into the block; shuffled, it is gathered batch by batch
+        (one batch-sized copy, which the allocator reuses, not a shuffled copy of the block).
         """
         out = self._built_block(b)
         if rng is None:
-            return out
+            return lambda lo, hi: {k: v[lo:hi] for k, v in out.items()}
         perm = rng.permutation(self._block_size(b))
-        return {k: v[perm] for k, v in out.items()}
+        return lambda lo, hi: {k: v[perm[lo:hi]] for k, v in out.items()}
 
     def _raw_batches(self, e: int, stop: threading.Event) -> Iterator[dict[str, np.ndarray]]:
-        """Batches cut from the blocks in order: views into a block, or (for a batch that spans
-        two blocks) the leftover of one joined to the head of the next."""
+        """Batches cut from the blocks in order (:meth:`_block_events`), or (for a batch that
+        spans two blocks) the leftover of one joined to the head of the next."""
         blocks, rng = self._epoch_blocks(e)
         bs, pending, n_pending, yielded = self.batch_size, [], 0, 0
         for b in blocks:
             if stop.is_set() or yielded == self._n_batches:
                 return
-            block, size = self._block_batches(int(b), rng), self._block_size(int(b))
+            events, size = self._block_events(int(b), rng), self._block_size(int(b))
             pos = min(bs - n_pending, size) if n_pending else 0  # completes the pending batch
             if pos:
-                pending.append({k: v[:pos] for k, v in block.items()})
+                pending.append(events(0, pos))
                 n_pending += pos
                 if n_pending < bs:
                     continue
@@ -455,10 +460,10 @@ class Loader:
             while size - pos >= bs:
                 if yielded == self._n_batches or stop.is_set():
                     return
-                yield {k: v[pos : pos + bs] for k, v in block.items()}
+                yield events(pos, pos + bs)
                 yielded, pos = yielded + 1, pos + bs
             if pos < size:
-                pending, n_pending = [{k: v[pos:] for k, v in block.items()}], size - pos
+                pending, n_pending = [events(pos, size)], size - pos
         template = self._template()
         while yielded < self._n_batches and not stop.is_set():
             # The partial last batch, then all-padding batches where other processes have more.
