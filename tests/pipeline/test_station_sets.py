@@ -277,3 +277,38 @@ def test_rows_along_another_mask_are_taken_from_the_dense_values(tmp_path):
     assert np.array_equal(got, compact.take(values, per_file=False))
     times = TRANSFORMS["trace_rise_time"](MaskedRows(mask, values[mask]), other)
     assert np.array_equal(times, TRANSFORMS["trace_rise_time"](values, other))
+
+
+def test_compact_padding_takes_each_variables_fill_and_errors_name_the_event(tmp_path):
+    """A compact group's real entries are stacked first and put in place once: the padded slots
+    still carry each variable's own fill, and a bad value names its event and variable."""
+    path, arrays = _write(tmp_path / "a.h5")
+    stations = _stations()
+    fills = (-1.0, 0.0, 7.5, -2.0)
+    stations = dataclasses.replace(stations, variables=tuple(
+        dataclasses.replace(v, fill=x) for v, x in zip(stations.variables, fills, strict=True)))  # fmt: skip
+    cfg = FeatureConfig((stations, _traces()))
+    with open_events(path) as f:
+        stats = fit_stats(cfg, f, ())
+        raw = _raw(f, cfg)
+    out = build_inputs(cfg, stats, raw)
+    pad = ~out["stations_mask"]
+    assert pad.any() and out["stations_mask"].any()
+    for ch, fill in enumerate(fills):
+        assert (out["stations"][..., ch][pad] == np.float32(fill)).all()
+    assert (out["traces"][pad] == 0.0).all()
+    # the same real entries as a group built on its own (the groups share one mask's entries)
+    alone = build_inputs(FeatureConfig((_traces(),)), stats, raw)
+    np.testing.assert_array_equal(alone["traces"], out["traces"])
+    np.testing.assert_array_equal(alone["traces_mask"], out["stations_mask"])
+    # a non-finite signal at a triggered station of event 21 (not the first one with entries)
+    trig = arrays["station/trigger"].reshape(N, -1)
+    bad = dict(raw, **{"station/signal": raw["station/signal"].copy()})
+    bad["station/signal"].reshape(N, -1)[21, np.flatnonzero(trig[21])[0]] = np.inf
+    with pytest.raises(ValueError, match=r"'stations'.*'log_s'.*event index 1021"):
+        build_inputs(cfg, stats, bad, event_index=np.arange(N) + 1000)
+    # a non-finite fill is caught too (in the padded slots)
+    nan_fill = FeatureConfig((dataclasses.replace(stations, variables=(
+        dataclasses.replace(stations.variables[0], fill=float("nan")), *stations.variables[1:])),))  # fmt: skip
+    with pytest.raises(ValueError, match=r"'stations'.*'x'"):
+        build_inputs(nan_fill, stats, raw)
