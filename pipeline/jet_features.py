@@ -347,15 +347,18 @@ def build_group(
     from pipeline.features import scale_and_clip
 
     get = _getter(kept, lambda f: read(jagged_path(grp, f)), read)
-    out = np.zeros((kept.n, kept.length, len(g.variables)), np.float32)
+    rows = np.empty((len(kept.event), len(g.variables)), np.float32)  # the kept particles
     for i, v in enumerate(g.variables):
         x = _values(g, v, get, kept, event_index)
         with np.errstate(over="ignore", invalid="ignore"):  # overflow: caught just below
             x = scale_and_clip(f"{g.name}/{v.name}", v, x, stats)
         # Huge values standardised, centred or scaled without a clip can overflow float32.
         _check_finite(g, v, x, kept, event_index, after=", then standardise/center/scale")
-        out[kept.event, kept.slot, i] = x
-    return out, kept.mask
+        rows[:, i] = x
+    # put in place once, a particle's row at a time (not one variable's column at a time)
+    out = np.zeros((kept.n * kept.length, len(g.variables)), np.float32)
+    out[kept.event * kept.length + kept.slot] = rows
+    return out.reshape(kept.n, kept.length, len(g.variables)), kept.mask
 
 
 def fit_group(
