@@ -3,7 +3,8 @@
 # lent GPU's minutes are few): the tests marked `gpu`, bench_scale.py (ParT and the CNN at batch
 # 512 in float32 and bfloat16, with FLOP utilisation), ParT's products' roofline at this GPU's
 # ceilings, a kernel profile of ParT's bfloat16 train step, ParT without the pair-capacity
-# switch, `reco bench` in bfloat16 and float32 at batch 512, and ParT with cuDNN attention.
+# switch, `reco bench` in bfloat16 and float32 at batch 512, the loader's build threads on the
+# node's cores, and ParT with cuDNN attention.
 # Results of 2026-12-04 (H200): docs/benchmarks.md.
 #
 # Usage: bash benchmarks/gpu_checks.sh [OUT_DIR]      (from the repository root)
@@ -61,6 +62,10 @@ step reco-bench-bf16 240 "$PY" -m reco bench --only cnn,transformer,part,part_sm
     --repeats 3 --precision bfloat16 --out "$OUT_DIR/reco_bench_bf16.md"
 step reco-bench-fp32 240 "$PY" -m reco bench --only cnn,transformer,part,part_small --batch 512 \
     --repeats 3 --precision float32 --out "$OUT_DIR/reco_bench_fp32.md"
+# the loader on this node's cores (CPU only): does the first epoch keep up with the steps
+# above with more build threads than the 2-core CI machine has?
+step loader-threads 150 "$PY" benchmarks/bench_loader.py --experiments cnn,transformer,part_small \
+    --events 16384 --repeats 2 --threads 1,4,8
 step bench-scale-cudnn 150 "$PY" benchmarks/bench_scale.py --models part --batch 512 \
     --particles 128 --steps 10 --precisions bfloat16 --set part.fused_attention=true \
     --set part.attn_dropout=0
