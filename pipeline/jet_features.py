@@ -355,10 +355,11 @@ def build_group(
         # Huge values standardised, centred or scaled without a clip can overflow float32.
         _check_finite(g, v, x, kept, event_index, after=", then standardise/center/scale")
         rows[:, i] = x
-    # put in place once, a particle's row at a time (not one variable's column at a time)
-    out = np.zeros((kept.n * kept.length, len(g.variables)), np.float32)
-    out[kept.event * kept.length + kept.slot] = rows
-    return out.reshape(kept.n, kept.length, len(g.variables)), kept.mask
+    # put in place once, a particle's row at a time (not one variable's column at a time);
+    # the mask's True entries in row-major order are the kept particles' (event, slot) order
+    out = np.zeros((kept.n, kept.length, len(g.variables)), np.float32)
+    out[kept.mask] = rows
+    return out, kept.mask
 
 
 def fit_group(
