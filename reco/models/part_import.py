@@ -33,7 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from reco.models.part import Block, PartConfig, ParticleTransformer
+from reco.models.part import PartConfig, ParticleTransformer
+from reco.models.part_layers import Block
 
 if TYPE_CHECKING:
     from pipeline.features import FeatureConfig

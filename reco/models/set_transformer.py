@@ -57,7 +57,7 @@ from flax import nnx
 
 from reco.models.attention import torch_linear, torch_uniform_init
 from reco.models.pair_bias import flat_gather_pays, gather_bias, tril_pairs
-from reco.models.part import NORM_EPS, Block, PairEmbed, PairFn, gelu
+from reco.models.part_layers import NORM_EPS, Block, PairEmbed, PairFn, gelu
 from reco.models.registry import InputSpec, ModelConfig, particle_input_shape, register_model
 from reco.models.trimming import (
     TRAIN_SEGMENTS,

@@ -36,7 +36,8 @@ from reco.models.layers import switch_by_capacity, true_indices, unpack_rows
 from reco.models.pair_bias import gather_bias, tril_pairs
 
 if TYPE_CHECKING:
-    from reco.models.part import PairEmbed, PairFn, ParticleTransformer
+    from reco.models.part import ParticleTransformer
+    from reco.models.part_layers import PairEmbed, PairFn
 
 TRIM_STEP_MIN = 16  # particles: the finest step between the lengths a group of jets is cut to
 Segments = tuple[tuple[int, int], ...]  # (n_jets, length) of the batch sorted by multiplicity

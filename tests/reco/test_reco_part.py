@@ -374,7 +374,7 @@ def test_cache_sized_pair_work_gives_the_same_logits(monkeypatch):
     remainder of 2) and the bias is gathered flat once it outgrows the cache. Forced on a small
     model by shrinking both budgets, the logits are those of one pass and the pairs' gather."""
     import reco.models.pair_bias as pair_bias
-    import reco.models.part as part
+    import reco.models.part_layers as part
 
     p, n_jets = 24, 11
     batch = _batch(n_jets, p, seed=4)

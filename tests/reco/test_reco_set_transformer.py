@@ -254,7 +254,7 @@ def test_cache_sized_pair_work_gives_the_same_outputs(monkeypatch):
     remainder) and the bias is gathered flat once it outgrows the cache. Forced by shrinking both
     budgets, the outputs are those of one pass and the pairs' gather."""
     import reco.models.pair_bias as pair_bias
-    import reco.models.part as part
+    import reco.models.part_layers as part
 
     batch = _batch(7)
     graphdef, params, rest = split_model(_model(TINY))
