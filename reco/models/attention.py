@@ -172,14 +172,21 @@ class BiasedMultiHeadAttention(nnx.Module):
         of ``jax.nn.dot_product_attention`` with a bias. Called by ``reco.export``."""
         self.fused = False
 
-    def _project(self, x: jax.Array, part: slice) -> jax.Array:
-        """Apply columns ``part`` of the packed projection: (B, L, E) -> (B, L, H, D)."""
+    def project(self, x: jax.Array, part: slice) -> jax.Array:
+        """Columns ``part`` of the packed projection ``[q | k | v]``: (..., E) -> (..., width)."""
         kernel = self.in_proj.kernel[...][:, part]
         bias = self.in_proj.bias[...][part]
         # the packed projection's compute dtype (reco.precision sets it; None = as the inputs)
         x, kernel, bias = promote_dtype((x, kernel, bias), dtype=self.in_proj.dtype)
-        y = x @ kernel + bias.reshape((1,) * (x.ndim - 1) + (-1,))
-        return y.reshape(*x.shape[:-1], self.num_heads, self.head_dim)
+        return x @ kernel + bias.reshape((1,) * (x.ndim - 1) + (-1,))
+
+    def _project(self, x: jax.Array, part: slice) -> jax.Array:
+        """Apply columns ``part`` of the packed projection: (B, L, E) -> (B, L, H, D)."""
+        return self.heads(self.project(x, part))
+
+    def heads(self, x: jax.Array) -> jax.Array:
+        """(..., E) projected channels -> (..., H, D), head h in channels h*D:(h+1)*D."""
+        return x.reshape(*x.shape[:-1], self.num_heads, self.head_dim)
 
     def __call__(
         self,
@@ -207,9 +214,23 @@ class BiasedMultiHeadAttention(nnx.Module):
         q = self._project(query, slice(0, e))
         k = self._project(key_value, slice(e, 2 * e))
         v = self._project(key_value, slice(2 * e, 3 * e))
+        return self.out_proj(self.attend(q, k, v, key_mask, bias, train=train))
+
+    def attend(
+        self,
+        q: jax.Array,
+        k: jax.Array,
+        v: jax.Array,
+        key_mask: jax.Array | None,
+        bias: jax.Array | None,
+        *,
+        train: bool,
+    ) -> jax.Array:
+        """The attention of projected q (B, Lq, H, D), k, v (B, Lk, H, D) -> (B, Lq, E), the
+        heads side by side (before ``out_proj``)."""
         with jax.named_scope(SCORES if bias is None else SCORES_WITH_BIAS):
             out = self._scores(q, k, v, key_mask, bias, train)
-        return self.out_proj(out.reshape(*out.shape[:-2], e))
+        return out.reshape(*out.shape[:-2], self.embed_dim)
 
     def _scores(self, q, k, v, key_mask, bias, train: bool) -> jax.Array:
         """The attention of projected (B, L, H, D) q, k, v -> (B, Lq, H, D)."""

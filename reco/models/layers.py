@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -136,6 +136,72 @@ def unpack_rows(packed: jax.Array, at: jax.Array, valid: jax.Array, n_rows: int)
     to = jnp.where(valid, at, n_rows + jnp.arange(at.shape[0], dtype=at.dtype))
     out = jnp.zeros((n_rows, *packed.shape[1:]), packed.dtype)
     return out.at[to].set(packed, mode="drop", unique_indices=True, indices_are_sorted=True)
+
+
+class Packing(NamedTuple):
+    """Where the real rows of a padded layout go when packed (:func:`packing`).
+
+    ``at`` (cap,): the layout's row of packed row i (0 past the real rows); ``valid`` (cap,):
+    packed row i holds a real row; ``inv`` (n,): the packed row of layout row r (0 where
+    padded); ``real`` (n,): layout row r is real. :func:`pack` and :func:`unpack` move rows
+    between the two with these.
+    """
+
+    at: jax.Array
+    valid: jax.Array
+    inv: jax.Array
+    real: jax.Array
+
+
+def packing(real: jax.Array, capacity: int) -> Packing:
+    """The :class:`Packing` of the True rows of ``real`` (any shape, flattened in C order)
+    into ``capacity`` rows, in order. The caller guarantees that they fit: rows past the
+    capacity would be lost."""
+    real = real.reshape(-1)
+    at = true_indices(real)[:capacity]
+    valid = jnp.arange(capacity) < jnp.sum(real, dtype=jnp.int32)
+    inv = jnp.where(real, jnp.cumsum(real, dtype=jnp.int32) - 1, 0)
+    return Packing(at, valid, inv, real)
+
+
+def _rows(flags: jax.Array, x: jax.Array) -> jax.Array:
+    return flags.reshape(flags.shape + (1,) * (x.ndim - 1))
+
+
+@jax.custom_vjp
+def pack(x: jax.Array, p: Packing) -> jax.Array:
+    """The real rows of the layout ``x`` (n, ...) packed: (cap, ...), zero past them.
+
+    A gather whose gradient is the gather :func:`unpack` (the two are each other's transpose),
+    not the scatter-add XLA would make of a gather's gradient."""
+    return jnp.where(_rows(p.valid, x), x[p.at], 0)
+
+
+@jax.custom_vjp
+def unpack(x: jax.Array, p: Packing) -> jax.Array:
+    """Packed rows ``x`` (cap, ...) back in their layout: (n, ...), zero on the padded rows
+    (the gradient is :func:`pack`)."""
+    return jnp.where(_rows(p.real, x), x[p.inv], 0)
+
+
+def _pack_fwd(x: jax.Array, p: Packing) -> tuple[jax.Array, Packing]:
+    return pack(x, p), p
+
+
+def _pack_bwd(p: Packing, g: jax.Array) -> tuple[jax.Array, None]:
+    return unpack(g, p), None
+
+
+def _unpack_fwd(x: jax.Array, p: Packing) -> tuple[jax.Array, Packing]:
+    return unpack(x, p), p
+
+
+def _unpack_bwd(p: Packing, g: jax.Array) -> tuple[jax.Array, None]:
+    return pack(g, p), None
+
+
+pack.defvjp(_pack_fwd, _pack_bwd)
+unpack.defvjp(_unpack_fwd, _unpack_bwd)
 
 
 def switch_by_capacity(

@@ -39,12 +39,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from reco.models.attention import torch_linear
+from reco.models.layers import Packing
 from reco.models.pair_bias import flat_gather_pays, gather_bias, tril_pairs
 from reco.models.pair_features import N_PAIR_FEATURES, kinematic_pair_features, kinematics
 from reco.models.part_layers import (  # noqa: F401 (NORM_EPS, gelu: re-exported)
     NORM_EPS,
     Block,
     Embed,
+    PackedSegments,
     PairEmbed,
     PairFn,
     gelu,
@@ -273,6 +275,27 @@ class ParticleTransformer(nnx.Module):
         cls = jnp.broadcast_to(self.cls_token[...], (x.shape[0], 1, x.shape[-1]))
         for block in self.cls_blocks:
             cls = block(x, mask, x_cls=cls, train=train)
+        return self._head(cls, train=train, out=out)
+
+    def packed_blocks_and_head(
+        self, x: jax.Array, p: Packing, segments: PackedSegments, *, train: bool
+    ) -> jax.Array:
+        """The real particles' tokens packed, x (cap, E), in the layout of ``p`` and
+        ``segments`` (:meth:`Block.packed`) -> (jets, n_outputs) logits, as
+        :meth:`blocks_and_head` of each segment."""
+        for block in self.blocks:
+            x = block.packed(x, p, segments, train=train)
+        n_jets = sum(size for size, *_ in segments)
+        cls = jnp.broadcast_to(self.cls_token[...], (n_jets, 1, x.shape[-1]))
+        for block in self.cls_blocks:
+            cls = block.cls_packed(x, p, segments, cls, train=train)
+        return self._head(cls, train=train)
+
+    def _head(
+        self, cls: jax.Array, *, train: bool, out: dict[str, jax.Array] | None = None
+    ) -> jax.Array:
+        """The cls tokens (B, 1, E) -> (B, n_outputs) logits (``out["cls"]``: after the norm)."""
+        out = {} if out is None else out
         h = out["cls"] = self.norm(cls[:, 0])
         for layer in self.fc_hidden:
             h = nnx.relu(layer(h))
@@ -310,6 +333,10 @@ class ParticleTransformer(nnx.Module):
             steps=cfg.trim_steps,
             pairs=self.pair_embed is not None and cfg.pair_buckets >= 2,
             train=train,
+            # training packs the real particles for the per-particle layers (the default toy
+            # jets' train step 1.23x faster); inference keeps each segment's layers on its own
+            # cache-sized slots (packed, 1.08-1.13x slower: docs/benchmarks.md)
+            tokens=train,
         )
 
 

@@ -14,7 +14,15 @@ import jax.numpy as jnp
 from flax import nnx
 
 from reco.models.attention import BiasedMultiHeadAttention, batch_chunked, torch_linear
-from reco.models.layers import HashDropout, switch_by_capacity, true_indices, unpack_rows
+from reco.models.layers import (
+    HashDropout,
+    Packing,
+    pack,
+    switch_by_capacity,
+    true_indices,
+    unpack,
+    unpack_rows,
+)
 from reco.models.pair_bias import tril_pairs
 
 if TYPE_CHECKING:
@@ -24,6 +32,8 @@ NORM_EPS = 1e-5  # PyTorch's LayerNorm/BatchNorm epsilon (flax's LayerNorm defau
 # Events per chunk of the pair embedding at inference on a CPU: about this many bytes of one
 # layer's float32 activations per chunk (measured best at 4-8 MiB, docs/benchmarks.md).
 PAIR_CHUNK_BYTES = 6 * 2**20
+# a packed layout's segments: (jets, length, key mask (jets, length), pair bias or None)
+PackedSegments = list[tuple[int, int, jax.Array, jax.Array | None]]
 # (events, i, j) -> pair features; events None (all), a slice or indices broadcast with i, j
 PairFn = Callable[[jax.Array | slice | None, jax.Array, jax.Array], jax.Array]
 
@@ -283,9 +293,56 @@ class Block(nnx.Module):
             u = self.pre_attn_norm(jnp.concatenate([x_cls, x], axis=1))
             cls_mask = jnp.concatenate([jnp.ones_like(key_mask[:, :1]), key_mask], axis=1)
             h = self.attn(x_cls, u, key_mask=cls_mask, train=train)
+        return self._after_attention(h, residual, train)
+
+    def _after_attention(self, h: jax.Array, residual: jax.Array, train: bool) -> jax.Array:
+        """The attention's output ``h`` (..., E) -> the block's: head scales, LayerNorm and
+        the residual, then the feed-forward layers and their scaled residual."""
         h = self._drop(self.dropout, self.post_attn_norm(self._scale_heads(h)), train)
         x = h + residual
         residual = x
         h = self._drop(self.act_dropout, gelu(self.fc1(self.pre_fc_norm(x))), train)
         h = self._drop(self.dropout, self.fc2(self.post_fc_norm(h)), train)
-        return h + self.w_resid[...].reshape(1, 1, -1) * residual
+        return h + self.w_resid[...].reshape((1,) * (residual.ndim - 1) + (-1,)) * residual
+
+    def packed(self, x: jax.Array, p: Packing, segments: PackedSegments, *, train: bool) -> jax.Array:
+        """Self-attention over the real particles packed: x (cap, E) -> (cap, E).
+
+        The per-particle layers (LayerNorms, projections, feed-forward) run on the packed rows
+        (the padded slots of the ``segments`` cost nothing there); only the attention itself
+        runs per segment, on its (jets, length) layout, which ``p`` maps the rows to and from.
+        The same outputs on the real particles as :meth:`__call__` per segment.
+        """
+        e = x.shape[-1]
+        qkv = unpack(self.attn.project(self.pre_attn_norm(x), slice(0, 3 * e)), p)
+        out, start = [], 0
+        for size, length, key_mask, bias in segments:
+            seg = qkv[start : start + size * length].reshape(size, length, 3 * e)
+            start += size * length
+            q, k, v = (self.attn.heads(seg[..., i * e : (i + 1) * e]) for i in range(3))
+            h = self.attn.attend(q, k, v, key_mask, bias, train=train)
+            out.append(h.reshape(size * length, e))
+        h = self.attn.out_proj(pack(jnp.concatenate(out), p))
+        return self._after_attention(h, x, train)
+
+    def cls_packed(
+        self, x: jax.Array, p: Packing, segments: PackedSegments, x_cls: jax.Array, *, train: bool
+    ) -> jax.Array:
+        """Class attention of the cls tokens x_cls (B, 1, E) over the packed particles x
+        (cap, E) (the jets in the order of the ``segments``) -> (B, 1, E), as
+        :meth:`__call__` with ``x_cls`` per segment."""
+        e = x.shape[-1]
+        kv = unpack(self.attn.project(self.pre_attn_norm(x), slice(e, 3 * e)), p)
+        kv_cls = self.attn.project(self.pre_attn_norm(x_cls), slice(e, 3 * e))  # (B, 1, 2E)
+        q = self.attn.heads(self.attn.project(x_cls, slice(0, e)))
+        out, start, jet = [], 0, 0
+        for size, length, key_mask, _ in segments:
+            jets = slice(jet, jet + size)
+            seg = kv[start : start + size * length].reshape(size, length, 2 * e)
+            start, jet = start + size * length, jet + size
+            seg = jnp.concatenate([kv_cls[jets], seg], axis=1)
+            k, v = self.attn.heads(seg[..., :e]), self.attn.heads(seg[..., e:])
+            mask = jnp.concatenate([jnp.ones_like(key_mask[:, :1]), key_mask], axis=1)
+            out.append(self.attn.attend(q[jets], k, v, mask, None, train=train))
+        h = self.attn.out_proj(jnp.concatenate(out))
+        return self._after_attention(h, x_cls, train)

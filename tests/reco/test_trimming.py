@@ -132,21 +132,59 @@ def test_planner_packs_the_real_pairs_with_headroom_and_checks_them():
     assert pair_capacity(real(more), (64, P), ((64, 16),)) == 0
 
 
+def test_planner_packs_the_real_particles_with_headroom_and_checks_them():
+    """With tokens, a plan carries the capacity of the packed real particles (TOKEN_HEADROOM
+    above the batch's, in steps of TOKEN_STEP rows); a batch whose jets fit a plan's segments
+    but whose real particles outgrow its capacity does not run in it; no packing where the
+    capacity would not be below the segments' slots."""
+    from reco.models import trimming
+
+    def batch(counts):
+        return {"m": np.arange(P)[None, :] < np.asarray(counts)[:, None]}
+
+    counts = [2, 3, 4, 5, 8, 9, 10, 16] * 8  # 64 jets, 456 particles: one segment (64, 16)
+    planner = Planner("m", groups=4, steps=3, max_plans=1, tokens=True)
+    plan = planner(batch(counts))
+    want = int(np.ceil(sum(counts) * (1 + trimming.TOKEN_HEADROOM)))
+    step = trimming.TOKEN_STEP
+    assert plan == Plan(((64, 16),), 0, step * -(-want // step))
+    assert sum(counts) * (1 + trimming.TOKEN_HEADROOM) <= plan.tokens < 64 * 16  # packed
+    more = [16] * 40 + [15] * 24  # the same segment, more real particles than the capacity
+    assert sum(more) > plan.tokens and planner(batch(more)) is None
+    assert planner(batch(counts[::-1])) == plan
+    assert trimming.token_capacity(np.asarray(more), ((64, 16),)) == 0  # not below 1,024 slots
+
+
 @pytest.mark.parametrize(
-    ("train", "pair_bias", "packed"),
-    [(False, True, False), (True, True, False), (True, True, True), (True, False, False)],
+    ("train", "pair_bias", "packed", "tokens"),
+    [
+        (False, True, False, False),
+        (True, True, False, False),
+        (True, True, True, False),
+        (True, False, False, False),
+        (False, True, True, True),
+        (True, True, True, True),
+        (True, False, False, True),
+    ],
 )
-def test_planned_pass_is_the_padded_pass(train: bool, pair_bias: bool, packed: bool, monkeypatch):
+def test_planned_pass_is_the_padded_pass(
+    train: bool, pair_bias: bool, packed: bool, tokens: bool, monkeypatch
+):
     """Logits and (in training) the BatchNorm statistics of the plan's segments equal the
     padded pass's: a jet with no real particle, a full one, one with scattered particles; with
     the pair bias (every pair of the segments embedded, or the real ones packed into exactly
-    their number) and without (ParT plain)."""
+    their number) and without (ParT plain); the per-particle layers on the segments' slots or
+    on the real particles packed (into 5 rows more than there are)."""
     cfg = dataclasses.replace(CFG, use_pair_bias=pair_bias)
     batch = _batch(11)
     counts = batch["particles_mask"].sum(1)
     segments = plan_for(counts, P, CFG.trim_groups, CFG.trim_steps, 4)
     assert len(segments) > 1 and max(length for _, length in segments) == P
-    plan = Plan(segments, int(np.sum(counts * (counts + 1) // 2)) if packed else 0)
+    plan = Plan(
+        segments,
+        int(np.sum(counts * (counts + 1) // 2)) if packed else 0,
+        int(counts.sum()) + 5 if tokens else 0,
+    )
     import reco.models.part as part
 
     def refuse(*_):
@@ -172,9 +210,11 @@ def test_planned_pass_is_the_padded_pass(train: bool, pair_bias: bool, packed: b
     assert train == any(not np.allclose(a, b) for a, b in zip(fresh, moved, strict=True))
 
 
-def test_planned_train_step_gives_the_padded_gradients():
+@pytest.mark.parametrize("tokens", [False, True])
+def test_planned_train_step_gives_the_padded_gradients(tokens: bool):
     """One AdamW step of make_train_step with the plan moves the parameters as the padded step
-    does (no dropout): the gradients agree."""
+    does (no dropout): the gradients agree, also with the per-particle layers on the real
+    particles packed (exactly as many rows as there are)."""
     task = tasks.TaskConfig(targets=("label",), loss="cross_entropy", classes=("a", "b", "c"))
     batch = _batch(12, seed=1) | {
         "target": np.random.default_rng(2).integers(0, 3, (12, 1)).astype(np.float32),
@@ -182,7 +222,8 @@ def test_planned_train_step_gives_the_padded_gradients():
     }
     counts = batch["particles_mask"].sum(1)
     segments = plan_for(counts, P, CFG.trim_groups, CFG.trim_steps, 4)
-    plan = Plan(segments, pair_capacity(int(np.sum(counts * (counts + 1) // 2)), (12, P), segments))
+    pairs = pair_capacity(int(np.sum(counts * (counts + 1) // 2)), (12, P), segments)
+    plan = Plan(segments, pairs, int(counts.sum()) if tokens else 0)
     assert 0 < plan.pairs < 12 * P * (P + 1) // 2  # the real pairs packed
     tx = optax.sgd(1.0)  # the update is the gradient
     graphdef, start = init_state(_model(), tx)
@@ -219,6 +260,7 @@ def test_planners_follow_the_config():
     assert (train.min_gain, train.slack) == (t.MIN_GAIN, t.PLAN_SLACK)
     assert (infer.groups, infer.max_segments, infer.max_plans) == (12, 12, 5)
     assert (infer.min_gain, infer.slack) == (t.PREDICT_MIN_GAIN, t.PREDICT_SLACK)
+    assert train.tokens and not infer.tokens  # the real particles packed in training only
     assert _model(dataclasses.replace(CFG, train_plans=0)).planner(SPEC, train=True) is None
     assert _model(dataclasses.replace(CFG, predict_plans=0)).planner(SPEC, train=False) is None
     assert _model(dataclasses.replace(CFG, trim_steps=1)).planner(SPEC, train=False) is None
@@ -294,6 +336,7 @@ def test_fit_trains_and_validates_on_the_planned_layouts(monkeypatch, tmp_path):
     assert plan.segments == ((4, 16), (4, 32)) and planner.uses == {plan: 4, None: 2}
     counts = [b["particles_mask"][:, :24].sum(1) for b in batches[:2]]
     assert max(int(np.sum(c * (c + 1) // 2)) for c in counts) <= plan.pairs
+    assert max(int(c.sum()) for c in counts) <= plan.tokens < 4 * 16 + 4 * 32  # packed
     assert tracker.metrics["train/layouts"] == [(3, 1.0), (6, 1.0)]  # once per epoch
     assert tracker.metrics["train/planned_fraction"] == [(3, 2 / 3), (6, 2 / 3)]
     # validation (batch 1, once per epoch) in its inference plan, compiled once
