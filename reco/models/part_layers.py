@@ -305,7 +305,9 @@ class Block(nnx.Module):
         h = self._drop(self.dropout, self.fc2(self.post_fc_norm(h)), train)
         return h + self.w_resid[...].reshape((1,) * (residual.ndim - 1) + (-1,)) * residual
 
-    def packed(self, x: jax.Array, p: Packing, segments: PackedSegments, *, train: bool) -> jax.Array:
+    def packed(
+        self, x: jax.Array, p: Packing, segments: PackedSegments, *, train: bool
+    ) -> jax.Array:
         """Self-attention over the real particles packed: x (cap, E) -> (cap, E).
 
         The per-particle layers (LayerNorms, projections, feed-forward) run on the packed rows
