@@ -21,7 +21,8 @@ whole batch to its longest jet): the jets are sorted by multiplicity and run in 
 groups, each cut to the shortest of a few static lengths that holds its longest jet
 (:mod:`reco.models.trimming`). At inference on a CPU the cut is chosen on the device; in
 training the host chooses each batch's layout (``train_plans``: at most that many compiled), and
-the BatchNorm statistics stay those of the whole batch.
+the BatchNorm statistics stay those of the whole batch; there the per-particle layers run on
+the real particles packed, only the attention in the segments' layout (``Block.packed``).
 Speed (docs/benchmarks.md): the pair embedding runs on the real-real pairs only, packed into the
 smallest of ``pair_buckets`` static capacities (as weaver 0.5's sparse pairs; exports use the
 dense path), attention at inference is ``jax.nn.dot_product_attention`` (``fused_attention``),

@@ -11,7 +11,9 @@ static.
   residuals of every branch, so in training the cut is decided on the host instead. A
   :class:`Planner` reads a batch's mask before it goes to the device and names a *plan*:
   consecutive segments ``(n_jets, length)`` of the sorted batch, and for models with a pair
-  embedding the static capacity its real pairs are packed into (:func:`segment_pair_embeddings`).
+  embedding the static capacity its real pairs are packed into (:func:`segment_pair_embeddings`),
+  and, where the model runs its per-element layers on the real elements packed (ParT in
+  training, the station transformer always: :func:`packed_layout`), the capacity of those.
   The step is compiled once per plan (a static argument); the planner reuses a compiled plan
   that holds the batch, and compiles at most ``train_plans`` of them. Nothing is decided on the
   device. The BatchNorm statistics stay those of the whole batch (the input and pair
@@ -32,12 +34,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from reco.models.layers import pack, packing, switch_by_capacity, true_indices, unpack_rows
+from reco.models.layers import (
+    Packing,
+    pack,
+    packing,
+    switch_by_capacity,
+    true_indices,
+    unpack_rows,
+)
 from reco.models.pair_bias import gather_bias, tril_pairs
 
 if TYPE_CHECKING:
     from reco.models.part import ParticleTransformer
-    from reco.models.part_layers import PairEmbed, PairFn
+    from reco.models.part_layers import PackedSegments, PairEmbed, PairFn
 
 TRIM_STEP_MIN = 16  # particles: the finest step between the lengths a group of jets is cut to
 Segments = tuple[tuple[int, int], ...]  # (n_jets, length) of the batch sorted by multiplicity
@@ -199,19 +208,30 @@ def _packed_logits(
     """:func:`planned_logits` of the sorted batch's normalised features x (B, n, C), mask
     (B, n) and per-segment pair embeddings, with the real particles packed into
     ``plan.tokens`` rows for every per-particle layer (:meth:`Block.packed`): logits in the
-    sorted order. The packed rows are in the same order either way (jet after jet, its real
-    particles first), so the batch's and the segments' layouts share them."""
+    sorted order."""
+    batch = packing(mask, plan.tokens)
+    tokens = model.embed.tokens(pack(x.reshape(-1, x.shape[-1]), batch), batch.valid)
+    segments, layout = packed_layout(mask, plan, pairs, flat=True)
+    return model.packed_blocks_and_head(tokens, layout, segments, train=train)
+
+
+def packed_layout(
+    mask: jax.Array, plan: Plan, pairs: list[jax.Array | None], *, flat: bool
+) -> tuple[PackedSegments, Packing]:
+    """The ``plan``'s segments of a sorted batch (``mask`` (B, n), real elements first) for
+    :meth:`~reco.models.part_layers.Block.packed`: per segment (events, length, its mask, its
+    pair bias from the embedding ``pairs`` (:func:`gather_bias`, ``flat``) or None), and the
+    :class:`Packing` of their real elements into ``plan.tokens`` rows. The packed rows are in
+    the same order as ``packing(mask, plan.tokens)``'s (event after event, its real elements
+    first), so the batch's and the segments' layouts share them."""
     segments, seg_real, start = [], [], 0
     for (size, length), u in zip(plan.segments, pairs, strict=True):
         seg_mask = mask[start : start + size, :length]
         start += size
-        bias = None if u is None else gather_bias(u, tril_pairs(length)[2], flat=True)
+        bias = None if u is None else gather_bias(u, tril_pairs(length)[2], flat=flat)
         segments.append((size, length, seg_mask, bias))
         seg_real.append(seg_mask.reshape(-1))
-    batch = packing(mask, plan.tokens)
-    tokens = model.embed.tokens(pack(x.reshape(-1, x.shape[-1]), batch), batch.valid)
-    layout = packing(jnp.concatenate(seg_real), plan.tokens)
-    return model.packed_blocks_and_head(tokens, layout, segments, train=train)
+    return segments, packing(jnp.concatenate(seg_real), plan.tokens)
 
 
 def segment_pair_embeddings(
@@ -375,11 +395,12 @@ class Planner:
 
     ``planner(batch)`` -> a :data:`Plan`, or None for the unplanned pass (padded; at
     inference on a CPU ParT's trimmed groups). The batch's own plan (:func:`plan_for` for its
-    counts shifted by ``slack`` of the batch towards the longest, and with ``pairs``
-    :func:`pair_capacity` for its real pairs) is compiled while fewer than ``max_plans`` are
+    counts shifted by ``slack`` of the batch towards the longest, with ``pairs``
+    :func:`pair_capacity` for its real pairs and with ``tokens`` :func:`token_capacity` for its
+    real elements) is compiled while fewer than ``max_plans`` are
     and it is cheaper (slots and pair rows, ``PAIRS_PER_SLOT``) than the cheapest compiled plan
     that holds the batch (its sorted counts at or below that plan's capacity, its real pairs
-    within that plan's) by more than ``min_gain`` (1: never), or, where none holds it, has
+    and elements within that plan's) by more than ``min_gain`` (1: never), or, where none holds it, has
     fewer slots than the padded pass; otherwise that plan runs, or the unplanned pass. So the
     step compiles at most ``max_plans`` layouts (and the unplanned one), in the first batches.
     """

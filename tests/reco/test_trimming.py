@@ -401,8 +401,10 @@ def _showers(n_events: int, seed: int = 0) -> dict[str, np.ndarray]:
 )
 def test_planned_station_transformer_is_the_padded_one(options: dict):
     """The station transformer's planned training pass (traces, positions, the pair bias and
-    its BatchNorm statistics) equals its padded pass, and so does the padded pass with every
-    pair embedded instead of the packed real pairs; the planner cuts at 16-station steps."""
+    its BatchNorm statistics) equals its padded pass, with the per-station layers on the real
+    stations packed (as planned) or on the segments' slots, and so does the padded pass with
+    every pair embedded instead of the packed real pairs; the planner cuts at 16-station
+    steps."""
     from reco.models.set_transformer import SetTransformer
 
     cfg = dataclasses.replace(TINY_STATIONS, trim_groups=4, **options)
@@ -415,6 +417,9 @@ def test_planned_station_transformer_is_the_padded_one(options: dict):
     plan = planner(batch)
     assert plan is not None and {length for _, length in plan.segments} >= {16, 48}
     assert (plan.pairs > 0) == cfg.use_pair_bias  # the real station pairs packed
+    assert plan.tokens > 0  # the per-station layers on the real stations packed
+    assert planned.planner(spec, train=False).tokens  # at inference too
+    slots = plan._replace(tokens=0)  # the per-station layers on each segment's slots
 
     @nnx.jit
     def both(a, b):
@@ -422,6 +427,18 @@ def test_planned_station_transformer_is_the_padded_one(options: dict):
 
     want, got = both(padded, planned)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    per_segment = nnx.jit(lambda m: m(batch, train=True, plan=slots))(
+        build_model(cfg, spec, n_outputs=3, seed=0)
+    )
+    np.testing.assert_allclose(per_segment, want, rtol=1e-5, atol=1e-5)
+
+    def grads(layout: Plan) -> list[jax.Array]:  # of the outputs' sum, dropout off
+        model = build_model(dataclasses.replace(cfg, dropout=0.0, attn_dropout=0.0), spec, 3, 0)
+        loss = lambda m: jnp.sum(m(batch, train=True, plan=layout))  # noqa: E731
+        return jax.tree.leaves(nnx.jit(nnx.grad(loss))(model))
+
+    for a, b in zip(grads(slots), grads(plan), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
     stats = [jax.tree.leaves(nnx.state(m, nnx.BatchStat)) for m in (padded, planned)]
     assert bool(stats[0]) == cfg.use_pair_bias  # the pair embedding's BatchNorms
     for a, b in zip(*stats, strict=True):
