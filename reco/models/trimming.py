@@ -160,9 +160,11 @@ def planned_logits(
     model: ParticleTransformer, inputs: Mapping[str, jax.Array], plan: Plan, *, train: bool
 ) -> jax.Array:
     """Logits of the jets sorted by multiplicity and run in the ``plan``'s segments, each cut to
-    its length (static shapes: one compiled program per plan). Every jet must fit its segment
-    and the real pairs the plan's capacity (:class:`Planner` checks both on the host): a
-    longer jet would lose its last particles, the pairs past the capacity their embedding.
+    its length (static shapes: one compiled program per plan). Every jet must fit its segment,
+    the real pairs and particles the plan's capacities (:class:`Planner` checks them on the
+    host): a longer jet would lose its last particles, the pairs and particles past the
+    capacities their embedding and tokens. With ``plan.tokens`` the per-particle layers run on
+    the real particles packed (:func:`packed_layout`).
 
     The input BatchNorm and the pair embedding run once over the whole (sorted) batch, so their
     statistics are those of the padded pass; the particle and class-attention blocks and the
