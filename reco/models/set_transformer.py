@@ -72,6 +72,7 @@ from reco.models.trimming import (
     planner_for,
     segment_pair_embeddings,
     sorted_sets,
+    unsort,
 )
 
 MODEL = "set_transformer"
@@ -502,7 +503,7 @@ class SetTransformer(nnx.Module):
             x = self._embed_stations(*rows, batch.valid)
             segments, layout = packed_layout(mask, plan, pairs, flat=False)
             out = self._packed_blocks_and_head(x, layout, segments, train=train)
-            return out[jnp.argsort(order)]
+            return unsort(out, order)
         out, start = [], 0
         for (size, length), u in zip(plan.segments, pairs, strict=True):
             rows = slice(start, start + size)
@@ -511,7 +512,7 @@ class SetTransformer(nnx.Module):
             bias = None if u is None else gather_bias(u, tril_pairs(length)[2], flat=False)
             x = self._tokens(segment, mask[rows, :length])
             out.append(self._blocks_and_head(x, mask[rows, :length], bias, train=train))
-        return jnp.concatenate(out)[jnp.argsort(order)]  # back to the input's order
+        return unsort(jnp.concatenate(out), order)
 
     def planner(self, input_spec: InputSpec, *, train: bool) -> Planner | None:
         """The host-side chooser of each batch's :data:`Plan` in training or at inference (None:

@@ -118,6 +118,13 @@ def sorted_sets(
     return {k: jnp.asarray(inputs[k])[rows, slots] for k in keys}, order, count[order]
 
 
+def unsort(x: jax.Array, order: jax.Array) -> jax.Array:
+    """The events ``x`` (B, ...) in the sorted ``order`` (:func:`sorted_sets`) back in the
+    input's order: row i goes to row ``order[i]``, a scatter of distinct rows whose gradient
+    is a gather (``x[argsort(order)]``'s gradient would be a scatter-add: atomics on a GPU)."""
+    return jnp.zeros_like(x).at[order].set(x, unique_indices=True)
+
+
 def trimmed_logits(
     model: ParticleTransformer, inputs: Mapping[str, jax.Array], lengths: list[int]
 ) -> jax.Array:
@@ -153,7 +160,7 @@ def trimmed_logits(
         return switch_by_capacity(lengths, jnp.max(count[group_members]), cut, group)
 
     out = jax.lax.map(run, members).reshape(n_groups * size, -1)[:n_jets]
-    return out[jnp.argsort(order)]  # back to the input's order
+    return unsort(out, order)
 
 
 def planned_logits(
@@ -186,7 +193,7 @@ def planned_logits(
         pair_fn = model.pair_fn(vectors)
         pairs = list(segment_pair_embeddings(model.pair_embed, pair_fn, mask, plan, train=train))
     if plan.tokens:
-        return _packed_logits(model, x, mask, pairs, plan, train=train)[jnp.argsort(order)]
+        return unsort(_packed_logits(model, x, mask, pairs, plan, train=train), order)
     logits, start = [], 0
     for (size, length), u in zip(plan.segments, pairs, strict=True):
         jet = slice(start, start + size)
@@ -195,7 +202,7 @@ def planned_logits(
         tokens = model.embed.tokens(x[jet, :length], seg_mask)
         bias = None if u is None else gather_bias(u, tril_pairs(length)[2], flat=True)
         logits.append(model.blocks_and_head(tokens, seg_mask, bias, train=train))
-    return jnp.concatenate(logits)[jnp.argsort(order)]  # back to the input's order
+    return unsort(jnp.concatenate(logits), order)
 
 
 def _packed_logits(

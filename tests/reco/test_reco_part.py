@@ -16,7 +16,7 @@ from tiny_sets import TINY_PART
 
 from pipeline.config import from_dict, to_dict
 from reco.models import ModelConfig, build_model, registered_models
-from reco.models.layers import switch_by_capacity, true_indices
+from reco.models.layers import pack, packing, switch_by_capacity, true_indices, unpack
 from reco.models.pair_bias import flat_gather_pays, gather_bias, tril_pairs
 from reco.models.pair_features import pair_features
 from reco.models.part import PartConfig, ParticleTransformer, gelu, trim_lengths
@@ -280,6 +280,32 @@ def test_true_indices_are_nonzeros(n: int):
         np.testing.assert_array_equal(jax.jit(true_indices)(flags), want)
 
 
+def test_pack_and_unpack_are_each_others_gradient():
+    """pack / unpack (the real rows of a padded layout, and back) give the plain gathers'
+    values and gradients, computed as the other gather: no scatter-add in either gradient."""
+    rng = np.random.default_rng(3)
+    real = jnp.asarray(rng.random((6, 9)) < 0.5)
+    p = packing(real, int(real.sum()) + 4)  # 4 fill rows
+    x, y = jnp.asarray(rng.normal(size=(54, 3))), jnp.asarray(rng.normal(size=(p.at.size, 3)))
+    flat = real.reshape(-1)
+
+    def plain_pack(x):
+        return jnp.where(p.valid[:, None], x[p.at], 0.0)
+
+    def plain_unpack(y):
+        return jnp.where(flat[:, None], y[p.inv], 0.0)
+
+    np.testing.assert_array_equal(pack(x, p), plain_pack(x))
+    np.testing.assert_array_equal(unpack(y, p), plain_unpack(y))
+    np.testing.assert_array_equal(unpack(pack(x, p), p), jnp.where(flat[:, None], x, 0.0))
+    for fn, plain, arg, other in ((pack, plain_pack, x, y), (unpack, plain_unpack, y, x)):
+        grad = jax.grad(lambda a, fn=fn, other=other: jnp.sum(fn(a, p) * other))
+        want = jax.grad(lambda a, plain=plain, other=other: jnp.sum(plain(a) * other))(arg)
+        np.testing.assert_array_equal(grad(arg), want)
+        names = {e.primitive.name for e in _primitives(jax.make_jaxpr(grad)(arg).jaxpr)}
+        assert "gather" in names and "scatter-add" not in names
+
+
 def test_packed_pairs_train_without_scatter_adds():
     """The packed real pairs are written and their gradients read with distinct indices only:
     no scatter-add (GPU atomics) in a train step's gradient."""
@@ -292,6 +318,28 @@ def test_packed_pairs_train_without_scatter_adds():
 
     names = {e.primitive.name for e in _primitives(jax.make_jaxpr(jax.grad(loss))(params).jaxpr)}
     assert "scatter" in names and "scatter-add" not in names
+
+
+def test_planned_packed_training_has_no_scatter_adds():
+    """The training layout with the real pairs and particles packed (Plan.pairs, Plan.tokens)
+    reads and writes with distinct indices only: no scatter-add in its gradient."""
+    from reco.models.trimming import Plan, pair_capacity, plan_for, token_capacity
+
+    p = 48
+    batch = _batch(12, p, seed=4)
+    counts = np.sort(batch["particles_mask"].sum(1))
+    segments = plan_for(counts, p, groups=4, steps=3, max_segments=4)
+    pairs = pair_capacity(int(np.sum(counts * (counts + 1) // 2)), (12, p), segments)
+    plan = Plan(segments, pairs, token_capacity(counts, segments))
+    assert len(segments) > 1 and plan.pairs > 0 and plan.tokens > 0
+    cfg = dataclasses.replace(TINY, pair_buckets=4, trim_groups=4, trim_steps=3)
+    graphdef, params, rest = split_model(_model(cfg, p=p))
+
+    def loss(params):
+        return jnp.sum(merge_model(graphdef, params, rest)(batch, train=True, plan=plan) ** 2)
+
+    names = {e.primitive.name for e in _primitives(jax.make_jaxpr(jax.grad(loss))(params).jaxpr)}
+    assert "gather" in names and "scatter-add" not in names
 
 
 def test_flat_bias_gather_gives_the_pair_gather():
