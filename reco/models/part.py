@@ -336,7 +336,8 @@ class ParticleTransformer(nnx.Module):
             train=train,
             # training packs the real particles for the per-particle layers (the default toy
             # jets' train step 1.23x faster); inference keeps each segment's layers on its own
-            # cache-sized slots (packed, 1.08-1.13x slower: docs/benchmarks.md)
+            # slots (packed, 1.08-1.13x slower on a CPU, with less work but less of it running
+            # side by side on the threads: docs/benchmarks.md)
             tokens=train,
         )
 
