@@ -51,6 +51,16 @@ def gelu(x: jax.Array) -> jax.Array:
 _SQRT_HALF = 0.7071067811865476  # a Python float: the product keeps x's dtype
 
 
+def unpack_segments(x: jax.Array, p: Packing, segments: PackedSegments) -> list[jax.Array]:
+    """Packed rows x (cap, C) in the segments' layout of ``p``: one (events, length, C) array
+    per segment, zero on its padded slots."""
+    rows, out, start = unpack(x, p), [], 0
+    for size, length, *_ in segments:
+        out.append(rows[start : start + size * length].reshape(size, length, -1))
+        start += size * length
+    return out
+
+
 def batch_norm(features: int, momentum: float, rngs: nnx.Rngs) -> nnx.BatchNorm:
     return nnx.BatchNorm(features, momentum=momentum, epsilon=NORM_EPS, rngs=rngs)
 
@@ -316,11 +326,11 @@ class Block(nnx.Module):
         The same outputs on the real particles as :meth:`__call__` per segment.
         """
         e = x.shape[-1]
-        qkv = unpack(self.attn.project(self.pre_attn_norm(x), slice(0, 3 * e)), p)
-        out, start = [], 0
-        for size, length, key_mask, bias in segments:
-            seg = qkv[start : start + size * length].reshape(size, length, 3 * e)
-            start += size * length
+        qkv = unpack_segments(
+            self.attn.project(self.pre_attn_norm(x), slice(0, 3 * e)), p, segments
+        )
+        out = []
+        for (size, length, key_mask, bias), seg in zip(segments, qkv, strict=True):
             q, k, v = (self.attn.heads(seg[..., i * e : (i + 1) * e]) for i in range(3))
             h = self.attn.attend(q, k, v, key_mask, bias, train=train)
             out.append(h.reshape(size * length, e))
@@ -334,14 +344,13 @@ class Block(nnx.Module):
         (cap, E) (the jets in the order of the ``segments``) -> (B, 1, E), as
         :meth:`__call__` with ``x_cls`` per segment."""
         e = x.shape[-1]
-        kv = unpack(self.attn.project(self.pre_attn_norm(x), slice(e, 3 * e)), p)
+        kv = unpack_segments(self.attn.project(self.pre_attn_norm(x), slice(e, 3 * e)), p, segments)
         kv_cls = self.attn.project(self.pre_attn_norm(x_cls), slice(e, 3 * e))  # (B, 1, 2E)
         q = self.attn.heads(self.attn.project(x_cls, slice(0, e)))
-        out, start, jet = [], 0, 0
-        for size, length, key_mask, _ in segments:
+        out, jet = [], 0
+        for (size, _, key_mask, _), seg in zip(segments, kv, strict=True):
             jets = slice(jet, jet + size)
-            seg = kv[start : start + size * length].reshape(size, length, 2 * e)
-            start, jet = start + size * length, jet + size
+            jet += size
             seg = jnp.concatenate([kv_cls[jets], seg], axis=1)
             k, v = self.attn.heads(seg[..., :e]), self.attn.heads(seg[..., e:])
             mask = jnp.concatenate([jnp.ones_like(key_mask[:, :1]), key_mask], axis=1)

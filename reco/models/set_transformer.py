@@ -59,9 +59,17 @@ import jax.numpy as jnp
 from flax import nnx
 
 from reco.models.attention import torch_linear, torch_uniform_init
-from reco.models.layers import Packing, pack, packing, unpack
+from reco.models.layers import Packing, pack, packing
 from reco.models.pair_bias import flat_gather_pays, gather_bias, tril_pairs
-from reco.models.part_layers import NORM_EPS, Block, PackedSegments, PairEmbed, PairFn, gelu
+from reco.models.part_layers import (
+    NORM_EPS,
+    Block,
+    PackedSegments,
+    PairEmbed,
+    PairFn,
+    gelu,
+    unpack_segments,
+)
 from reco.models.registry import InputSpec, ModelConfig, particle_input_shape, register_model
 from reco.models.trimming import (
     TRAIN_SEGMENTS,
@@ -451,12 +459,10 @@ class SetTransformer(nnx.Module):
                 cls = block.cls_packed(x, p, segments, cls, train=train)
             pooled = cls[:, 0]
         else:
-            rows, pooled, start = unpack(x, p), [], 0
-            for size, length, mask, _ in segments:
-                seg = rows[start : start + size * length].reshape(size, length, -1)
-                start += size * length
-                pooled.append(_mean_pool(seg, mask))
-            pooled = jnp.concatenate(pooled)
+            rows = unpack_segments(x, p, segments)
+            pooled = jnp.concatenate(
+                [_mean_pool(seg, mask) for (_, _, mask, _), seg in zip(segments, rows, strict=True)]
+            )
         return self.head(self.norm(pooled))
 
     def __call__(
