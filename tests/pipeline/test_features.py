@@ -20,6 +20,7 @@ from pipeline.features import (
     input_spec,
     sources,
 )
+from pipeline.stats import Moments
 from pipeline.transforms import TRANSFORMS
 
 R, C = 6, 7
@@ -189,7 +190,7 @@ def test_nan_in_source_names_variable_and_event(tmp_path: Path) -> None:
         f.attrs.update(schema_version=1, n_events=50, kind="airshower")
     cfg = FeatureConfig()
     stats = FeatureStats(
-        {f"image/{v.name}": feat.Moments(0.0, 1.0, 1) for v in cfg.groups[0].variables}, {}
+        {f"image/{v.name}": Moments(0.0, 1.0, 1) for v in cfg.groups[0].variables}, {}
     )
     with open_events(path) as f:
         with pytest.raises(ValueError, match=r"'time'.*event 17"):
