@@ -20,12 +20,8 @@ from tiny_sets import TINY_STATIONS
 
 from pipeline.config import from_dict, to_dict
 from reco.models import ModelConfig, build_model, registered_models
-from reco.models.set_transformer import (
-    SetTransformer,
-    SetTransformerConfig,
-    fourier_features,
-    station_pair_features,
-)
+from reco.models.set_transformer import SetTransformer, SetTransformerConfig
+from reco.models.station_layers import fourier_features, station_pair_features
 from reco.state import count_params, merge_model, split_model
 
 S, T, F = 12, 16, 5  # stations, time bins, features of the test batches
