@@ -37,7 +37,7 @@ from reco.event_data import (  # noqa: F401  (re-exported: the chain's data stag
 )
 from reco.models.registry import ModelConfig
 from reco.tasks import TaskConfig
-from reco.train import TrainConfig
+from reco.train_config import TrainConfig
 from simulation.airshower.config import AirshowerConfig
 from simulation.jets.config import JetsConfig
 

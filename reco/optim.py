@@ -42,7 +42,7 @@ import optax
 from reco.state import head_mask
 
 if TYPE_CHECKING:
-    from reco.train import TrainConfig
+    from reco.train_config import TrainConfig
 
 
 NO_DECAY_NAMES = ("cls_token",)  # parameters never decayed, whatever their rank (weaver's list)
