@@ -142,6 +142,8 @@ def _prepare(
         raise FileNotFoundError(f"{checkpoint}: no such run folder or checkpoint")
     meta = read_meta(checkpoint, which)  # resolves the step folder; FileNotFoundError if none
     model, _, _ = load_for_inference(checkpoint, which)
+    model.eval()  # BatchNorm and Dropout in inference mode as modules too: jax2onnx's BatchNorm
+    # lowering reads the module's flag, not the call's, and warns (once per layer) where it is off
     _exportable(model)
     spec = {k: tuple(int(d) for d in v) for k, v in meta["input_spec"].items()}
     signature = input_signature(model, spec)
@@ -154,15 +156,18 @@ def _prepare(
 def _conversion_patches() -> Iterator[None]:
     """The conversion's settings (not thread-safe: ``jnp.mod`` is swapped for its duration).
 
-    jax2onnx's log quiet; its use of flax's deprecated ``Variable.value`` (BatchNorm lowering)
-    not a warning; implicit rank promotion allowed (its Conv lowering broadcasts the bias; the
+    jax2onnx's log quiet, and that of ``onnx_ir`` (a warning per value whose type it does not
+    write, ~100 lines for a ParT; the tests check the file against the JAX model); its use of
+    flax's deprecated ``Variable.value`` (BatchNorm lowering) not a warning; implicit rank
+    promotion allowed (its Conv lowering broadcasts the bias; the
     tests make that an error otherwise); and ``jnp.mod`` (ParT's delta phi) traced as
     ``a - b * floor(a / b)`` (same convention: the sign of ``b``), because jax2onnx 0.12 cannot
     lower the float ``rem`` primitive on a symbolic batch axis.
     """
-    log = logging.getLogger("jax2onnx")
-    level, mod = log.level, jnp.mod
-    log.setLevel(logging.ERROR)  # plugin import warnings about optional packages (dm_pix)
+    logs = [logging.getLogger(name) for name in ("jax2onnx", "onnx_ir")]
+    levels, mod = [log.level for log in logs], jnp.mod
+    for log in logs:  # jax2onnx: plugin import warnings about optional packages (dm_pix)
+        log.setLevel(logging.ERROR)
     jnp.mod = lambda a, b: a - b * jnp.floor(a / b)  # type: ignore[assignment]
     try:
         with warnings.catch_warnings(), jax.numpy_rank_promotion("allow"):
@@ -172,7 +177,8 @@ def _conversion_patches() -> Iterator[None]:
             yield
     finally:
         jnp.mod = mod  # type: ignore[assignment]
-        log.setLevel(level)
+        for log, level in zip(logs, levels, strict=True):
+            log.setLevel(level)
 
 
 def _failing_op(err: BaseException) -> str:

@@ -9,6 +9,7 @@ a shorter padding length: the exported graph pads them to the checkpoint's lengt
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +254,19 @@ def test_a_conversion_failure_names_the_model_and_the_op(exported, monkeypatch, 
     with pytest.raises(ValueError, match="'cnn' model .*: op 'erf_inv' failed"):
         export.export_onnx(ex.run, tmp_path / "m.onnx")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("exported", ["part"], indirect=True)  # BatchNorms and ~100 values
+def test_onnx_export_says_nothing_but_errors(exported, caplog, tmp_path) -> None:
+    """No warnings of jax2onnx or onnx_ir: a line per BatchNorm (logged on the root logger,
+    which in a command without logging set up also installs a handler there, after which every
+    library's warnings print) and a line per value whose type onnx_ir does not write, ~100
+    lines on a terminal before."""
+    _, ex = exported
+    with caplog.at_level(logging.WARNING):
+        export.export(ex.run, "onnx", out=tmp_path / "m.onnx")
+    assert [f"{r.name}: {r.getMessage()}" for r in caplog.records] == []
+    assert logging.getLogger("onnx_ir").level == logging.NOTSET  # as it was
 
 
 @pytest.mark.parametrize("exported", ["cnn"], indirect=True)  # one model is enough
