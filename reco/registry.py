@@ -2,7 +2,8 @@
 
 ``register(run_dir, name)`` logs the run's best checkpoint (Orbax folder, unchanged) into its
 MLflow run as a ``pyfunc`` model — :class:`RecoModel`, which loads the checkpoint and runs the
-jitted model on numpy inputs — and registers it as a new version of ``name`` (the ONNX export
+jitted model on numpy inputs, logged as code (``reco/pyfunc_model.py``: nothing is pickled, so
+loading a version runs no stored bytecode) — and registers it as a new version of ``name`` (the ONNX export
 rides along when it can be made, the run's ``config.yaml`` always). ``fetch(MODEL_URI)``
 downloads a version's files and ``load`` its model; ``reco evaluate models:/NAME/VERSION``
 reads the version's config first (:func:`registered_config`), then evaluates its checkpoint
@@ -14,10 +15,13 @@ reco checkpoints, so it lives in the reco layer; docs/architecture.md).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,8 @@ import numpy as np
 
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/]+)/(?P<version>[^/]+)$")
 ARTIFACT = "model"  # the logged model's name inside the run
+MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")  # what MLflow runs to make the model
+PROGRESS_BARS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 class RecoModel(mlflow.pyfunc.PythonModel):
@@ -40,6 +46,11 @@ class RecoModel(mlflow.pyfunc.PythonModel):
 
     checkpoint: Path | None = None
     onnx: Path | None = None  # the ONNX export logged with the model, where there is one
+    # MLflow reads predict's type hints as the input schema and, without any, asks for them in
+    # a warning when the class is defined (under its own "once" filter, which outranks the
+    # caller's): it has no schema for a dict of arrays, and the signature is given when
+    # logging. MLflow's flag for its own ChatModel skips that reading.
+    _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:
         self.load(Path(context.artifacts["checkpoint"]))
@@ -65,8 +76,7 @@ class RecoModel(mlflow.pyfunc.PythonModel):
         return self
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
-        # no type hints: MLflow reads them as a schema, and has none for a dict of arrays (the
-        # signature is given when logging); it says so once per process, a harmless warning
+        # no type hints: MLflow reads them as a schema, and has none for a dict of arrays
         from reco import tasks
 
         if not isinstance(model_input, Mapping):
@@ -77,6 +87,32 @@ class RecoModel(mlflow.pyfunc.PythonModel):
         inputs = {k: np.asarray(v) for k, v in model_input.items()}
         outputs = np.asarray(self._predict(self._params, self._rest, inputs))
         return tasks.predictions(self._task, outputs, self._scaler)
+
+
+@contextlib.contextmanager
+def _dropping(text: str) -> Iterator[None]:
+    """The warnings raised inside whose message contains ``text`` dropped, the others passed
+    on. Caught as they are shown, because MLflow raises its advice under its own "once" filter,
+    which outranks any filter of the caller's."""
+    with warnings.catch_warnings(record=True) as caught:
+        yield
+    for w in caught:
+        if text not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+@contextlib.contextmanager
+def _quiet_transfers() -> Iterator[None]:
+    """MLflow's artifact progress bars off where stderr is not a terminal (a batch job's log
+    would get a line of bars per file), unless ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` is set."""
+    if PROGRESS_BARS in os.environ or sys.stderr.isatty():
+        yield
+        return
+    os.environ[PROGRESS_BARS] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(PROGRESS_BARS, None)
 
 
 def _signature(meta: Mapping[str, Any]) -> Any:
@@ -138,10 +174,12 @@ def register(run_dir: Path, name: str, which: str = "best", onnx: bool = True) -
                 artifacts["onnx"] = str(Path(tmp) / "model.onnx")
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
-        with mlflow.start_run(run_id=run_id):
+        # the signature is given: not MLflow's advice to log an input example to check it by
+        no_example = _dropping("An input example was not provided")
+        with mlflow.start_run(run_id=run_id), _quiet_transfers(), no_example:
             logged = mlflow.pyfunc.log_model(
                 name=ARTIFACT,
-                python_model=RecoModel(),
+                python_model=str(MODEL_CODE),  # models from code: no pickled object
                 artifacts=artifacts,
                 signature=_signature(model.meta),
                 pip_requirements=_requirements(),
@@ -187,9 +225,10 @@ def fetch(model_uri: str, dst: Path | None = None) -> Path:
     if dst is not None:
         Path(dst).mkdir(parents=True, exist_ok=True)
     try:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=model_uri, dst_path=str(dst) if dst else None
-        )
+        with _quiet_transfers():
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=model_uri, dst_path=str(dst) if dst else None
+            )
     except mlflow.exceptions.MlflowException as err:
         raise ValueError(f"{model_uri}: not found in the model registry at {uri} ({err})") from err
     return Path(local)
@@ -210,10 +249,7 @@ def registered_config(local: Path) -> Any:
 
 def open_local(local: Path) -> RecoModel:
     """The :class:`RecoModel` of a version's files downloaded by :func:`fetch`."""
-    with warnings.catch_warnings():  # MLflow asks for type hints it cannot read (predict)
-        warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
-        pyfunc = mlflow.pyfunc.load_model(str(local))
-    return pyfunc.unwrap_python_model()
+    return mlflow.pyfunc.load_model(str(local)).unwrap_python_model()
 
 
 def load(model_uri: str, dst: Path | None = None) -> RecoModel:

@@ -308,6 +308,10 @@ def test_registered_version_evaluates_like_its_run(smoke_run):
     info = json.loads((run_dir / "run.json").read_text())
     out = reco("register", str(run_dir), "airshower-energy", cwd=cwd)
     assert "registered models:/airshower-energy/1" in out.stderr
+    # the result and MLflow's two lines on the version (~200 characters), no library warnings
+    # or progress bars (~110 lines of them before, ~10 k characters, mostly the ONNX export's)
+    assert len(out.stderr) < 400, out.stderr
+    assert "warning" not in out.stderr.lower() and "Downloading" not in out.stderr
     client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
     version = client.get_model_version("airshower-energy", "1")
     assert version.run_id == info["mlflow_run_id"]
@@ -315,7 +319,11 @@ def test_registered_version_evaluates_like_its_run(smoke_run):
     test_file = info["data"]["test"]
     evaluated = cwd / "evaluations" / "v1"
     args = ("evaluate", "models:/airshower-energy/1", "--events", test_file)
-    reco(*args, "--out", str(evaluated), cwd=cwd)
+    out = reco(*args, "--out", str(evaluated), cwd=cwd)
+    assert "Warning" not in out.stderr and "Downloading" not in out.stderr, out.stderr
+    # logged as code (reco/pyfunc_model.py), nothing pickled
+    assert (evaluated / "model" / "pyfunc_model.py").is_file()
+    assert not list((evaluated / "model").glob("*.pkl"))
     with h5py.File(run_dir / "predictions.h5") as a, h5py.File(evaluated / "predictions.h5") as b:
         np.testing.assert_array_equal(
             a["prediction/log10_energy"][()], b["prediction/log10_energy"][()]
