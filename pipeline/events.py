@@ -39,10 +39,10 @@ from pipeline import sparse as _sparse
 from pipeline.atomic import atomic_path
 from pipeline.chunks import ChunkReader
 from pipeline.jagged import (  # JaggedGroup: re-exported
-    GZIP,
     JAGGED_PREFIX,
     JaggedGroup,
     check_jagged,
+    compression_for,
     write_jagged,
 )
 
@@ -169,7 +169,7 @@ def write_events(
         with h5py.File(tmp, "w") as f:
             for name, arr in arrays.items():
                 if name in rows:
-                    _sparse.write_sparse(f, name, *rows[name], sparse[name], chunk, GZIP)
+                    _sparse.write_sparse(f, name, *rows[name], sparse[name], chunk)
                     continue
                 try:
                     if _is_meta(name) or arr.size == 0:  # HDF5 chunks cannot have a 0 axis
@@ -179,7 +179,7 @@ def write_events(
                             name,
                             data=arr,
                             chunks=(chunk, *arr.shape[1:]),
-                            **GZIP,
+                            **compression_for(arr, chunk),
                         )
                 except TypeError as err:  # str or object arrays: no HDF5 type
                     raise TypeError(

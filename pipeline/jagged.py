@@ -7,6 +7,7 @@ in :mod:`pipeline.events`, which reads the groups back and re-exports :class:`Ja
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,12 +18,26 @@ import numpy as np
 from pipeline import h5attrs
 
 JAGGED_PREFIX = "jagged/"
-# The compression of every event dataset. gzip level 1 without byte shuffle, measured on 50k sparse
-# 11x11 air-shower images (signal, time, trigger; ~15% of stations triggered): 12 MB vs 55 MB raw,
-# read 240k events/s in 512-event chunks, write 0.4 s. gzip 4 (15 MB, 180k/s), lzf (22 MB, 150k/s)
-# and byte shuffle (17 MB, 165k/s) were all worse on both counts; lzf is also unreadable outside
-# h5py.
+# The compression of the event datasets that compress (compression_for). gzip level 1 without byte
+# shuffle, measured on 50k sparse 11x11 air-shower images (signal, time, trigger; ~15% of stations
+# triggered): 12 MB vs 55 MB raw, read 240k events/s in 512-event chunks, write 0.4 s. gzip 4 (15
+# MB, 180k/s), lzf (22 MB, 150k/s) and byte shuffle (17 MB, 165k/s) were all worse on both counts;
+# lzf is also unreadable outside h5py.
 GZIP: dict[str, Any] = {"compression": "gzip", "compression_opts": 1}
+# gzip only where it stores a dataset in at most 1/1.5 of its size. Noise-like values barely
+# compress (the triggered stations' float16 traces 1.24x, jet kinematics 1.06-1.09x) and inflating
+# them cost the most of a first epoch's reading (the CNN's loader 49k -> 79k events/s on one
+# thread with the traces raw, for 21% more file; docs/benchmarks.md).
+MIN_GZIP_RATIO = 1.5
+
+
+def compression_for(arr: np.ndarray, chunk_rows: int) -> dict[str, Any]:
+    """:data:`GZIP` if gzip stores ``arr`` in at most 1/:data:`MIN_GZIP_RATIO` of its size, else
+    no filter (raw chunks). Judged on its first chunk (``chunk_rows`` rows along axis 0)."""
+    sample = np.ascontiguousarray(arr[:chunk_rows]).tobytes()
+    if not sample:
+        return GZIP
+    return GZIP if MIN_GZIP_RATIO * len(zlib.compress(sample, 1)) <= len(sample) else {}
 
 
 _AWKWARD_PRIMITIVES = {
@@ -127,10 +142,6 @@ def write_jagged(
             g.create_dataset(field, data=arr)
         else:
             # Content chunks of ~64k entries: a few hundred jets of ~100 particles.
-            g.create_dataset(
-                field,
-                data=arr,
-                chunks=(min(arr.size, 1 << 16),),
-                **GZIP,
-            )
+            chunk = min(arr.size, 1 << 16)
+            g.create_dataset(field, data=arr, chunks=(chunk,), **compression_for(arr, chunk))
     h5attrs.write(g, {"form": jagged_form(content), "fields": json.dumps(list(content))})

@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 
 from pipeline import h5attrs
+from pipeline.jagged import compression_for
 
 SPARSE_ATTR = "sparse_mask"
 
@@ -107,9 +108,10 @@ def write_sparse(
     offsets: np.ndarray,
     mask_name: str,
     chunk_events: int,
-    compression: dict[str, Any],
 ) -> None:
-    """Store one sparse dataset (module docstring); chunks of ~256 KiB of rows."""
+    """Store one sparse dataset (module docstring); chunks of ~256 KiB of rows, gzip where it
+    pays (:func:`pipeline.jagged.compression_for`: the traces' rows are stored raw)."""
+
     g = f.create_group(name)
     h5attrs.write(g, {SPARSE_ATTR: mask_name})  # fixed-length (pipeline.h5attrs says why)
     g.create_dataset("offsets", data=offsets, chunks=(min(len(offsets), chunk_events + 1),))
@@ -118,7 +120,9 @@ def write_sparse(
         return
     row_bytes = rows.dtype.itemsize * int(np.prod(rows.shape[1:], dtype=np.int64))
     chunk = max(1, min(len(rows), (1 << 18) // max(row_bytes, 1)))
-    g.create_dataset("rows", data=rows, chunks=(chunk, *rows.shape[1:]), **compression)
+    g.create_dataset(
+        "rows", data=rows, chunks=(chunk, *rows.shape[1:]), **compression_for(rows, chunk)
+    )
 
 
 def mask_of(group: h5py.Group) -> str | None:

@@ -374,7 +374,7 @@ def _bound_rows(
 
 def run(
     only: Sequence[str] = ("simulation", *EXPERIMENTS),
-    n_events: int = 2048,
+    n_events: int = 16384,
     batch: int = 128,
     repeats: int = 5,
     progress: Callable[[str], None] | None = None,
