@@ -7,7 +7,8 @@ table with the machine info. Run: ``.venv/bin/python benchmarks/bench_loader.py 
 With ``--experiments cnn,transformer,part,part_small`` it simulates each of ``reco bench``'s
 experiment configs instead (their features, as they train) and times an epoch from HDF5 (the
 first epoch's work: read, transform, shuffle, batch) and a cached epoch (``loader.cache``), for
-each of ``--threads`` (``loader.build_threads``).
+each of ``--threads`` (``loader.build_threads``); ``--min-gzip-ratio 0,1.5`` writes each file
+both ways (gzip everywhere, then gzip where it pays, as shipped).
 """
 
 from __future__ import annotations
@@ -60,16 +61,38 @@ def _epoch_rate(loader: Loader, repeats: int) -> tuple[float, int]:
     return loader.n_events / statistics.median(times), n_batches
 
 
-def experiment_rows(name: str, n_events: int, batch: int, threads: list[int], repeats: int) -> None:
-    """Epochs of one of ``reco bench``'s experiments from HDF5 and cached, per thread count."""
+def experiment_rows(
+    name: str,
+    n_events: int,
+    batch: int,
+    threads: list[int],
+    repeats: int,
+    gzip_ratio: float | None = None,
+) -> None:
+    """Epochs of one of ``reco bench``'s experiments from HDF5 and cached, per thread count;
+    with ``gzip_ratio``, its file written with that ``pipeline.jagged.MIN_GZIP_RATIO`` (0: gzip
+    everywhere, as before 2026-12-07)."""
     import dataclasses
 
+    from pipeline import jagged
     from reco.bench import EXPERIMENTS, simulated_train
 
+    shipped = jagged.MIN_GZIP_RATIO
     with tempfile.TemporaryDirectory(prefix="reco-bench-loader-") as tmp:
-        cfg, path, stats = simulated_train(EXPERIMENTS[name], n_events, Path(tmp))
+        jagged.MIN_GZIP_RATIO = shipped if gzip_ratio is None else gzip_ratio
+        t0 = time.perf_counter()
+        try:
+            cfg, path, stats = simulated_train(EXPERIMENTS[name], n_events, Path(tmp))
+        finally:
+            jagged.MIN_GZIP_RATIO = shipped
+        made = time.perf_counter() - t0
         with open_events(path) as f:
             chunk = f.chunk_events
+        ratio = shipped if gzip_ratio is None else gzip_ratio
+        print(
+            f"{name}: train file {path.stat().st_size / 1e6:.1f} MB, simulated, written and "
+            f"fitted in {made:.1f} s (MIN_GZIP_RATIO {ratio}{': gzip everywhere' * (ratio <= 1)})"
+        )
         for n_threads in threads:
             rates = []
             for cache in (False, True):
@@ -90,6 +113,12 @@ def main() -> None:
     parser.add_argument("--experiments", default="", help="e.g. cnn,transformer,part,part_small")
     parser.add_argument("--threads", default="1,2", help="loader.build_threads to time")
     parser.add_argument("--batch", type=int, default=512, help="batch size (--experiments)")
+    parser.add_argument(
+        "--min-gzip-ratio",
+        default="",
+        help="with --experiments: files written with each of these pipeline.jagged.MIN_GZIP_RATIO "
+        "(e.g. 0,1.5: gzip everywhere, then as shipped); default as shipped",
+    )
     args = parser.parse_args()
 
     print(
@@ -105,8 +134,10 @@ def main() -> None:
             f"\n{'experiment':>12} {'chunk':>6} {'threads':>7} {'HDF5 ev/s':>12} {'cached ev/s':>12}"
         )
         threads = [int(t) for t in args.threads.split(",")]
+        ratios = [float(r) for r in args.min_gzip_ratio.split(",") if r] or [None]
         for name in args.experiments.split(","):
-            experiment_rows(name, args.events, args.batch, threads, args.repeats)
+            for ratio in ratios:
+                experiment_rows(name, args.events, args.batch, threads, args.repeats, ratio)
         return
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "train.h5"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import time
@@ -186,6 +187,9 @@ class MLflowTracker:
         if system_metrics:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
+            # its INFO lines (started, stopped, no GPU to sample) printed four lines per run and
+            # evaluation into every job's log; its warnings still show
+            logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
             self._monitor = SystemMetricsMonitor(
                 self.run_id,
                 sampling_interval=system_metrics_interval,

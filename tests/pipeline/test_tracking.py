@@ -78,3 +78,27 @@ def test_resume_continues_same_run(uri):
     assert len(client.search_runs([exp.experiment_id])) == 1
     assert len(client.get_metric_history(first.run_id, "m")) == 2
     assert client.get_run(first.run_id).info.status == "FINISHED"
+
+
+def test_system_metrics_sampling_says_nothing(tmp_path):
+    """MLflow's system-metrics monitor announces its start and stop (and that it has no GPU to
+    sample) at INFO: four lines in every run's and evaluation's log. Quiet; its samples are
+    still logged."""
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = (
+        "import sys; from pipeline.tracking import MLflowTracker; "
+        "t = MLflowTracker('airshower', 'r', uri=sys.argv[1], system_metrics=True, "
+        "system_metrics_interval=0.2); import time; time.sleep(1.0); t.finish(); "
+        "print(t.run_id)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, uri], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    assert "system_metrics" not in proc.stderr, proc.stderr
+    metrics = MlflowClient(tracking_uri=uri).get_run(proc.stdout.split()[-1]).data.metrics
+    assert any(k.startswith("system/") for k in metrics)
