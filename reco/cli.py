@@ -279,8 +279,10 @@ def evaluate(
         typer.Option(help="models:/...: folder for predictions.h5 and analysis/"),
     ] = None,
 ) -> None:
-    """Write predictions.h5 for a trained run (and analyse it, logged to the run in MLflow);
-    a registered model version is evaluated into --out (default evaluations/NAME-vVERSION)."""
+    """Write predictions.h5 of a trained run or a registered model version, and analyse it.
+
+    A run's predictions and analysis are logged to its MLflow run; a registered version
+    (models:/NAME/VERSION) is evaluated into --out (default evaluations/NAME-vVERSION)."""
     from reco import experiment
 
     try:
@@ -427,8 +429,10 @@ def _run_suite(config: Path, set_: list[str] | None, smoke: bool, only: list[str
 def baseline(
     config: ConfigArg, set_: SetOpt = None, smoke: SmokeOpt = False, variant: VariantOpt = None
 ) -> None:
-    """The classical SD reconstruction (axis, LDF fit, CIC, energy calibration) on the
-    experiment's showers, as a run folder that reco compare sets beside the networks."""
+    """The classical SD reconstruction of the experiment's showers, as a run folder.
+
+    Shower axis, LDF fit, CIC and energy calibration; reco compare sets the run beside the
+    networks."""
     from reco import experiment
 
     cfg = _load(config, set_, smoke, variant)
@@ -495,9 +499,10 @@ def validate_jets(
         ),
     ] = True,
 ) -> None:
-    """Toy vs realistic jets: per-class distributions of mass, soft-drop mass, multiplicity,
-    tau21, tau32, pT_D and d0 significance of several event files, with medians, means and
-    top-vs-QCD AUCs."""
+    """Toy vs realistic jets: per-class distributions and top-vs-QCD AUCs of event files.
+
+    Mass, soft-drop mass, multiplicity, tau21, tau32, pT_D and d0 significance of several event
+    files, with medians and means."""
     import time
 
     from analysis import jet_validation as jv

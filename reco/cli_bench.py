@@ -40,8 +40,9 @@ def bench(
         ),
     ] = "system",
 ) -> None:
-    """Simulation, loader, train-step and inference throughput and peak memory of reco's own
-    configs on this machine (medians after warm-up; run it alone)."""
+    """Throughput and peak memory of reco's own configs on this machine (run it alone).
+
+    Simulation, loader, train step and inference, medians after warm-up."""
     from reco import cli, host_memory
 
     if malloc not in host_memory.MODES:

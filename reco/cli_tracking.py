@@ -45,8 +45,10 @@ def compare(
         ),
     ] = True,
 ) -> None:
-    """A table of finished runs (parameters, training time, test metrics; regression runs also
-    per energy bin) and overlay plots: resolution vs energy, ROC curves per class."""
+    """A table and overlay plots of finished runs, logged as a comparison run.
+
+    The table: parameters, training time, test metrics (regression runs also per energy bin);
+    the plots: resolution vs energy, ROC curves per class."""
     import time
 
     from rich.console import Console
@@ -96,8 +98,10 @@ def sync(
         typer.Option(help="Tracking server to send to (default: the one the run was logged to)"),
     ] = None,
 ) -> None:
-    """Upload to MLflow what a run logged while the tracking server was down (its journal in
-    <run>/tracking/); safe to repeat: only what MLflow has not accepted is sent."""
+    """Upload to MLflow what a run logged while the tracking server was down.
+
+    The run's journal is in <run>/tracking/; safe to repeat: only what MLflow has not accepted
+    is sent."""
     from reco import experiment
 
     try:
@@ -117,6 +121,8 @@ def register(
     name: Annotated[str, typer.Argument(help="Registered model name, e.g. airshower-energy")],
     which: Annotated[str, typer.Option(help="best | last checkpoint")] = "best",
 ) -> None:
-    """Register a run's checkpoint as a new version of an MLflow model (pyfunc wrapper of the
-    Orbax checkpoint, with its ONNX export); evaluate it with reco evaluate models:/NAME/VERSION."""
+    """Register a run's checkpoint as a new version of an MLflow model.
+
+    A pyfunc wrapper of the Orbax checkpoint, with its ONNX export; evaluate it with reco
+    evaluate models:/NAME/VERSION."""
     _register(run, name, which)
