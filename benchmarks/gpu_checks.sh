@@ -58,9 +58,10 @@ step bench-scale-padded 120 "$PY" benchmarks/bench_scale.py --models part --batc
 # the padded step on these jets, some of which fill all 128 slots)
 step bench-scale-two-segments 120 "$PY" benchmarks/bench_scale.py --models part --batch 512 \
     --particles 128 --steps 10 --precisions bfloat16 --set part.train_segments=2
-step reco-bench-bf16 240 "$PY" -m reco bench --only cnn,transformer,part,part_small --batch 512 \
+# (reco bench simulates 16k events per config since 2026-12-07: its loader rows read as real files do)
+step reco-bench-bf16 300 "$PY" -m reco bench --only cnn,transformer,part,part_small --batch 512 \
     --repeats 3 --precision bfloat16 --out "$OUT_DIR/reco_bench_bf16.md"
-step reco-bench-fp32 240 "$PY" -m reco bench --only cnn,transformer,part,part_small --batch 512 \
+step reco-bench-fp32 300 "$PY" -m reco bench --only cnn,transformer,part,part_small --batch 512 \
     --repeats 3 --precision float32 --out "$OUT_DIR/reco_bench_fp32.md"
 # the loader on this node's cores (CPU only): does the first epoch keep up with the steps
 # above with more build threads than the 2-core CI machine has?
