@@ -111,7 +111,6 @@ def write_sparse(
 ) -> None:
     """Store one sparse dataset (module docstring); chunks of ~256 KiB of rows, gzip where it
     pays (:func:`pipeline.jagged.compression_for`: the traces' rows are stored raw)."""
-
     g = f.create_group(name)
     h5attrs.write(g, {SPARSE_ATTR: mask_name})  # fixed-length (pipeline.h5attrs says why)
     g.create_dataset("offsets", data=offsets, chunks=(min(len(offsets), chunk_events + 1),))

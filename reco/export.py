@@ -159,8 +159,8 @@ def _conversion_patches() -> Iterator[None]:
     jax2onnx's log quiet, and that of ``onnx_ir`` (a warning per value whose type it does not
     write, ~100 lines for a ParT; the tests check the file against the JAX model); its use of
     flax's deprecated ``Variable.value`` (BatchNorm lowering) not a warning; implicit rank
-    promotion allowed (its Conv lowering broadcasts the bias; the
-    tests make that an error otherwise); and ``jnp.mod`` (ParT's delta phi) traced as
+    promotion allowed (its Conv lowering broadcasts the bias; the tests make that an error
+    otherwise); and ``jnp.mod`` (ParT's delta phi) traced as
     ``a - b * floor(a / b)`` (same convention: the sign of ``b``), because jax2onnx 0.12 cannot
     lower the float ``rem`` primitive on a symbolic batch axis.
     """

@@ -3,8 +3,8 @@
 ``register(run_dir, name)`` logs the run's best checkpoint (Orbax folder, unchanged) into its
 MLflow run as a ``pyfunc`` model — :class:`RecoModel`, which loads the checkpoint and runs the
 jitted model on numpy inputs, logged as code (``reco/pyfunc_model.py``: nothing is pickled, so
-loading a version runs no stored bytecode) — and registers it as a new version of ``name`` (the ONNX export
-rides along when it can be made, the run's ``config.yaml`` always). ``fetch(MODEL_URI)``
+loading a version runs no stored bytecode) — and registers it as a new version of ``name``
+(the ONNX export rides along when it can be made, the run's ``config.yaml`` always). ``fetch(MODEL_URI)``
 downloads a version's files and ``load`` its model; ``reco evaluate models:/NAME/VERSION``
 reads the version's config first (:func:`registered_config`), then evaluates its checkpoint
 like a run's own.
@@ -94,11 +94,14 @@ def _dropping(text: str) -> Iterator[None]:
     """The warnings raised inside whose message contains ``text`` dropped, the others passed
     on. Caught as they are shown, because MLflow raises its advice under its own "once" filter,
     which outranks any filter of the caller's."""
-    with warnings.catch_warnings(record=True) as caught:
-        yield
-    for w in caught:
-        if text not in str(w.message):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            yield
+    finally:
+        for w in caught:
+            if text not in str(w.message):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 @contextlib.contextmanager
