@@ -96,9 +96,11 @@ def _host_memory(*cfgs, restart: bool = True) -> None:
 
 
 def _console():
+    """stderr, each message on one line (a path is never broken off its label in a job's log:
+    the terminal wraps long lines itself)."""
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, soft_wrap=True)
 
 
 def _with_init_from(overrides: list[str] | None, init_from: Path | None) -> list[str]:
@@ -126,14 +128,14 @@ def _fail(err: Exception) -> None:
     from rich.markup import escape
 
     # escape: messages quote keys and lists in brackets, which rich would read as markup
-    _console().print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
+    _console().print(f"[bold red]error:[/] {escape(str(err))}")
     raise typer.Exit(1) from None
 
 
 def _config_error(err: Exception) -> None:
     from rich.markup import escape
 
-    _console().print(f"[bold red]config error:[/] {escape(str(err))}", soft_wrap=True)
+    _console().print(f"[bold red]config error:[/] {escape(str(err))}")
     raise typer.Exit(2) from None
 
 
@@ -250,7 +252,7 @@ def train(
         raise typer.Exit(143) from None
     except (OSError, ValueError, FloatingPointError, MemoryError) as err:
         _fail(err)
-    _console().print(f"{result.summary()}\nrun folder: {out}", soft_wrap=True)
+    _console().print(f"{result.summary()}\nrun folder: {out}")
     if register:
         from reco import distributed
 
@@ -368,7 +370,7 @@ def run(
     try:
         paths = _simulate(cfg)
         run_dir, result = experiment.train(cfg, paths)
-        _console().print(result.summary(), soft_wrap=True)
+        _console().print(result.summary())
         predictions, analysis = experiment.evaluate_and_analyze(run_dir)
     except (OSError, ValueError, FloatingPointError, MemoryError) as err:
         _fail(err)

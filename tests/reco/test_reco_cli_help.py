@@ -1,4 +1,5 @@
-"""``reco --help`` lists each command with its one-line summary."""
+"""The command line's own text: ``reco --help`` lists each command with its one-line summary;
+messages stay on one line."""
 
 from __future__ import annotations
 
@@ -20,3 +21,15 @@ def test_every_command_has_a_one_line_summary():
             long[name] = summary
     assert long == {}
     assert {"train", "bench", "submit", "convert-jetclass", "export", "register"} <= names
+
+
+def test_messages_stay_on_one_line():
+    """A long path is not broken off its label at 80 columns (what rich assumes of a batch
+    job's log): "predictions:" and the path on one line, for grep and copy-paste."""
+    from reco.cli import _console
+
+    console = _console()
+    path = "/scratch/user/runs/" + "airshower_cnn_energy-20261207-114859-040e63f9/" * 3
+    with console.capture() as captured:
+        console.print(f"predictions: {path}predictions.h5")
+    assert captured.get() == f"predictions: {path}predictions.h5\n"
