@@ -50,6 +50,7 @@ SCHEMA_VERSION = 2  # 2: may hold sparse datasets (pipeline.sparse)
 _READABLE_VERSIONS = (1, 2)
 
 META_PREFIX = "meta/"
+SPLITS = ("train", "val", "test")  # a dataset's files: <split>.h5 (or its shards)
 
 # Event datasets share one chunk length (in events) so that a chunk-aligned block of events is a
 # contiguous, whole-chunk read in every dataset. ~1 MiB of the widest dataset per chunk, capped so
@@ -61,6 +62,24 @@ _MIN_CHUNK_EVENTS = 16
 
 class EventFileError(ValueError):
     """An event file is missing, unreadable or does not satisfy the contract."""
+
+
+def split_seeds(seed: int) -> dict[str, int]:
+    """Independent seeds of the three splits, derived from `seed` (SeedSequence spawning).
+
+    Splits never share events, and adding events to one split leaves the others unchanged.
+    """
+    children = np.random.SeedSequence(seed).spawn(len(SPLITS))
+    return {
+        name: int(child.generate_state(1)[0]) for name, child in zip(SPLITS, children, strict=True)
+    }
+
+
+def check_split(split: str) -> str:
+    """`split` if it names one of :data:`SPLITS`; ValueError naming the field otherwise."""
+    if split not in SPLITS:
+        raise ValueError(f"split: must be one of {', '.join(SPLITS)}, got {split!r}")
+    return split
 
 
 def _reco_version() -> str:

@@ -16,14 +16,13 @@ from typing import TYPE_CHECKING
 
 from pipeline import config as C
 from pipeline.atomic import temporary_owner
-from pipeline.events import open_events
+from pipeline.events import SPLITS, open_events
 from pipeline.shards import missing_shards, shard_name, shard_plan, write_manifest
 from simulation.jets.config import JetsConfig
 
 if TYPE_CHECKING:
     from reco.experiment import ExperimentConfig
 
-SPLITS = ("train", "val", "test")
 _NOT_SPLIT_ATTRS = {"n_events", "chunk_events", "shard_index", "shard_count", "created_utc"}
 
 

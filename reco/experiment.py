@@ -41,7 +41,6 @@ from reco.train_config import TrainConfig
 from simulation.airshower.config import AirshowerConfig
 from simulation.jets.config import JetsConfig
 
-SPLITS = ("train", "val", "test")
 # per-event quantities copied into predictions files, for analyses binned in them
 OBSERVERS = {"airshower": ("n_triggered",), "jets": ("jet/jet_pt", "jet/jet_eta", "jet/jet_sdmass")}
 ORIENTED_TARGETS = frozenset({"azimuth", "core_x", "core_y"})  # change under lattice symmetries

@@ -7,23 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.events import write_events
+from pipeline.events import split_seeds, write_events
 from pipeline.shards import shard_attrs, shard_plan, split_path
 from simulation.airshower.config import AirshowerConfig
 from simulation.airshower.simulate import meta_arrays, simulate_chunks
-
-SPLITS = ("train", "val", "test")
-
-
-def split_seeds(seed: int) -> dict[str, int]:
-    """Independent seeds of the three splits, derived from `seed` (SeedSequence spawning).
-
-    Splits never share events, and adding events to one split leaves the others unchanged.
-    """
-    children = np.random.SeedSequence(seed).spawn(len(SPLITS))
-    return {
-        name: int(child.generate_state(1)[0]) for name, child in zip(SPLITS, children, strict=True)
-    }
 
 
 def write_dataset(

@@ -5,22 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
-from pipeline.events import write_events
+from pipeline.events import split_seeds, write_events
 from pipeline.shards import shard_attrs, shard_plan, split_path
 from simulation.jets.config import JetsConfig
 from simulation.jets.simulate import JetSample, concatenate, simulate_chunks
-
-SPLITS = ("train", "val", "test")
-
-
-def split_seeds(seed: int) -> dict[str, int]:
-    """Independent seeds of the three splits, derived from `seed` (SeedSequence spawning)."""
-    children = np.random.SeedSequence(seed).spawn(len(SPLITS))
-    return {
-        name: int(child.generate_state(1)[0]) for name, child in zip(SPLITS, children, strict=True)
-    }
 
 
 def _simulate_split(

@@ -43,9 +43,8 @@ import awkward as ak
 import numpy as np
 
 from pipeline.config import config_hash
-from pipeline.events import JaggedGroup, write_events
+from pipeline.events import JaggedGroup, check_split, write_events
 from simulation.jets.clustering import antikt, require_fastjet
-from simulation.jets.dataset import SPLITS
 from simulation.jets.kinematics import invariant_mass, pt_eta_phi, pt_eta_phi_m_to_p4, wrap_phi
 from simulation.jets.simulate import JET_FIELDS, PARTICLE_FIELDS, jet_substructure
 from simulation.readers.jetclass import JetClassSample, check_classes
@@ -421,8 +420,7 @@ def convert_delphes(
         DelphesFileError / ValueError / ImportError: as :func:`read_delphes`; no jets passed the
             selection; a ``split`` not in train / val / test.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split: must be one of {', '.join(SPLITS)}, got {split!r}")
+    check_split(split)
     sample = read_delphes(
         paths,
         label=label,

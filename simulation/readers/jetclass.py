@@ -41,9 +41,8 @@ import uproot
 
 from pipeline.atomic import atomic_path
 from pipeline.config import config_hash
-from pipeline.events import JaggedGroup, open_events, write_events
+from pipeline.events import JaggedGroup, check_split, open_events, write_events
 from simulation.jets.config import JETCLASS_LABELS
-from simulation.jets.dataset import SPLITS
 from simulation.jets.simulate import JET_FIELDS, PARTICLE_FIELDS, PARTICLE_GROUP, JetSample
 from simulation.readers.rootfiles import as_paths, iterate_tree
 
@@ -73,8 +72,9 @@ class JetClassFileError(ValueError):
 
 
 @dataclass(frozen=True)
-class JetClassSample:
-    """Jets read from JetClass files, in the layout of the toy's :class:`JetSample`.
+class JetClassSample(JetSample):
+    """Jets read from JetClass files: a :class:`JetSample` (the toy's layout) with its classes
+    and the files it came from.
 
     Attributes:
         arrays: ``jet/jet_*`` (n,) float32 (GeV, rad), ``truth/label`` (n,) int16 (index into
@@ -84,19 +84,8 @@ class JetClassSample:
         sources: the files read, in order.
     """
 
-    arrays: dict[str, np.ndarray]
-    particles: JaggedGroup
     classes: tuple[str, ...]
     sources: tuple[Path, ...]
-
-    @property
-    def n_jets(self) -> int:
-        return self.particles.n_events
-
-    @property
-    def jagged(self) -> dict[str, JaggedGroup]:
-        """The ``jagged=`` argument of :func:`pipeline.events.write_events`."""
-        return {PARTICLE_GROUP: self.particles}
 
 
 # ------------------------------------------------------------------------------------------
@@ -161,7 +150,7 @@ _Read = Callable[[slice], tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.
 
 @contextmanager
 def _open_source(
-    source: JetSample | JetClassSample | Path | str,
+    source: JetSample | Path | str,
 ) -> Iterator[tuple[str, int, tuple[str, ...], _Read]]:
     """(name for messages, n_jets, class names of the one-hots, read(slice) -> block)."""
     jet_keys = [f"jet/{b}" for b in JET_BRANCHES]
@@ -243,7 +232,7 @@ def _branch_types() -> dict[str, object]:
 
 def write_jetclass_root(
     path: Path | str,
-    sample_or_h5: JetSample | JetClassSample | Path | str,
+    sample_or_h5: JetSample | Path | str,
     *,
     chunk_size: int = 20_000,
 ) -> Path:
@@ -424,8 +413,7 @@ def convert_jetclass(
         JetClassFileError / ValueError: as :func:`read_jetclass_root`; no jets to convert; a
             ``split`` not in train / val / test.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split: must be one of {', '.join(SPLITS)}, got {split!r}")
+    check_split(split)
     sample = read_jetclass_root(
         paths,
         classes=classes,

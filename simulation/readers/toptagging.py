@@ -53,8 +53,7 @@ import h5py
 import numpy as np
 
 from pipeline.config import config_hash
-from pipeline.events import JaggedGroup, write_events
-from simulation.jets.dataset import SPLITS
+from pipeline.events import JaggedGroup, check_split, write_events
 from simulation.jets.kinematics import invariant_mass, pt_eta_phi, wrap_phi
 
 # The toy's substructure over flat constituents (bucketed padding); shared so that converted and
@@ -428,8 +427,7 @@ def convert_toptagging(
         TopTaggingFileError / ValueError: as :func:`read_toptagging`; no jets to convert; a
             ``split`` not in train / val / test.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split: must be one of {', '.join(SPLITS)}, got {split!r}")
+    check_split(split)
     path = Path(path)
     sample = read_toptagging(path, entry_stop=entry_stop, step_size=step_size)
     if sample.n_jets == 0:

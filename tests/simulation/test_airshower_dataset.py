@@ -5,10 +5,10 @@ from dataclasses import replace
 import h5py
 import numpy as np
 
+from pipeline.events import split_seeds
 from pipeline.h5attrs import plain
 from simulation.airshower import AirshowerConfig, simulate, write_dataset
 from simulation.airshower.config import TraceConfig
-from simulation.airshower.dataset import split_seeds
 
 
 def test_write_dataset(tmp_path):

@@ -4,10 +4,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from pipeline.events import open_events
+from pipeline.events import open_events, split_seeds
 from pipeline.jet_features import pad_jagged
 from simulation.jets import JetsConfig, simulate, write_dataset
-from simulation.jets.dataset import split_seeds
 
 
 def test_write_dataset(tmp_path) -> None:
