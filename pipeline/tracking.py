@@ -134,6 +134,19 @@ def default_tracking_uri(workdir: Path | None = None) -> str:
     return f"sqlite:///{(base / 'mlflow.db').resolve()}"
 
 
+def mlflow_client(uri: str | None = None) -> Any:
+    """An ``MlflowClient`` of `uri` (default: :func:`default_tracking_uri`).
+
+    MLflow announces a new SQLite store's tables at INFO ("Creating initial MLflow database
+    tables...", "Updating database tables") in its own log format, into the first run's output;
+    those two lines are dropped (its warnings and errors still show).
+    """
+    from mlflow.tracking import MlflowClient
+
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    return MlflowClient(tracking_uri=uri or default_tracking_uri())
+
+
 def _param_value(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, list | dict) else str(value)
     return text[:6000]  # MLflow's limit on a param value
@@ -158,11 +171,10 @@ class MLflowTracker:
         system_metrics_interval: float = 10.0,
     ) -> None:
         import mlflow
-        from mlflow.tracking import MlflowClient
 
         self._mlflow = mlflow
         self.uri = uri or default_tracking_uri()
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.client = mlflow_client(self.uri)
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             artifact_location = None
@@ -313,9 +325,7 @@ class RunRecord:
 
 def find_runs(experiment: str, uri: str | None = None) -> list[RunRecord]:
     """All runs of an MLflow experiment (newest first); empty when it does not exist."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri or default_tracking_uri())
+    client = mlflow_client(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []

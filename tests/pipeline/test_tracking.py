@@ -103,3 +103,23 @@ def test_system_metrics_sampling_says_nothing(tmp_path):
     assert "system_metrics" not in proc.stderr, proc.stderr
     metrics = MlflowClient(tracking_uri=uri).get_run(proc.stdout.split()[-1]).data.metrics
     assert any(k.startswith("system/") for k in metrics)
+
+
+def test_a_new_store_is_created_quietly(tmp_path):
+    """A first run in a new SQLite store: MLflow's INFO lines about creating its tables (in its
+    own log format) stay out of the job's output; the store and the run are there."""
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = (
+        "import sys; from pipeline.tracking import MLflowTracker, find_runs; "
+        "t = MLflowTracker('airshower', 'r', uri=sys.argv[1]); t.finish(); "
+        "print(len(find_runs('airshower', sys.argv[1])))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, uri], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    assert "database tables" not in proc.stderr, proc.stderr
+    assert proc.stdout.split()[-1] == "1"
+    assert (tmp_path / "mlflow.db").is_file()
