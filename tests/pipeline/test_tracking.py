@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from pipeline.tracking import (
@@ -80,25 +83,28 @@ def test_resume_continues_same_run(uri):
     assert client.get_run(first.run_id).info.status == "FINISHED"
 
 
+def _python(code: str, uri: str, cwd) -> subprocess.CompletedProcess:
+    """`code` in a new Python process (sys.argv[1] = uri): what MLflow prints there is seen."""
+    return subprocess.run(
+        [sys.executable, "-c", code, uri], capture_output=True, text=True, check=True, cwd=cwd
+    )
+
+
 def test_system_metrics_sampling_says_nothing(tmp_path):
     """MLflow's system-metrics monitor announces its start and stop (and that it has no GPU to
     sample) at INFO: four lines in every run's and evaluation's log. Quiet; its samples are
     still logged (3 s: its first sample needs a new MLflow client in its thread, slow on a busy
     machine)."""
-    import subprocess
-    import sys
-
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    code = (
+    proc = _python(
         "import sys; from pipeline.tracking import MLflowTracker; "
         "t = MLflowTracker('airshower', 'r', uri=sys.argv[1], system_metrics=True, "
         "system_metrics_interval=0.2); import time; time.sleep(3.0); t.finish(); "
-        "print(t.run_id)"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, uri], capture_output=True, text=True, check=True, cwd=tmp_path
+        "print(t.run_id)",
+        uri,
+        tmp_path,
     )
     assert "system_metrics" not in proc.stderr, proc.stderr
     metrics = MlflowClient(tracking_uri=uri).get_run(proc.stdout.split()[-1]).data.metrics
@@ -108,17 +114,13 @@ def test_system_metrics_sampling_says_nothing(tmp_path):
 def test_a_new_store_is_created_quietly(tmp_path):
     """A first run in a new SQLite store: MLflow's INFO lines about creating its tables (in its
     own log format) stay out of the job's output; the store and the run are there."""
-    import subprocess
-    import sys
-
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    code = (
+    proc = _python(
         "import sys; from pipeline.tracking import MLflowTracker, find_runs; "
         "t = MLflowTracker('airshower', 'r', uri=sys.argv[1]); t.finish(); "
-        "print(len(find_runs('airshower', sys.argv[1])))"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, uri], capture_output=True, text=True, check=True, cwd=tmp_path
+        "print(len(find_runs('airshower', sys.argv[1])))",
+        uri,
+        tmp_path,
     )
     assert "database tables" not in proc.stderr, proc.stderr
     assert proc.stdout.split()[-1] == "1"
