@@ -78,8 +78,9 @@ def experiment_rows(
     from reco.bench import EXPERIMENTS, simulated_train
 
     shipped = jagged.MIN_GZIP_RATIO
+    ratio = shipped if gzip_ratio is None else gzip_ratio
     with tempfile.TemporaryDirectory(prefix="reco-bench-loader-") as tmp:
-        jagged.MIN_GZIP_RATIO = shipped if gzip_ratio is None else gzip_ratio
+        jagged.MIN_GZIP_RATIO = ratio
         t0 = time.perf_counter()
         try:
             cfg, path, stats = simulated_train(EXPERIMENTS[name], n_events, Path(tmp))
@@ -88,7 +89,6 @@ def experiment_rows(
         made = time.perf_counter() - t0
         with open_events(path) as f:
             chunk = f.chunk_events
-        ratio = shipped if gzip_ratio is None else gzip_ratio
         print(
             f"{name}: train file {path.stat().st_size / 1e6:.1f} MB, simulated, written and "
             f"fitted in {made:.1f} s (MIN_GZIP_RATIO {ratio}{': gzip everywhere' * (ratio <= 1)})"

@@ -75,11 +75,10 @@ def split_seeds(seed: int) -> dict[str, int]:
     }
 
 
-def check_split(split: str) -> str:
-    """`split` if it names one of :data:`SPLITS`; ValueError naming the field otherwise."""
+def check_split(split: str) -> None:
+    """ValueError naming the field unless `split` is one of :data:`SPLITS`."""
     if split not in SPLITS:
         raise ValueError(f"split: must be one of {', '.join(SPLITS)}, got {split!r}")
-    return split
 
 
 def _reco_version() -> str:
